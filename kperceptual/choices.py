@@ -1,0 +1,31 @@
+"""The named choices a user makes, in the paper's words; importable without Keras or TensorFlow,
+so that flags are checked before any framework starts."""
+
+from __future__ import annotations
+
+# The loss network's layers: paper names -> keras.applications.VGG16 layer names
+# (Keras's VGG16 convs include their ReLU).
+VGG16_LAYERS = {
+    f"relu{block}_{conv}": f"block{block}_conv{conv}"
+    for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+    for conv in range(1, convs + 1)
+}
+VGG16_LAYERS.update({f"pool{block}": f"block{block}_pool" for block in range(1, 6)})
+
+CONTENT_LAYERS = ("relu2_2",)  # the paper's content layer for style transfer
+STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")  # the paper's style layers
+
+WEIGHT_SOURCES = ("torchvision", "imagenet")
+STYLE_REDUCTIONS = ("sum", "mean")
+NORMS = ("instance", "batch")
+UPSAMPLES = ("resize", "transpose")
+PADDINGS = ("reflect", "zero")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+
+def check_layers(layers) -> None:
+    """Raises ValueError naming any layer that VGG16 does not have."""
+    unknown = [name for name in layers if name not in VGG16_LAYERS]
+    if unknown:
+        raise ValueError(f"unknown VGG16 layer {', '.join(unknown)}; known layers: "
+                         f"{', '.join(VGG16_LAYERS)}")

@@ -1,0 +1,145 @@
+"""Training configuration: one dataclass, checked in full before any work starts.
+
+Backend-neutral. ``kperceptual.train`` fills a ``StyleTrainingConfig`` from absl flags; Python
+users build one directly. ``validate`` raises ``ConfigError`` naming the field (= the flag) and
+what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from kperceptual import choices, images
+
+TFDS_PREFIX = "tfds:"
+SKIMAGE_SOURCE = "skimage"
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; ``field`` is the flag that holds it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"--{field}: {message}")
+        self.field = field
+
+
+@dataclasses.dataclass
+class StyleTrainingConfig:
+    style_image: str
+    train_data: str = SKIMAGE_SOURCE
+    name: str = ""  # defaults to the style image's file name stem
+    image_size: int = 256
+    style_size: int = 256
+    batch_size: int = 4  # global: split over all replicas
+    steps: int = 40_000
+    learning_rate: float = 1e-3
+    content_weight: float = 1.0
+    style_weight: float = 5.0
+    tv_weight: float = 1e-8
+    style_reduction: str = "sum"
+    content_layers: tuple = choices.CONTENT_LAYERS
+    style_layers: tuple = choices.STYLE_LAYERS
+    vgg_weights: str = "torchvision"
+    norm: str = "instance"
+    upsample: str = "resize"
+    padding: str = "reflect"
+    precision: str = "auto"  # auto: mixed_bfloat16 where the hardware has native bf16
+    model_dir: str = ""  # defaults to runs/<name>
+    export_dir: str = "savedmodels"
+    checkpoint_every: int = 500
+    log_every: int = 50
+    sample_every: int = 500
+    seed: int = 0
+    tfds_data_dir: str | None = None
+
+    def __post_init__(self):
+        self.content_layers = tuple(self.content_layers)
+        self.style_layers = tuple(self.style_layers)
+        if not self.name:
+            stem = self.style_image.split(":", 1)[-1] if self.style_image.startswith(
+                images.SKIMAGE_PREFIX) else os.path.splitext(os.path.basename(self.style_image))[0]
+            self.name = stem or "style"
+        if not self.model_dir:
+            self.model_dir = os.path.join("runs", self.name)
+
+    def network_config(self) -> dict:
+        return {"norm": self.norm, "upsample": self.upsample, "padding": self.padding}
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["content_layers"] = list(self.content_layers)
+        d["style_layers"] = list(self.style_layers)
+        return d
+
+
+def _positive(config, *fields):
+    for field in fields:
+        value = getattr(config, field)
+        if not value > 0:
+            raise ConfigError(field, f"must be positive, got {value}")
+
+
+def _choice(config, field, allowed):
+    value = getattr(config, field)
+    if value not in allowed:
+        raise ConfigError(field, f"unknown value {value!r}; expected one of {', '.join(allowed)}")
+
+
+def _layers(config, field, allow_empty=False):
+    value = getattr(config, field)
+    if not value and not allow_empty:
+        raise ConfigError(field, "needs at least one VGG16 layer")
+    try:
+        choices.check_layers(value)
+    except ValueError as e:
+        raise ConfigError(field, str(e)) from e
+
+
+def _check_train_data(config) -> None:
+    """Checks the training source without downloading or decoding it."""
+    source = config.train_data
+    if source == SKIMAGE_SOURCE:
+        return
+    if source.startswith(TFDS_PREFIX):
+        if not source[len(TFDS_PREFIX):].partition(":")[0]:
+            raise ConfigError("train_data", f"{source}: name a dataset, as in tfds:coco/2017")
+        return  # the name is checked by the pipeline, which imports tensorflow-datasets
+    if not os.path.isdir(source):
+        raise ConfigError("train_data", f"{source}: no such folder (write tfds:NAME for a "
+                                        "tensorflow-datasets dataset, or skimage for the "
+                                        "bundled photos)")
+    if not images.list_images(source):
+        raise ConfigError("train_data", f"{source}: no images "
+                                        f"({', '.join(images.IMAGE_EXTENSIONS)}) in this folder "
+                                        "or below it")
+
+
+def validate(config: StyleTrainingConfig) -> None:
+    """Raises ``ConfigError`` for the first wrong value; cheap (reads the style image only)."""
+    if not images.image_source_exists(config.style_image):
+        raise ConfigError("style_image", f"{config.style_image}: no such file")
+    try:
+        images.read_image(config.style_image)
+    except images.ImageError as e:
+        raise ConfigError("style_image", str(e)) from e
+    _check_train_data(config)
+    _positive(config, "image_size", "style_size", "batch_size", "steps", "learning_rate",
+              "checkpoint_every", "log_every", "sample_every")
+    for field in ("content_weight", "style_weight", "tv_weight"):
+        if getattr(config, field) < 0:
+            raise ConfigError(field, f"must not be negative, got {getattr(config, field)}")
+    _layers(config, "content_layers")
+    _layers(config, "style_layers", allow_empty=config.style_weight == 0)
+    _choice(config, "style_reduction", choices.STYLE_REDUCTIONS)
+    _choice(config, "vgg_weights", choices.WEIGHT_SOURCES)
+    _choice(config, "norm", choices.NORMS)
+    _choice(config, "upsample", choices.UPSAMPLES)
+    _choice(config, "padding", choices.PADDINGS)
+    _choice(config, "precision", choices.PRECISIONS)
+    if not config.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError("name", f"{config.name!r}: use letters, digits, '-', '_' and '.' only")
+    for field in ("model_dir", "export_dir"):
+        path = getattr(config, field)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(field, f"{path}: exists and is not a folder")

@@ -1,0 +1,139 @@
+"""The perceptual losses of Johnson et al. (2016), as the paper defines them.
+
+Every function takes channels-last tensors and returns one value per example (shape ``(B,)``),
+so that callers can reduce over a global batch (distributed training) or sum over iterations
+(the Gatys optimiser) as they need. Backend-neutral: ``keras.ops`` only.
+
+* feature reconstruction loss  l_feat^j(y^, y) = ||phi_j(y^) - phi_j(y)||_2^2 / (C_j H_j W_j)
+* Gram matrix                  G_j(x)[c, c'] = sum_{h,w} phi_j(x)[h,w,c] phi_j(x)[h,w,c'] / (C_j H_j W_j)
+* style reconstruction loss    l_style^j = ||G_j(y^) - G_j(y_s)||_F^2, summed over the style layers
+  (``reduction="sum"``, the paper); ``reduction="mean"`` averages over the C_j x C_j entries
+  instead, as jcjohnson/fast-neural-style and pytorch/examples do.
+* total variation              l_TV(y) = sum of squared differences between neighbouring pixels
+* pixel loss                   l_pixel(y^, y) = ||y^ - y||_2^2 / (C H W)
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from kperceptual.choices import STYLE_REDUCTIONS
+
+
+def _per_example_mean(x):
+    return ops.mean(ops.reshape(x, (ops.shape(x)[0], -1)), axis=-1)
+
+
+def feature_reconstruction_loss(features, target_features):
+    """l_feat: squared Euclidean distance of feature maps over C*H*W, per example."""
+    return _per_example_mean(ops.square(ops.cast(features, "float32")
+                                        - ops.cast(target_features, "float32")))
+
+
+def gram_matrix(features):
+    """G(x) = phi^T phi / (C H W) for channels-last features (B, H, W, C) -> (B, C, C)."""
+    features = ops.cast(features, "float32")
+    shape = ops.shape(features)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    flat = ops.reshape(features, (batch, height * width, channels))
+    gram = ops.matmul(ops.transpose(flat, (0, 2, 1)), flat)
+    return gram / ops.cast(channels * height * width, "float32")
+
+
+def style_reconstruction_loss(gram, target_gram, reduction="sum"):
+    """l_style for one layer: squared Frobenius distance of Gram matrices, per example.
+
+    ``target_gram`` may have batch size 1 (one style image) and is broadcast.
+    """
+    squared = ops.square(gram - ops.cast(target_gram, "float32"))
+    if reduction == "sum":
+        return ops.sum(squared, axis=(1, 2))
+    if reduction == "mean":
+        return ops.mean(squared, axis=(1, 2))
+    raise ValueError(f"unknown style reduction {reduction!r}; expected one of {STYLE_REDUCTIONS}")
+
+
+def total_variation_loss(images):
+    """l_TV: sum over the image of squared differences between vertical and horizontal
+    neighbours, per example (channels-last)."""
+    images = ops.cast(images, "float32")
+    dy = images[:, 1:, :, :] - images[:, :-1, :, :]
+    dx = images[:, :, 1:, :] - images[:, :, :-1, :]
+    return ops.sum(ops.square(dy), axis=(1, 2, 3)) + ops.sum(ops.square(dx), axis=(1, 2, 3))
+
+
+def pixel_loss(images, targets):
+    """l_pixel: squared Euclidean distance over C*H*W, per example."""
+    return feature_reconstruction_loss(images, targets)
+
+
+class PerceptualObjective:
+    """The paper's weighted objective, one definition for training, optimisation and evaluation:
+
+        lambda_c * sum_j l_feat^j(y^, y_c) + lambda_s * sum_j l_style^j(y^, y_s) + lambda_TV * l_TV(y^)
+
+    Args:
+        loss_network: a ``LossNetwork`` returning every content and style layer.
+        style_targets: ``{layer: Gram matrix (1, C, C)}`` of the style image, or ``None`` when
+            ``style_weight`` is 0.
+        content_layers, style_layers: paper layer names.
+        content_weight, style_weight, tv_weight: lambda_c, lambda_s, lambda_TV.
+        style_reduction: ``"sum"`` (paper) or ``"mean"`` over the Gram entries.
+    """
+
+    def __init__(self, loss_network, style_targets=None, content_layers=("relu2_2",),
+                 style_layers=("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+                 content_weight=1.0, style_weight=1.0, tv_weight=0.0, style_reduction="sum"):
+        missing = [l for l in (*content_layers, *(style_layers if style_weight else ()))
+                   if l not in loss_network.layer_names]
+        if missing:
+            raise ValueError(f"loss network does not return {', '.join(missing)}")
+        if style_weight and style_targets is None:
+            raise ValueError("style_weight > 0 needs style_targets")
+        if style_reduction not in STYLE_REDUCTIONS:
+            raise ValueError(f"unknown style reduction {style_reduction!r}")
+        self.loss_network = loss_network
+        self.style_targets = style_targets
+        self.content_layers = tuple(content_layers)
+        self.style_layers = tuple(style_layers)
+        self.content_weight = float(content_weight)
+        self.style_weight = float(style_weight)
+        self.tv_weight = float(tv_weight)
+        self.style_reduction = style_reduction
+
+    def content_targets(self, content_images):
+        """Features of the content images at the content layers (no gradient needed)."""
+        features = self.loss_network(content_images)
+        return {layer: ops.stop_gradient(features[layer]) for layer in self.content_layers}
+
+    def __call__(self, images, content_targets):
+        """Per-example weighted loss terms: {"content", "style", "tv", "total"}, each (B,)."""
+        features = self.loss_network(images)
+        zero = ops.zeros((ops.shape(images)[0],), "float32")
+        content = zero
+        for layer in self.content_layers:
+            content = content + feature_reconstruction_loss(features[layer],
+                                                            content_targets[layer])
+        style = zero
+        if self.style_weight:
+            for layer in self.style_layers:
+                style = style + style_reconstruction_loss(
+                    gram_matrix(features[layer]), self.style_targets[layer],
+                    self.style_reduction)
+        tv = total_variation_loss(images) if self.tv_weight else zero
+        terms = {
+            "content": self.content_weight * content,
+            "style": self.style_weight * style,
+            "tv": self.tv_weight * tv,
+        }
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms
+
+
+def style_targets_from_image(loss_network, style_image, style_layers):
+    """Gram matrices (1, C, C) of one style image (H, W, 3) or (1, H, W, 3) in [0, 255]."""
+    style_image = ops.convert_to_tensor(style_image, "float32")
+    if len(style_image.shape) == 3:
+        style_image = style_image[None]
+    features = loss_network(style_image)
+    return {layer: ops.convert_to_numpy(gram_matrix(features[layer])) for layer in style_layers}

