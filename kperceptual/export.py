@@ -64,3 +64,15 @@ def export_saved_model(network: keras.Model, export_dir: str, name: str,
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
     return target
+
+
+def latest_version_path(export_dir: str, name: str) -> str | None:
+    """``export_dir/name/<highest version>`` or None."""
+    found = versions(os.path.join(export_dir, name))
+    return os.path.join(export_dir, name, str(found[-1])) if found else None
+
+
+def load_saved_model(path: str):
+    """A callable: float32 pixels (B, H, W, 3) in [0, 255] -> uint8 outputs, from a SavedModel."""
+    signature = tf.saved_model.load(path).signatures["serving_float"]
+    return lambda pixels: signature(images=tf.constant(pixels, tf.float32))["outputs"].numpy()

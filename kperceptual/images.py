@@ -59,6 +59,8 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
                 array = _to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name}: too many pixels for a safe decode ({e})") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not a readable image (unknown or damaged format)") from e
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{name}: not a readable image ({e})") from e
     if array.shape[0] == 0 or array.shape[1] == 0:

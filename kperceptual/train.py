@@ -36,11 +36,11 @@ flags.DEFINE_integer("steps", _D["steps"].default, "Total training steps (paper:
 flags.DEFINE_float("learning_rate", _D["learning_rate"].default, "Adam learning rate.")
 flags.DEFINE_float("content_weight", _D["content_weight"].default, "lambda_c.")
 flags.DEFINE_float("style_weight", _D["style_weight"].default,
-                   "lambda_s (with --style_reduction=mean, about 2e4 times larger).")
+                   "lambda_s (for --style_reduction=sum, about 2e4 times smaller, e.g. 5).")
 flags.DEFINE_float("tv_weight", _D["tv_weight"].default, "lambda_TV (sum of squared differences).")
 flags.DEFINE_string("style_reduction", _D["style_reduction"].default,
-                    "sum: squared Frobenius norm of the Gram difference (paper); mean: mean over "
-                    "its entries (jcjohnson, pytorch/examples).")
+                    "mean: mean over the Gram difference's entries (default; jcjohnson's code, "
+                    "pytorch/examples); sum: its squared Frobenius norm, as the paper writes it.")
 flags.DEFINE_list("content_layers", list(choices.CONTENT_LAYERS), "VGG16 content layers.")
 flags.DEFINE_list("style_layers", list(choices.STYLE_LAYERS), "VGG16 style layers.")
 flags.DEFINE_string("vgg_weights", _D["vgg_weights"].default,

@@ -90,3 +90,16 @@ def test_lpips_heads_are_cached(vgg_weights_path):
     assert [heads[k].shape for k in weights.LPIPS_LAYERS] == [(64,), (128,), (256,), (512,),
                                                                (512,)]
     assert all((h >= 0).all() for h in heads.values())  # LPIPS heads are non-negative
+
+
+def test_weights_command_verifies_and_reports_the_cache(vgg_weights_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, "-m", "kperceptual.weights"], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert f"verified and cached: {vgg_weights_path}" in result.stdout

@@ -23,9 +23,10 @@ def _objective_value(t, batch):
     return float(tf.reduce_mean(terms["total"]))
 
 
-def test_a_few_steps_lower_the_objective(tmp_path, photos, vgg_weights_path):
+def test_a_few_steps_on_two_replicas_lower_the_objective(tmp_path, photos, vgg_weights_path):
     config = small_config(tmp_path, learning_rate=1e-2)
-    t = trainer.build_trainer(config, tf.distribute.MirroredStrategy(["/cpu:0"]))
+    t = trainer.build_trainer(config, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    assert t.distribute_strategy.num_replicas_in_sync == 2
     batch = _batch(photos, 32, 2)
     before = _objective_value(t, batch)
     history = t.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=12, shuffle=False,

@@ -1,0 +1,56 @@
+"""Writes benchmark tables into docs/benchmarks.md, one section per benchmark, with the machine."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+DOC = os.path.join(REPO, "docs", "benchmarks.md")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    try:
+        import keras
+        import tensorflow as tf
+
+        versions = f"TensorFlow {tf.__version__}, Keras {keras.__version__} ({keras.backend.backend()})"
+    except ImportError:
+        versions = ""
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores{mem}, no GPU; Python {platform.python_version()}, "
+            f"{versions}")
+
+
+def write_section(title: str, body: str, argv) -> None:
+    """Replaces (or appends) the section ``## title`` of docs/benchmarks.md."""
+    os.makedirs(os.path.dirname(DOC), exist_ok=True)
+    text = open(DOC).read() if os.path.exists(DOC) else (
+        "# Benchmarks\n\nWritten by the scripts in `benchmarks/`; each section says the machine "
+        "and command that produced it.\n")
+    command = "python " + " ".join(os.path.relpath(argv[0], REPO) if i == 0 else a
+                                   for i, a in enumerate(argv))
+    section = (f"## {title}\n\nMachine: {machine()}.  \nCommand: `{command}` "
+               f"({datetime.date.today().isoformat()}).\n\n{body}\n")
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda m: section + "\n", text) if pattern.search(text) else (
+        text.rstrip("\n") + "\n\n" + section)
+    with open(DOC, "w") as f:
+        f.write(text.rstrip("\n") + "\n")
