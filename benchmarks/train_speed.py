@@ -89,9 +89,9 @@ def main(argv):
         "|---|---|---|",
         *rows,
         "",
-        "Reference: a straightforward PyTorch implementation of the same network and loss takes "
-        "about 7 s per such step on this machine (the figure given in issue 2; not re-measured "
-        "here).",
+        "Compare with the section \"PyTorch reference\" (`benchmarks/torch_reference.py`): a "
+        "straightforward float32 PyTorch implementation of the same network and loss, run on the "
+        "same machine.",
     ])
     report.write_section("Training speed", body, sys.argv)
 
