@@ -139,6 +139,7 @@ def save_checkpoint(trainer, directory: str, step: int, keep: int = 2) -> str:
 
 
 def list_checkpoints(directory: str) -> list[tuple[int, str]]:
+    """Complete checkpoints in ``directory`` as sorted (step, path) pairs."""
     found = []
     for path in glob.glob(os.path.join(directory, "ckpt-*.npz")):
         match = _CKPT.search(os.path.basename(path))
@@ -290,6 +291,8 @@ def _train(config, strategy, source, precision, verbose) -> dict:
     trainer = build_trainer(config, strategy)
     checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
     start = 0
+    for partial in glob.glob(os.path.join(checkpoint_dir, "*.tmp.npz")):
+        os.remove(partial)  # left by a run killed while writing a checkpoint
     checkpoints = list_checkpoints(checkpoint_dir)
     if checkpoints:
         with strategy.scope():

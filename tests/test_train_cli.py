@@ -73,7 +73,9 @@ def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    saved = max(int(p.name[5:13]) for p in ckpt_dir.glob("ckpt-*.npz"))
+    from kperceptual import trainer
+
+    saved = trainer.list_checkpoints(str(ckpt_dir))[-1][0]  # complete checkpoints only
     result = run_train([*TINY, f"--steps={saved + 1}", "--checkpoint_every=2"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"to step {saved + 1} (1 this run" in result.stdout

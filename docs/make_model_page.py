@@ -1,0 +1,110 @@
+"""Writes docs/<name>.md for a trained style model: content | stylised pairs and the loss curve.
+
+    python docs/make_model_page.py --name=starry_night [--model_dir=runs/starry_night]
+
+The content photos are scikit-image's bundled CC0 / public-domain photos, none of which is in the
+training folders, so the pairs show held-out images. The outputs come from the exported
+SavedModel (savedmodels/<name>/<newest version>), the file users get; the loss table is read from
+the run's TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from kperceptual import cli  # noqa: E402,F401
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from kperceptual import export, images, stylize  # noqa: E402
+
+flags.DEFINE_string("name", "starry_night", "Model name (under savedmodels/ and runs/).")
+flags.DEFINE_string("model_dir", "", "The training run's folder; default runs/NAME.")
+flags.DEFINE_string("title", "", "Page title; default the name.")
+flags.DEFINE_list("photos", ["chelsea", "astronaut", "coffee", "rocket"], "Bundled photos.")
+flags.DEFINE_integer("size", 320, "Long side of the example images.")
+FLAGS = flags.FLAGS
+
+
+def loss_rows(log_dir: str, rows: int = 12):
+    import tensorflow as tf
+
+    series = {}
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if not value.HasField("tensor"):
+                    continue
+                array = tf.make_ndarray(value.tensor)
+                if array.ndim == 0 and array.dtype.kind == "f":  # scalars, not sample images
+                    series.setdefault(value.tag, {})[event.step] = float(array)
+    logged = sorted(series.get("loss", {}))
+    picks = sorted({logged[round(i * (len(logged) - 1) / (rows - 1))] for i in range(rows)}
+                   if len(logged) > rows else logged)
+    for step in picks:
+        yield step, {k: series[k].get(step, float("nan")) for k in
+                     ("loss", "content_loss", "style_loss", "tv_loss", "seconds_per_step")}
+
+
+def main(argv):
+    del argv
+    name = FLAGS.name
+    model_dir = FLAGS.model_dir or os.path.join(REPO, "runs", name)
+    version_path = export.latest_version_path(os.path.join(REPO, "savedmodels"), name)
+    if version_path is None:
+        sys.exit(f"make_model_page: no savedmodels/{name}/<version>; train and export it first")
+    _, model_fn = stylize.load_model(version_path)
+    rows = []
+    for photo in FLAGS.photos:
+        content = images.resize_long_side(images.skimage_photo(photo), FLAGS.size)
+        output = stylize.stylize_image(model_fn, content)
+        rows.append(np.concatenate([content, np.full((content.shape[0], 8, 3), 255, np.uint8),
+                                    output], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+            for r in rows]
+    image_path = os.path.join(REPO, "docs", "images", f"{name}_examples.jpg")
+    os.makedirs(os.path.dirname(image_path), exist_ok=True)
+    images.write_image(image_path, np.concatenate(rows, axis=0), overwrite=True)
+
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    table = ["| step | total | content | style | TV | s/step |", "|---|---|---|---|---|---|"]
+    for step, v in loss_rows(os.path.join(model_dir, "logs")):
+        table.append(f"| {step} | {v['loss']:.2f} | {v['content_loss']:.2f} | "
+                     f"{v['style_loss']:.2f} | {v['tv_loss']:.3f} | {v['seconds_per_step']:.2f} |")
+    last_step = int(table[-1].split("|")[1]) if len(table) > 2 else 0
+    held_out = "" if config["train_data"] == "skimage" else ", none of them in the training set"
+    page = f"""# {FLAGS.title or name}
+
+Model: `savedmodels/{name}/{os.path.basename(version_path)}` (SavedModel; TF Serving layout).
+Trained with `python -m kperceptual.train --flagfile=pipelines/{name}.flags` on the
+{config['train_data']} photos, {config['image_size']}x{config['image_size']} crops, batch
+{config['batch_size']}, style image long side {config['style_size']}, content weight
+{config['content_weight']:g}, style weight {config['style_weight']:g}
+({config['style_reduction']} over Gram entries), TV weight {config['tv_weight']:g},
+{config['norm']} normalisation, {config['upsample']} upsampling. Logged up to step {last_step}.
+
+Left: content photo (scikit-image's bundled photos{held_out}). Right: the exported model's
+output, made by `python docs/make_model_page.py --name={name}`.
+
+![content and stylised pairs](images/{name}_examples.jpg)
+
+Training losses (weighted terms, averaged over the {config['log_every']} steps before each row;
+from the run's TensorBoard logs):
+
+{chr(10).join(table)}
+"""
+    with open(os.path.join(REPO, "docs", f"{name}.md"), "w") as f:
+        f.write(page)
+    print(f"wrote docs/{name}.md and {os.path.relpath(image_path, REPO)}")
+
+
+if __name__ == "__main__":
+    app.run(main)
