@@ -112,21 +112,21 @@ class TrainingImages:
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         return images.resize_and_center_crop(image, self.image_size)
 
-    def _load_file(self, path) -> tuple[np.ndarray, bool]:
-        name = path.decode() if isinstance(path, bytes) else str(path)
+    def _attempt(self, name: str, read) -> tuple[np.ndarray, bool]:
+        """(prepared image, True), or (a blank, False) after logging why ``read`` failed."""
         try:
-            return self._prepare(images.read_image(name)), True
+            return self._prepare(read()), True
         except images.ImageError as e:
             self._skip(name, e)
             return np.zeros((self.image_size, self.image_size, 3), np.uint8), False
 
+    def _load_file(self, path) -> tuple[np.ndarray, bool]:
+        name = path.decode() if isinstance(path, bytes) else str(path)
+        return self._attempt(name, lambda: images.read_image(name))
+
     def _load_bytes(self, data, index) -> tuple[np.ndarray, bool]:
         name = f"{self.source} example {int(index)}"
-        try:
-            return self._prepare(images.decode_image(bytes(data), name)), True
-        except images.ImageError as e:
-            self._skip(name, e)
-            return np.zeros((self.image_size, self.image_size, 3), np.uint8), False
+        return self._attempt(name, lambda: images.decode_image(bytes(data), name))
 
     def _load_array(self, array) -> tuple[np.ndarray, bool]:
         array = np.asarray(array)

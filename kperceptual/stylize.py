@@ -49,8 +49,10 @@ def load_model(spec: str, models_dir: str = "savedmodels"):
     if path is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(f"{spec}: not a .keras file, a SavedModel folder, or a model "
                                 f"name in {models_dir}/")
-    name = os.path.basename(os.path.dirname(os.path.normpath(path))) if os.path.basename(
-        os.path.normpath(path)).isdigit() else os.path.basename(os.path.normpath(path))
+    path = os.path.normpath(path)
+    name = os.path.basename(path)
+    if name.isdigit():  # savedmodels/<name>/<version>
+        name = os.path.basename(os.path.dirname(path))
     return name, export.load_saved_model(path)
 
 
