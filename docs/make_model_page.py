@@ -83,13 +83,15 @@ def main(argv):
     held_out = "" if config["train_data"] == "skimage" else ", none of them in the training set"
     page = f"""# {FLAGS.title or name}
 
-Model: `savedmodels/{name}/{os.path.basename(version_path)}` (SavedModel; TF Serving layout).
-Trained with `python -m kperceptual.train --flagfile=pipelines/{name}.flags` on the
-{config['train_data']} photos, {config['image_size']}x{config['image_size']} crops, batch
-{config['batch_size']}, style image long side {config['style_size']}, content weight
-{config['content_weight']:g}, style weight {config['style_weight']:g}
-({config['style_reduction']} over Gram entries), TV weight {config['tv_weight']:g},
-{config['norm']} normalisation, {config['upsample']} upsampling. Logged up to step {last_step}.
+- Model: `savedmodels/{name}/{os.path.basename(version_path)}` (SavedModel, TF Serving layout).
+- Trained with `python -m kperceptual.train --flagfile=pipelines/{name}.flags` for
+  **{last_step} steps** (the paper: 40,000 on 80k COCO images).
+- Training photos: `{config['train_data']}`; {config['image_size']}x{config['image_size']} crops,
+  batch {config['batch_size']}; style image long side {config['style_size']}.
+- Loss: content weight {config['content_weight']:g}, style weight {config['style_weight']:g}
+  ({config['style_reduction']} over Gram entries), TV weight {config['tv_weight']:g}.
+- Network: {config['norm']} normalisation, {config['upsample']} upsampling,
+  {config['padding']} padding.
 
 Left: content photo (scikit-image's bundled photos{held_out}). Right: the exported model's
 output, made by `python docs/make_model_page.py --name={name}`.
