@@ -63,17 +63,33 @@ class LossNetwork(keras.Model):
             input_shape=(None, None, 3),
         )
         vgg.trainable = False
-        self.features = keras.Model(
-            vgg.input, [vgg.get_layer(LAYER_NAMES[name]).output for name in layers],
-            name="vgg16_features")
-        self.features.trainable = False
+        self._vgg = vgg
+        self.features = self._cut(layers, "vgg16_features")
         self.trainable = False
 
-    def call(self, pixels):
-        outputs = self.features(preprocess(pixels, self.weight_source or "torchvision"))
+    def _cut(self, layers, name):
+        model = keras.Model(self._vgg.input,
+                            [self._vgg.get_layer(LAYER_NAMES[n]).output for n in layers], name=name)
+        model.trainable = False
+        return model
+
+    def _run(self, model, layers, pixels):
+        outputs = model(preprocess(pixels, self.weight_source or "torchvision"))
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        return dict(zip(self.layer_names, outputs))
+        return dict(zip(layers, outputs))
+
+    def call(self, pixels):
+        return self._run(self.features, self.layer_names, pixels)
+
+    def partial(self, layers):
+        """A function returning only ``layers`` and computing nothing deeper; shares weights."""
+        layers = tuple(dict.fromkeys(layers))
+        missing = [n for n in layers if n not in self.layer_names]
+        if missing:
+            raise ValueError(f"loss network does not return {', '.join(missing)}")
+        model = self._cut(layers, "vgg16_" + "_".join(layers))
+        return lambda pixels: self._run(model, layers, pixels)
 
     def get_config(self):
         config = super().get_config()

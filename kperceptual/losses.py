@@ -100,10 +100,13 @@ class PerceptualObjective:
         self.style_weight = float(style_weight)
         self.tv_weight = float(tv_weight)
         self.style_reduction = style_reduction
+        # The content images need only the content layers: a cut of the same VGG16, so no
+        # deeper layer is computed for them.
+        self._content_features = loss_network.partial(self.content_layers)
 
     def content_targets(self, content_images):
         """Features of the content images at the content layers (no gradient needed)."""
-        features = self.loss_network(content_images)
+        features = self._content_features(content_images)
         return {layer: ops.stop_gradient(features[layer]) for layer in self.content_layers}
 
     def __call__(self, images, content_targets):

@@ -103,3 +103,11 @@ def test_weights_command_verifies_and_reports_the_cache(vgg_weights_path):
                             env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-1000:]
     assert f"verified and cached: {vgg_weights_path}" in result.stdout
+
+
+def test_partial_network_shares_weights_and_stops_early(loss_net, photos):
+    x = images.resize_and_center_crop(photos["coffee"], 48)[None].astype(np.float32)
+    content_only = loss_net.partial(("relu2_2",))
+    np.testing.assert_allclose(content_only(x)["relu2_2"], loss_net(x)["relu2_2"], rtol=1e-6)
+    with pytest.raises(ValueError, match="relu5_3"):
+        loss_net.partial(("relu5_3",))
