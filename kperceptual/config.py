@@ -8,6 +8,7 @@ what is wrong with it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from kperceptual import choices, images
@@ -129,8 +130,13 @@ def validate(config: StyleTrainingConfig) -> None:
     _positive(config, "image_size", "style_size", "batch_size", "steps", "learning_rate",
               "checkpoint_every", "log_every", "sample_every")
     for field in ("content_weight", "style_weight", "tv_weight"):
-        if getattr(config, field) < 0:
-            raise ConfigError(field, f"must not be negative, got {getattr(config, field)}")
+        value = getattr(config, field)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(field, f"must be a finite number >= 0, got {value}")
+    if config.image_size < 8:
+        raise ConfigError("image_size", f"must be at least 8 pixels, got {config.image_size}")
+    if config.seed < 0:
+        raise ConfigError("seed", f"must not be negative, got {config.seed}")
     _layers(config, "content_layers")
     _layers(config, "style_layers", allow_empty=config.style_weight == 0)
     _choice(config, "style_reduction", choices.STYLE_REDUCTIONS)

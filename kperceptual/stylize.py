@@ -76,6 +76,8 @@ def main(argv):
         cli.fail(PROGRAM, "--model: required")
     if not inputs:
         cli.fail(PROGRAM, "no input images given (files or folders after the flags)")
+    if FLAGS.max_size < 0:
+        cli.fail(PROGRAM, f"--max_size: must not be negative, got {FLAGS.max_size}")
     try:
         name, model_fn = load_model(FLAGS.model, FLAGS.models_dir)
     except (FileNotFoundError, ValueError, OSError) as e:

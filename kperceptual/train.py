@@ -17,7 +17,7 @@ from kperceptual import cli  # noqa: F401  (quietens TensorFlow before it is imp
 from absl import app, flags, logging
 
 from kperceptual import config as config_lib
-from kperceptual import choices
+from kperceptual import choices, weights
 
 PROGRAM = "kperceptual.train"
 _D = config_lib.StyleTrainingConfig.__dataclass_fields__
@@ -88,6 +88,8 @@ def main(argv):
     except config_lib.ConfigError as e:
         cli.fail(PROGRAM, str(e))
     except trainer.TrainingDiverged as e:
+        cli.fail(PROGRAM, str(e), status=1)
+    except (weights.WeightsError, OSError) as e:
         cli.fail(PROGRAM, str(e), status=1)
     logging.info("done: %s", result)
     print(f"trained {config.name} to step {result['steps']} ({result['trained_steps']} this run, "

@@ -297,6 +297,7 @@ def _train(config, strategy, source, precision, verbose) -> dict:
     if checkpoints:
         with strategy.scope():
             start = restore_checkpoint(trainer, checkpoints[-1][1])
+            trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
         logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
     samples = [images.resize_and_center_crop(images.skimage_photo(n), config.image_size)
                for n in SAMPLE_PHOTOS]
