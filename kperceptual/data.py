@@ -128,12 +128,6 @@ class TrainingImages:
         name = f"{self.source} example {int(index)}"
         return self._attempt(name, lambda: images.decode_image(bytes(data), name))
 
-    def _load_array(self, array) -> tuple[np.ndarray, bool]:
-        array = np.asarray(array)
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = np.repeat(array, 3, axis=-1)
-        return self._prepare(array[..., :3].astype(np.uint8)), True
-
     def _decode(self, fn, *args):
         image, ok = tf.numpy_function(fn, list(args), (tf.uint8, tf.bool), stateful=False)
         image.set_shape((self.image_size, self.image_size, 3))
@@ -178,12 +172,8 @@ class TrainingImages:
         ds = ds.map(lambda ex: ex[self._image_key])
         ds = ds.enumerate().shuffle(4096, seed=seed, reshuffle_each_iteration=True).repeat()
         ds = ds.skip(start)  # cheap: images are still encoded here
-        if ds.element_spec[1].dtype == tf.string:
-            fn = lambda i, data: self._decode(self._load_bytes, data, i)  # noqa: E731
-        else:  # already decoded (as tfds.testing.mock_data may give)
-            fn = lambda i, array: self._decode(  # noqa: E731
-                lambda a: self._load_array(a), array)
-        return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.map(lambda i, data: self._decode(self._load_bytes, data, i),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def dataset(self, batch_size: int, seed: int = 0, start_step: int = 0) -> tf.data.Dataset:
         """An endless dataset of uint8 batches (batch_size, size, size, 3), prefetched.

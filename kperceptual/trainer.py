@@ -37,7 +37,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-@keras.saving.register_keras_serializable(package="kperceptual")
 class StyleTransferTrainer(keras.Model):
     """Trains ``network`` against a ``losses.PerceptualObjective``; the loss network is frozen."""
 
@@ -178,7 +177,6 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.total_steps = total_steps
         self.writer = tf.summary.create_file_writer(log_dir)
         self.diverged_at = None
-        self.last_checkpoint = None
         self._window_start = time.perf_counter()
         self._reset_window = False
 
@@ -209,7 +207,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         if step % self.sample_every == 0:
             self.write_samples(step)
         if step % self.checkpoint_every == 0 or step >= self.total_steps:
-            self.last_checkpoint = save_checkpoint(self.model, self.checkpoint_dir, step)
+            save_checkpoint(self.model, self.checkpoint_dir, step)
         if step >= self.total_steps:
             self.model.stop_training = True
 
