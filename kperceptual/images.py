@@ -162,3 +162,12 @@ def write_image(path: str, image, overwrite: bool = False) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def size_content_and_style(content: np.ndarray, style: np.ndarray, image_size: int = 0,
+                           style_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The content with its longer side ``image_size`` (0: as it is), and the style with its
+    longer side ``style_size`` (0: the same as the content's)."""
+    if image_size:
+        content = resize_long_side(content, image_size)
+    return content, resize_long_side(style, style_size or max(content.shape[:2]))

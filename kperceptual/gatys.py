@@ -1,0 +1,221 @@
+"""The optimisation-based style transfer of Gatys, Ecker and Bethge (CVPR 2016), the baseline the
+paper measures its networks against: minimise the perceptual objective over an image's pixels.
+
+The objective is ``losses.PerceptualObjective``, built by ``losses.objective_from_config`` exactly
+as training builds it, so "the objective value" means the same thing for a network's output and
+for an optimised image. Two optimisers:
+
+* ``lbfgs``: L-BFGS-B (scipy) with every pixel bounded to [0, 255], the paper's projected L-BFGS.
+* ``adam``: Adam (``keras.optimizers.Adam``) on the pixels, projected back to [0, 255] after each
+  step.
+
+Python use::
+
+    from kperceptual import gatys
+    result = gatys.stylize("photo.jpg", "starry_night.jpg", iterations=300, image_size=512)
+    result.image        # uint8 (H, W, 3)
+    result.history      # one dict per iteration: content, style, tv, total, seconds
+
+Backend-neutral: gradients come from ``autodiff.value_and_grad``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+
+from kperceptual import autodiff, color, images, losses
+from kperceptual.config import ObjectiveConfig
+from kperceptual.precision import dtype_policy, resolve_precision
+
+TERMS = ("content", "style", "tv", "total")
+
+
+@dataclasses.dataclass
+class GatysResult:
+    image: np.ndarray  # uint8 (H, W, 3), the output as it is written
+    history: list  # per iteration (0 = the initial image): iteration, seconds, content, style, tv, total
+    evaluations: int  # objective + gradient evaluations; L-BFGS's line search may need more than one
+    stopped: str  # why the optimiser stopped
+
+    @property
+    def objective(self) -> float:
+        """The total objective of the last iteration (before colour preservation)."""
+        return self.history[-1]["total"]
+
+
+class PixelObjective:
+    """The objective of one content image and one style image as a function of output pixels.
+
+    Args:
+        content, style: RGB images (H, W, 3) in [0, 255], already at the sizes to use.
+        config: a ``config.ObjectiveConfig`` (weights, layers, loss-network weights).
+        loss_net: a ``LossNetwork`` returning ``config.loss_layers()``, to share one between runs.
+        jit_compile: ask TensorFlow for XLA.
+    """
+
+    def __init__(self, content, style, config: ObjectiveConfig | None = None, loss_net=None,
+                 jit_compile: bool = False):
+        self.config = config or ObjectiveConfig()
+        self.shape = tuple(np.shape(content))
+        self.objective = losses.objective_from_config(
+            self.config, np.asarray(style, np.float32), loss_net)
+        self.content_targets = self.objective.content_targets(
+            np.asarray(content, np.float32)[None])
+        self._step = autodiff.value_and_grad(
+            lambda pixels: self.objective(pixels, self.content_targets), jit_compile)
+
+    def value_and_grad(self, image):
+        """``({term: float}, gradient float32 (H, W, 3))`` at ``image`` (H, W, 3)."""
+        image = np.asarray(image, np.float32).reshape((1,) + self.shape)
+        values, gradient = self._step(image)
+        terms = {name: float(keras.ops.convert_to_numpy(values[name])[0]) for name in TERMS}
+        return terms, keras.ops.convert_to_numpy(gradient)[0]
+
+    def __call__(self, image) -> dict:
+        """``{term: float}`` at ``image`` (H, W, 3); e.g. a network's output."""
+        image = np.asarray(image, np.float32).reshape((1,) + self.shape)
+        values = self.objective(keras.ops.convert_to_tensor(image), self.content_targets)
+        return {name: float(keras.ops.convert_to_numpy(values[name])[0]) for name in TERMS}
+
+
+def initial_image(content, init: str = "noise", seed: int = 0) -> np.ndarray:
+    """The starting point: white noise, uniform in [0, 255] (the paper), or the content image."""
+    content = np.asarray(content)
+    if init == "noise":
+        return np.random.default_rng(seed).uniform(0.0, 255.0, content.shape).astype(np.float32)
+    if init == "content":
+        return content.astype(np.float32)
+    raise ValueError(f"unknown init {init!r}; expected noise or content")
+
+
+class _History:
+    """Records the loss terms per iteration and calls the user's callback."""
+
+    def __init__(self, callback):
+        self.rows = []
+        self.callback = callback
+        self.started = time.perf_counter()
+
+    def add(self, iteration, terms, image):
+        self.rows.append({"iteration": iteration,
+                          "seconds": time.perf_counter() - self.started, **terms})
+        if self.callback is not None:
+            self.callback(iteration, terms, image)
+
+
+def minimize_lbfgs(objective: PixelObjective, init, iterations: int, memory: int = 20,
+                   callback=None):
+    """Runs ``iterations`` L-BFGS-B iterations with pixels bounded to [0, 255].
+
+    ``callback(iteration, terms, image)`` is called for the initial image (iteration 0) and after
+    every iteration. Returns ``(image float32, history, evaluations, stopped)``.
+    """
+    from scipy import optimize
+
+    history = _History(callback)
+    last = {}
+
+    def fun(x):
+        terms, gradient = objective.value_and_grad(x)
+        last.update(x=x.copy(), terms=terms)
+        return terms["total"], gradient.astype(np.float64).ravel()
+
+    def on_iteration(intermediate_result):
+        x = intermediate_result.x
+        terms = last["terms"] if np.array_equal(x, last["x"]) else objective(x)
+        history.add(len(history.rows), terms, x.reshape(objective.shape))
+
+    x0 = np.clip(np.asarray(init, np.float64), 0.0, 255.0).ravel()
+    history.add(0, objective(x0), x0.reshape(objective.shape))
+    # ftol = gtol = 0: run the iterations asked for, as the paper does, unless L-BFGS cannot go on.
+    result = optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[(0.0, 255.0)],
+                               callback=on_iteration,
+                               options={"maxiter": iterations, "maxfun": 10 * iterations + 20,
+                                        "maxcor": memory, "ftol": 0.0, "gtol": 0.0})
+    image = np.clip(result.x, 0.0, 255.0).reshape(objective.shape).astype(np.float32)
+    return image, history.rows, int(result.nfev), str(result.message)
+
+
+def minimize_adam(objective: PixelObjective, init, iterations: int, learning_rate: float = 10.0,
+                  callback=None):
+    """Runs ``iterations`` Adam steps on the pixels, clipping them to [0, 255] after each.
+
+    Same callback and return value as ``minimize_lbfgs``.
+    """
+    history = _History(callback)
+    pixels = keras.Variable(np.clip(np.asarray(init, np.float32), 0.0, 255.0), name="pixels")
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build([pixels])
+    for iteration in range(iterations + 1):
+        current = keras.ops.convert_to_numpy(pixels.value)
+        terms, gradient = objective.value_and_grad(current)
+        history.add(iteration, terms, current)
+        if iteration < iterations:
+            optimizer.apply([keras.ops.convert_to_tensor(gradient)], [pixels])
+            pixels.assign(keras.ops.clip(pixels.value, 0.0, 255.0))
+    image = keras.ops.convert_to_numpy(pixels.value).astype(np.float32)
+    return image, history.rows, iterations + 1, "done"
+
+
+def stylize(content, style, *, iterations: int = 500, optimizer: str = "lbfgs",
+            init: str = "noise", seed: int = 0, image_size: int = 0, style_size: int = 0,
+            learning_rate: float = 10.0, lbfgs_memory: int = 20, preserve_color: bool = False,
+            precision: str = "auto", objective: ObjectiveConfig | None = None,
+            loss_net=None, callback=None, **objective_settings) -> GatysResult:
+    """Stylises ``content`` with ``style`` by optimisation (Gatys et al.).
+
+    Args:
+        content, style: RGB images (H, W, 3) uint8 or float in [0, 255], or image paths
+            (``images.read_image``).
+        iterations: optimiser iterations (the paper: 100 to 500).
+        optimizer: ``"lbfgs"`` (bounded L-BFGS-B) or ``"adam"``.
+        init: ``"noise"`` (white noise, the paper) or ``"content"``.
+        image_size, style_size: resize the longer sides to these (0: content as given; style to
+            the content's longer side).
+        preserve_color: transfer luminance only and keep the content's colours: both images
+            are optimised as grey images (the style's luminance matched to the content's mean
+            and spread), then the result's luminance is joined to the content's chroma.
+        objective: the objective's settings; or give them as keywords
+            (``style_weight=1e4``, ``style_layers=(...)``), the defaults of training otherwise.
+        precision: ``"auto"`` (``mixed_bfloat16`` where the hardware computes it natively, as
+            for training), ``"float32"`` or ``"mixed_bfloat16"``: the loss network's compute
+            dtype. Pixels, gradients and the objective's sums stay float32.
+        callback: ``callback(iteration, terms, image)`` after each iteration, e.g. progress.
+
+    Returns a ``GatysResult`` (uint8 image, loss history per iteration).
+    """
+    if objective is None:
+        objective = ObjectiveConfig(**objective_settings)
+    elif objective_settings:
+        objective = dataclasses.replace(objective, **objective_settings)
+    content, style = (images.read_image(x) if isinstance(x, str) else np.asarray(x)
+                      for x in (content, style))
+    content, style = images.size_content_and_style(images.to_uint8(content),
+                                                   images.to_uint8(style), image_size, style_size)
+    if preserve_color:
+        content_in, style_in = color.grey(content), color.match_luminance(style, content)
+    else:
+        content_in, style_in = content, style
+    with dtype_policy(resolve_precision(precision)):
+        pixel_objective = PixelObjective(content_in, style_in, objective, loss_net)
+    start = initial_image(content_in, init, seed)
+    if preserve_color and callback is not None:
+        user_callback = callback
+
+        def callback(iteration, terms, image):
+            user_callback(iteration, terms, color.preserve_color(content, image))
+    if optimizer == "lbfgs":
+        image, history, evaluations, stopped = minimize_lbfgs(
+            pixel_objective, start, iterations, lbfgs_memory, callback)
+    elif optimizer == "adam":
+        image, history, evaluations, stopped = minimize_adam(
+            pixel_objective, start, iterations, learning_rate, callback)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected lbfgs or adam")
+    if preserve_color:
+        image = color.preserve_color(content, image)
+    return GatysResult(images.to_uint8(image), history, evaluations, stopped)
