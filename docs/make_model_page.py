@@ -22,7 +22,7 @@ from kperceptual import cli  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from kperceptual import export, images, stylize  # noqa: E402
+from kperceptual import export, images, models, stylize  # noqa: E402
 
 flags.DEFINE_string("name", "starry_night", "Model name (under savedmodels/ and runs/).")
 flags.DEFINE_string("model_dir", "", "The training run's folder; default runs/NAME.")
@@ -59,7 +59,7 @@ def main(argv):
     version_path = export.latest_version_path(os.path.join(REPO, "savedmodels"), name)
     if version_path is None:
         sys.exit(f"make_model_page: no savedmodels/{name}/<version>; train and export it first")
-    _, model_fn = stylize.load_model(version_path)
+    _, model_fn = models.load_model(version_path)
     rows = []
     for photo in FLAGS.photos:
         content = images.resize_long_side(images.skimage_photo(photo), FLAGS.size)

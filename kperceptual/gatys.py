@@ -93,7 +93,8 @@ def initial_image(content, init: str = "noise", seed: int = 0) -> np.ndarray:
 
 
 class _History:
-    """Records the loss terms per iteration and calls the user's callback."""
+    """Records the loss terms per iteration and calls the user's callback; ``seconds`` count
+    from the optimiser's start, so they include every evaluation it made."""
 
     def __init__(self, callback):
         self.rows = []
@@ -122,6 +123,8 @@ def minimize_lbfgs(objective: PixelObjective, init, iterations: int, memory: int
     def fun(x):
         terms, gradient = objective.value_and_grad(x)
         last.update(x=x.copy(), terms=terms)
+        if not history.rows:  # L-BFGS-B scores the initial image first
+            history.add(0, terms, x.reshape(objective.shape))
         return terms["total"], gradient.astype(np.float64).ravel()
 
     def on_iteration(intermediate_result):
@@ -129,15 +132,27 @@ def minimize_lbfgs(objective: PixelObjective, init, iterations: int, memory: int
         terms = last["terms"] if np.array_equal(x, last["x"]) else objective(x)
         history.add(len(history.rows), terms, x.reshape(objective.shape))
 
-    x0 = np.clip(np.asarray(init, np.float64), 0.0, 255.0).ravel()
-    history.add(0, objective(x0), x0.reshape(objective.shape))
-    # ftol = gtol = 0: run the iterations asked for, as the paper does, unless L-BFGS cannot go on.
-    result = optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[(0.0, 255.0)],
-                               callback=on_iteration,
-                               options={"maxiter": iterations, "maxfun": 10 * iterations + 20,
-                                        "maxcor": memory, "ftol": 0.0, "gtol": 0.0})
-    image = np.clip(result.x, 0.0, 255.0).reshape(objective.shape).astype(np.float32)
-    return image, history.rows, int(result.nfev), str(result.message)
+    x = np.clip(np.asarray(init, np.float64), 0.0, 255.0).ravel()
+    evaluations, restarts = 0, 0
+    while True:
+        done = max(len(history.rows) - 1, 0)
+        # ftol = gtol = 0: run the iterations asked for, as the paper does.
+        result = optimize.minimize(
+            fun, x, jac=True, method="L-BFGS-B", bounds=optimize.Bounds(0.0, 255.0),
+            callback=on_iteration,
+            options={"maxiter": iterations - done, "maxfun": 10 * (iterations - done) + 20,
+                     "maxcor": memory, "ftol": 0.0, "gtol": 0.0})
+        x, evaluations = result.x, evaluations + int(result.nfev)
+        progress = max(len(history.rows) - 1, 0) - done
+        if len(history.rows) - 1 >= iterations or progress == 0 or restarts >= 10:
+            break
+        # L-BFGS-B stops early when a noisy objective (a bfloat16 loss network) fails to go
+        # down along a search line: start it again from here with an empty memory, as long as
+        # that makes progress.
+        restarts += 1
+    stopped = str(result.message) + (f" ({restarts} restarts)" if restarts else "")
+    image = np.clip(x, 0.0, 255.0).reshape(objective.shape).astype(np.float32)
+    return image, history.rows, evaluations, stopped
 
 
 def minimize_adam(objective: PixelObjective, init, iterations: int, learning_rate: float = 10.0,

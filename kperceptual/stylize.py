@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from kperceptual import images
+from kperceptual.models import load_model
 
 PROGRAM = "kperceptual.stylize"
 flags.DEFINE_string("model", None, "A name in --models_dir, a SavedModel folder or a .keras file.")
@@ -30,30 +31,6 @@ flags.DEFINE_string("output", "stylised", "Output folder.")
 flags.DEFINE_integer("max_size", 0, "If > 0, resize inputs so their longer side is at most this.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
 FLAGS = flags.FLAGS
-
-
-def load_model(spec: str, models_dir: str = "savedmodels"):
-    """Returns (name, fn) where fn maps float32 pixels (B, H, W, 3) to pixels in [0, 255]."""
-    if spec.endswith(".keras"):
-        if not os.path.isfile(spec):
-            raise FileNotFoundError(f"{spec}: no such file")
-        import keras
-
-        from kperceptual import networks  # noqa: F401  (registers the classes)
-
-        model = keras.saving.load_model(spec)
-        return os.path.splitext(os.path.basename(spec))[0], lambda x: np.asarray(model(x))
-    from kperceptual import export
-
-    path = spec if os.path.isdir(spec) else export.latest_version_path(models_dir, spec)
-    if path is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(f"{spec}: not a .keras file, a SavedModel folder, or a model "
-                                f"name in {models_dir}/")
-    path = os.path.normpath(path)
-    name = os.path.basename(path)
-    if name.isdigit():  # savedmodels/<name>/<version>
-        name = os.path.basename(os.path.dirname(path))
-    return name, export.load_saved_model(path)
 
 
 def stylize_image(model_fn, image: np.ndarray, max_size: int = 0) -> np.ndarray:

@@ -106,3 +106,40 @@ def test_images_given_as_paths_and_resized(photos, loss_net, tmp_path):
     result = gatys.stylize(path, "skimage:hubble_deep_field", iterations=1, image_size=40,
                            loss_net=loss_net, precision="float32")
     assert max(result.image.shape[:2]) == 40
+
+
+class NoisyObjective:
+    """An ill-conditioned quadratic whose values carry noise, as a bfloat16 loss network's do:
+    L-BFGS-B stops early on it."""
+
+    def __init__(self, noise):
+        self.shape = (4, 4, 3)
+        self.noise = noise
+        self.rng = np.random.default_rng(0)
+        self.scale = np.logspace(0, 4, 48).reshape(self.shape)  # ill-conditioned
+
+    def __call__(self, image):
+        x = np.asarray(image, np.float64).reshape(self.shape)
+        value = float(np.sum(self.scale * (x - 100.0) ** 2)) + self.noise * self.rng.normal()
+        return {"content": value, "style": 0.0, "tv": 0.0, "total": value}
+
+    def value_and_grad(self, image):
+        x = np.asarray(image, np.float64).reshape(self.shape)
+        return self(image), (2.0 * self.scale * (x - 100.0)).astype(np.float32)
+
+
+def test_lbfgs_restarts_after_line_search_failures_and_always_ends():
+    image, history, evaluations, stopped = gatys.minimize_lbfgs(
+        NoisyObjective(noise=50.0), np.zeros((4, 4, 3)), iterations=40)
+    assert 1 <= len(history) - 1 <= 40
+    assert [row["iteration"] for row in history] == list(range(len(history)))
+    assert history[-1]["total"] < history[0]["total"]
+    assert evaluations <= 11 * (10 * 40 + 20)  # at most 10 restarts, each bounded
+    assert 0.0 <= image.min() and image.max() <= 255.0
+    assert "restarts" in stopped
+
+
+def test_lbfgs_without_noise_needs_no_restart():
+    _, history, _, stopped = gatys.minimize_lbfgs(NoisyObjective(noise=0.0), np.zeros((4, 4, 3)),
+                                                  iterations=30)
+    assert len(history) == 31 and "restart" not in stopped
