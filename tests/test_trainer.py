@@ -24,7 +24,10 @@ def _objective_value(t, batch):
 
 
 def test_a_few_steps_on_two_replicas_lower_the_objective(tmp_path, photos, vgg_weights_path):
-    config = small_config(tmp_path, learning_rate=1e-2)
+    # Seeded: with an unseeded start and a learning rate of 1e-2 this failed now and then (one
+    # start in five rose); 3e-3 lowered the objective to at most 0.24 of its start in 5 of 5.
+    keras.utils.set_random_seed(0)
+    config = small_config(tmp_path, learning_rate=3e-3)
     t = trainer.build_trainer(config, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     assert t.distribute_strategy.num_replicas_in_sync == 2
     batch = _batch(photos, 32, 2)
