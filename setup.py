@@ -17,6 +17,7 @@ setup(
         "pillow>=10.0",
         "absl-py>=2.0",
         "scikit-image>=0.22",
+        "scipy>=1.11",  # L-BFGS-B for the Gatys optimiser (callback with intermediate_result)
     ],
     extras_require={"test": ["pytest>=8.0"]},
 )

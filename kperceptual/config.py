@@ -111,6 +111,8 @@ def _choice(config, field, allowed):
 
 def _layers(config, field, allow_empty=False):
     value = getattr(config, field)
+    if any(not name for name in value):
+        raise ConfigError(field, "has an empty layer name (a stray comma?)")
     if not value and not allow_empty:
         raise ConfigError(field, "needs at least one VGG16 layer")
     try:
@@ -193,19 +195,63 @@ class GatysConfig(ObjectiveConfig):
     overwrite: bool = False
     precision: str = "auto"  # as for training: mixed_bfloat16 where the hardware has it
 
+    def snapshot_paths(self) -> list[str]:
+        """The files ``--save_every`` writes: OUTPUT_STEM_<iteration>.EXT."""
+        root, ext = os.path.splitext(self.output)
+        return ([f"{root}_{i:04d}{ext}" for i in range(self.save_every, self.iterations,
+                                                        self.save_every)]
+                if self.save_every else [])
+
     def sized_images(self):
         """(content, style) as RGB uint8, resized as the sizes ask; raises ``ConfigError``."""
         content, style = (_read(self, field) for field in ("content", "style"))
+        height, width = content.shape[:2]
+        if self.image_size:  # checked before resizing: the resize itself may not fit
+            scale = self.image_size / max(height, width)
+            height, width = max(1, round(height * scale)), max(1, round(width * scale))
+        check_gatys_memory(height, width, self.optimizer, self.lbfgs_memory)
         content, style = images.size_content_and_style(content, style, self.image_size,
                                                        self.style_size)
-        need = choices.min_image_side(self.loss_layers())
-        for field, image in (("content", content), ("style", style)):
-            if min(image.shape[:2]) < need:
-                raise ConfigError(field, f"{getattr(self, field)}: {image.shape[1]}x"
-                                         f"{image.shape[0]} pixels (after resizing) is too "
-                                         f"small; the loss layers need at least {need} pixels "
-                                         "on each side")
+        check_gatys_sizes(content, style, self.loss_layers(), (self.content, self.style))
         return content, style
+
+
+def check_gatys_sizes(content, style, layers, labels=("content", "style")) -> None:
+    """Raises ``ConfigError`` if an image is too small for the loss ``layers``; ``labels`` name
+    the two images in messages (e.g. their files)."""
+    need = choices.min_image_side(layers)
+    for field, size_flag, label, image in (("content", "image_size", labels[0], content),
+                                           ("style", "style_size", labels[1], style)):
+        if min(image.shape[:2]) < need:
+            raise ConfigError(field, f"{label}: {image.shape[1]}x{image.shape[0]} pixels (after "
+                                     f"resizing) is too small; the loss layers need at least "
+                                     f"{need} pixels on each side (check --{size_flag})")
+
+
+def check_gatys_memory(height: int, width: int, optimizer: str = "lbfgs",
+                       lbfgs_memory: int = 20) -> None:
+    """Raises ``ConfigError`` if optimising a ``height`` x ``width`` image would need more
+    memory than this machine has."""
+    values = height * width * 3
+    # L-BFGS-B keeps 2 x lbfgs_memory vectors of float64 and a few more; VGG16's activations
+    # for the gradient come to roughly 1 KB per pixel value. A rough bound: a 512x384 run
+    # peaked at 1.8 GB resident here, this estimate says 0.9 GB plus the framework's own.
+    lbfgs = values * 8 * (2 * lbfgs_memory + 8) if optimizer == "lbfgs" else 0
+    needed = lbfgs + values * 1100
+    available = _physical_memory()
+    if available and needed > available:
+        raise ConfigError("image_size", f"a {width}x{height} image needs about "
+                                        f"{needed / 2**30:.0f} GiB to optimise "
+                                        f"(--lbfgs_memory={lbfgs_memory}), more than this "
+                                        f"machine's {available / 2**30:.0f} GiB; use a smaller "
+                                        "--image_size or --lbfgs_memory")
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def _read(config, field):
@@ -218,26 +264,44 @@ def _read(config, field):
         raise ConfigError(field, str(e)) from e
 
 
+def _check_writable_file(field: str, path: str, overwrite: bool, inputs: dict) -> None:
+    """An image file we may create at ``path``: named with an image extension, in a folder that
+    exists or can be made, not one of ``inputs`` ({flag: path}), not existing unless
+    ``overwrite``."""
+    stem, ext = os.path.splitext(os.path.basename(path))
+    if not stem or ext.lower() not in images.IMAGE_EXTENSIONS:
+        raise ConfigError(field, f"{path}: name an image file ending in "
+                                 f"{', '.join(images.IMAGE_EXTENSIONS)}")
+    if os.path.isdir(path):
+        raise ConfigError(field, f"{path}: is a folder; name an image file")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ConfigError(field, f"{path}: cannot be written ({parent} is not a writable folder)")
+    if os.path.exists(path):
+        for flag, source in inputs.items():
+            if os.path.exists(source) and os.path.samefile(path, source):
+                raise ConfigError(field, f"{path}: is the --{flag}; choose another file")
+        if not overwrite:
+            raise ConfigError(field, f"{path}: already exists (pass --overwrite to replace it)")
+
+
 def validate_gatys(config: GatysConfig):
     """Raises ``ConfigError`` for the first wrong value; returns the sized (content, style)."""
     for field in ("image_size", "style_size", "save_every", "seed"):
         if getattr(config, field) < 0:
             raise ConfigError(field, f"must not be negative, got {getattr(config, field)}")
     _positive(config, "iterations", "learning_rate", "lbfgs_memory")
+    if config.save_every and config.save_every >= config.iterations:
+        raise ConfigError("save_every", f"{config.save_every} is not below --iterations="
+                                        f"{config.iterations}, so nothing would be saved")
     _choice(config, "optimizer", choices.GATYS_OPTIMIZERS)
     _choice(config, "init", choices.GATYS_INITS)
     _choice(config, "precision", choices.PRECISIONS)
     validate_objective(config)
-    output = config.output
-    if not output.lower().endswith(images.IMAGE_EXTENSIONS):
-        raise ConfigError("output", f"{output}: name an image file ending in "
-                                    f"{', '.join(images.IMAGE_EXTENSIONS)}")
-    if os.path.isdir(output):
-        raise ConfigError("output", f"{output}: is a folder; name an image file")
-    for field in ("content", "style"):
-        path = getattr(config, field)
-        if os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path):
-            raise ConfigError("output", f"{output}: is the --{field}; choose another file")
-    if os.path.exists(output) and not config.overwrite:
-        raise ConfigError("output", f"{output}: already exists (pass --overwrite to replace it)")
+    inputs = {"content": config.content, "style": config.style}
+    _check_writable_file("output", config.output, config.overwrite, inputs)
+    for path in config.snapshot_paths():
+        _check_writable_file("save_every", path, config.overwrite, inputs)
     return config.sized_images()

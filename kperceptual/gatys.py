@@ -28,7 +28,9 @@ import keras
 import numpy as np
 
 from kperceptual import autodiff, color, images, losses
-from kperceptual.config import ObjectiveConfig
+from kperceptual import choices
+from kperceptual.config import (ConfigError, GatysConfig, ObjectiveConfig, check_gatys_memory,
+                                check_gatys_sizes, validate_objective)
 from kperceptual.precision import dtype_policy, resolve_precision
 
 TERMS = ("content", "style", "tv", "total")
@@ -40,6 +42,7 @@ class GatysResult:
     history: list  # per iteration (0 = the initial image): iteration, seconds, content, style, tv, total
     evaluations: int  # objective + gradient evaluations; L-BFGS's line search may need more than one
     stopped: str  # why the optimiser stopped
+    style_shape: tuple = ()  # (H, W) of the style image the objective was built from
 
     @property
     def objective(self) -> float:
@@ -89,7 +92,7 @@ def initial_image(content, init: str = "noise", seed: int = 0) -> np.ndarray:
         return np.random.default_rng(seed).uniform(0.0, 255.0, content.shape).astype(np.float32)
     if init == "content":
         return content.astype(np.float32)
-    raise ValueError(f"unknown init {init!r}; expected noise or content")
+    raise ValueError(f"unknown init {init!r}; expected one of {', '.join(choices.GATYS_INITS)}")
 
 
 class _History:
@@ -136,6 +139,7 @@ def minimize_lbfgs(objective: PixelObjective, init, iterations: int, memory: int
     evaluations, restarts = 0, 0
     while True:
         done = max(len(history.rows) - 1, 0)
+        best = min((row["total"] for row in history.rows), default=np.inf)
         # ftol = gtol = 0: run the iterations asked for, as the paper does.
         result = optimize.minimize(
             fun, x, jac=True, method="L-BFGS-B", bounds=optimize.Bounds(0.0, 255.0),
@@ -143,12 +147,12 @@ def minimize_lbfgs(objective: PixelObjective, init, iterations: int, memory: int
             options={"maxiter": iterations - done, "maxfun": 10 * (iterations - done) + 20,
                      "maxcor": memory, "ftol": 0.0, "gtol": 0.0})
         x, evaluations = result.x, evaluations + int(result.nfev)
-        progress = max(len(history.rows) - 1, 0) - done
-        if len(history.rows) - 1 >= iterations or progress == 0 or restarts >= 10:
+        improved = min(row["total"] for row in history.rows) < best
+        if len(history.rows) - 1 >= iterations or not improved or restarts >= 10:
             break
         # L-BFGS-B stops early when a noisy objective (a bfloat16 loss network) fails to go
         # down along a search line: start it again from here with an empty memory, as long as
-        # that makes progress.
+        # that lowers the objective.
         restarts += 1
     stopped = str(result.message) + (f" ({restarts} restarts)" if restarts else "")
     image = np.clip(x, 0.0, 255.0).reshape(objective.shape).astype(np.float32)
@@ -176,11 +180,16 @@ def minimize_adam(objective: PixelObjective, init, iterations: int, learning_rat
     return image, history.rows, iterations + 1, "done"
 
 
-def stylize(content, style, *, iterations: int = 500, optimizer: str = "lbfgs",
-            init: str = "noise", seed: int = 0, image_size: int = 0, style_size: int = 0,
-            learning_rate: float = 10.0, lbfgs_memory: int = 20, preserve_color: bool = False,
-            precision: str = "auto", objective: ObjectiveConfig | None = None,
-            loss_net=None, callback=None, **objective_settings) -> GatysResult:
+_D = {name: f.default for name, f in GatysConfig.__dataclass_fields__.items()}
+
+
+def stylize(content, style, *, iterations: int = _D["iterations"],
+            optimizer: str = _D["optimizer"], init: str = _D["init"], seed: int = _D["seed"],
+            image_size: int = 0, style_size: int = _D["style_size"],
+            learning_rate: float = _D["learning_rate"], lbfgs_memory: int = _D["lbfgs_memory"],
+            preserve_color: bool = _D["preserve_color"], precision: str = _D["precision"],
+            objective: ObjectiveConfig | None = None, loss_net=None, callback=None,
+            **objective_settings) -> GatysResult:
     """Stylises ``content`` with ``style`` by optimisation (Gatys et al.).
 
     Args:
@@ -190,7 +199,9 @@ def stylize(content, style, *, iterations: int = 500, optimizer: str = "lbfgs",
         optimizer: ``"lbfgs"`` (bounded L-BFGS-B) or ``"adam"``.
         init: ``"noise"`` (white noise, the paper) or ``"content"``.
         image_size, style_size: resize the longer sides to these (0: content as given; style to
-            the content's longer side).
+            the content's longer side). Unlike ``optimize`` (512), the content is taken at the
+            size given unless ``image_size`` says otherwise; the other defaults are
+            ``optimize``'s.
         preserve_color: transfer luminance only and keep the content's colours: both images
             are optimised as grey images (the style's luminance matched to the content's mean
             and spread), then the result's luminance is joined to the content's chroma.
@@ -209,8 +220,14 @@ def stylize(content, style, *, iterations: int = 500, optimizer: str = "lbfgs",
         objective = dataclasses.replace(objective, **objective_settings)
     content, style = (images.read_image(x) if isinstance(x, str) else np.asarray(x)
                       for x in (content, style))
+    validate_objective(objective)
+    if optimizer not in choices.GATYS_OPTIMIZERS:
+        raise ConfigError("optimizer", f"unknown value {optimizer!r}; expected one of "
+                                       f"{', '.join(choices.GATYS_OPTIMIZERS)}")
     content, style = images.size_content_and_style(images.to_uint8(content),
                                                    images.to_uint8(style), image_size, style_size)
+    check_gatys_memory(*content.shape[:2], optimizer, lbfgs_memory)
+    check_gatys_sizes(content, style, objective.loss_layers())
     if preserve_color:
         content_in, style_in = color.grey(content), color.match_luminance(style, content)
     else:
@@ -230,7 +247,8 @@ def stylize(content, style, *, iterations: int = 500, optimizer: str = "lbfgs",
         image, history, evaluations, stopped = minimize_adam(
             pixel_objective, start, iterations, learning_rate, callback)
     else:
-        raise ValueError(f"unknown optimizer {optimizer!r}; expected lbfgs or adam")
+        raise AssertionError(optimizer)  # checked above
     if preserve_color:
         image = color.preserve_color(content, image)
-    return GatysResult(images.to_uint8(image), history, evaluations, stopped)
+    return GatysResult(images.to_uint8(image), history, evaluations, stopped,
+                       tuple(style.shape[:2]))

@@ -150,10 +150,10 @@ def write_image(path: str, image, overwrite: bool = False) -> str:
     if image.dtype != np.uint8:
         image = to_uint8(image)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     root, ext = os.path.splitext(path)
     tmp = f"{root}.tmp-{os.getpid()}{ext}"
     try:
+        os.makedirs(folder, exist_ok=True)
         Image.fromarray(image).save(tmp)
         os.replace(tmp, path)
     except (OSError, ValueError) as e:

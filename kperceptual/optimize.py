@@ -14,7 +14,6 @@ thin layer over ``kperceptual.gatys.stylize``.
 
 from __future__ import annotations
 
-import os
 
 from kperceptual import cli
 
@@ -58,11 +57,6 @@ flags.adopt_module_key_flags(cli)  # so --help lists them
 FLAGS = flags.FLAGS
 
 
-def snapshot_path(output: str, iteration: int) -> str:
-    root, ext = os.path.splitext(output)
-    return f"{root}_{iteration:04d}{ext}"
-
-
 def main(argv):
     if len(argv) > 1:
         cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; use --flags")
@@ -74,13 +68,8 @@ def main(argv):
         content, style = config_lib.validate_gatys(config)
     except config_lib.ConfigError as e:
         cli.fail(PROGRAM, str(e))
-    snapshots = ([snapshot_path(config.output, i)
-                  for i in range(config.save_every, config.iterations, config.save_every)]
-                 if config.save_every else [])
-    existing = [p for p in snapshots if os.path.exists(p)]
-    if existing and not config.overwrite:
-        cli.fail(PROGRAM, f"--save_every: {existing[0]}: already exists (pass --overwrite to "
-                          "replace it)")
+    snapshots = dict(zip(range(config.save_every, config.iterations, config.save_every or 1),
+                         config.snapshot_paths()))
 
     import keras  # the framework starts only once the flags are good
 
@@ -91,27 +80,28 @@ def main(argv):
     def report(iteration, terms, image):
         if iteration:
             progress.update(iteration, [(name, terms[name]) for name in gatys.TERMS])
-        if config.save_every and iteration in range(config.save_every, config.iterations,
-                                                    config.save_every):
-            images.write_image(snapshot_path(config.output, iteration), image,
-                               overwrite=config.overwrite)
+        if iteration in snapshots:
+            images.write_image(snapshots[iteration], image, overwrite=config.overwrite)
 
     print(f"{config.optimizer}: {config.iterations} iterations on {content.shape[1]}x"
-          f"{content.shape[0]} pixels (style {style.shape[1]}x{style.shape[0]}), from "
-          f"{config.init}")
+          f"{content.shape[0]} pixels from {config.init}")
     try:
         result = gatys.stylize(
-            content, style, iterations=config.iterations, optimizer=config.optimizer,
+            content, style, image_size=0, style_size=max(style.shape[:2]),
+            iterations=config.iterations, optimizer=config.optimizer,
             init=config.init, seed=config.seed, learning_rate=config.learning_rate,
             lbfgs_memory=config.lbfgs_memory, preserve_color=config.preserve_color,
             precision=config.precision, objective=config, callback=report)
         images.write_image(config.output, result.image, overwrite=config.overwrite)
     except (weights.WeightsError, images.ImageError, OSError) as e:
         cli.fail(PROGRAM, str(e), status=1)
+    except MemoryError:
+        cli.fail(PROGRAM, "out of memory; use a smaller --image_size or --lbfgs_memory", 1)
+    print()  # ends the progress bar's line, also when L-BFGS stopped early
     last = result.history[-1]
     print(f"wrote {config.output}: objective {last['total']:.4g} after {last['iteration']} "
-          f"iterations ({result.evaluations} evaluations, {last['seconds']:.1f} s); "
-          f"{result.stopped.lower()}")
+          f"iterations ({result.evaluations} evaluations, {last['seconds']:.1f} s; style image "
+          f"{result.style_shape[1]}x{result.style_shape[0]}); {result.stopped.lower()}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def files(tmp_path, photos):
         b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0))
         + png_chunk(b"IDAT", zlib.compress(b"")) + png_chunk(b"IEND", b""))
     (tmp_path / "taken.png").write_bytes(b"keep me")
+    images.write_image(str(tmp_path / "out_0002.png"), images.resize_long_side(photos["coffee"], 40))
     return tmp_path
 
 
@@ -60,6 +61,13 @@ GOOD = ["--content=content.png", "--style=style.jpg", "--output=out.png"]
     (["--style_weight=-1"], "--style_weight: must be a finite number >= 0"),
     (["--precision=float8"], "--precision: unknown value 'float8'"),
     (["--iterations=many"], "--iterations"),
+    (["--content_layers=relu2_2,"], "--content_layers: has an empty layer name"),
+    (["--save_every=500", "--iterations=500"], "--save_every: 500 is not below --iterations"),
+    (["--output=notes.txt/out.png"], "--output: notes.txt/out.png: cannot be written"),
+    (["--output=.png"], "--output: .png: name an image file"),
+    (["--save_every=2", "--iterations=4", "--content=out_0002.png", "--overwrite"],
+     "--save_every: out_0002.png: is the --content"),
+    (["--image_size=100000"], "--image_size: a 100000x67500 image needs about"),
 ])
 def test_bad_inputs_exit_2_with_one_line(files, args, message):
     result = run_optimize(GOOD + args, files)
@@ -69,6 +77,7 @@ def test_bad_inputs_exit_2_with_one_line(files, args, message):
     assert lines[0].startswith("kperceptual.optimize: ") and message in lines[0], lines[0]
     assert (files / "taken.png").read_bytes() == b"keep me"
     assert not (files / "out.png").exists()
+    assert images.read_image(str(files / "out_0002.png")).shape[1] == 40
 
 
 def test_missing_required_flag(files):
@@ -78,10 +87,14 @@ def test_missing_required_flag(files):
 
 
 def test_a_run_writes_output_and_snapshots_and_never_overwrites(files):
-    args = GOOD + ["--image_size=32", "--iterations=4", "--save_every=2", "--precision=float32"]
+    (files / "out_0002.png").unlink()
+    args = GOOD + ["--image_size=32", "--iterations=4", "--save_every=2", "--precision=float32",
+                   "--style_size=40"]
     result = run_optimize(args, files)
     assert result.returncode == 0, result.stderr
     assert "wrote out.png: objective" in result.stdout
+    style = images.resize_long_side(images.skimage_photo("coffee"), 40)
+    assert f"style image {style.shape[1]}x{style.shape[0]})" in result.stdout  # --style_size
     out = images.read_image(str(files / "out.png"))
     content = images.resize_long_side(images.read_image(str(files / "content.png")), 32)
     assert out.shape == content.shape
