@@ -11,18 +11,18 @@ from __future__ import annotations
 import keras
 
 
-def value_and_grad(fn, jit_compile: bool = False):
+def value_and_grad(fn):
     """Returns ``step(x) -> (fn(x), d sum(fn(x)["total"]) / dx)``.
 
     ``fn`` maps a tensor to a dict of tensors that holds ``"total"``; ``x`` is anything
     ``keras.ops.convert_to_tensor`` accepts. The result is compiled (``tf.function``,
-    ``jax.jit``) on the backends that can; ``jit_compile`` asks TensorFlow for XLA too.
+    ``jax.jit``) on the backends that can.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+        @tf.function(reduce_retracing=True)
         def tf_step(x):
             with tf.GradientTape() as tape:
                 tape.watch(x)

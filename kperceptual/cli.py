@@ -51,11 +51,10 @@ def define_objective_flags():
                         "(Keras).")
 
 
-def config_from_flags(config_class, **overrides):
+def config_from_flags(config_class):
     """An instance of the dataclass ``config_class`` filled from the absl flags of the same
-    names (and ``overrides``)."""
+    names."""
     from absl import flags
 
-    values = {name: flags.FLAGS[name].value for name in config_class.__dataclass_fields__
-              if name not in overrides}
-    return config_class(**values, **overrides)
+    return config_class(**{name: flags.FLAGS[name].value
+                           for name in config_class.__dataclass_fields__})

@@ -195,12 +195,13 @@ class GatysConfig(ObjectiveConfig):
     overwrite: bool = False
     precision: str = "auto"  # as for training: mixed_bfloat16 where the hardware has it
 
-    def snapshot_paths(self) -> list[str]:
-        """The files ``--save_every`` writes: OUTPUT_STEM_<iteration>.EXT."""
+    def snapshot_paths(self) -> dict[int, str]:
+        """{iteration: file} that ``--save_every`` writes, as OUTPUT_STEM_<iteration>.EXT."""
+        if not self.save_every:
+            return {}
         root, ext = os.path.splitext(self.output)
-        return ([f"{root}_{i:04d}{ext}" for i in range(self.save_every, self.iterations,
-                                                        self.save_every)]
-                if self.save_every else [])
+        return {i: f"{root}_{i:04d}{ext}"
+                for i in range(self.save_every, self.iterations, self.save_every)}
 
     def sized_images(self):
         """(content, style) as RGB uint8, resized as the sizes ask; raises ``ConfigError``."""
@@ -302,6 +303,6 @@ def validate_gatys(config: GatysConfig):
     validate_objective(config)
     inputs = {"content": config.content, "style": config.style}
     _check_writable_file("output", config.output, config.overwrite, inputs)
-    for path in config.snapshot_paths():
+    for path in config.snapshot_paths().values():
         _check_writable_file("save_every", path, config.overwrite, inputs)
     return config.sized_images()

@@ -57,11 +57,9 @@ class PixelObjective:
         content, style: RGB images (H, W, 3) in [0, 255], already at the sizes to use.
         config: a ``config.ObjectiveConfig`` (weights, layers, loss-network weights).
         loss_net: a ``LossNetwork`` returning ``config.loss_layers()``, to share one between runs.
-        jit_compile: ask TensorFlow for XLA.
     """
 
-    def __init__(self, content, style, config: ObjectiveConfig | None = None, loss_net=None,
-                 jit_compile: bool = False):
+    def __init__(self, content, style, config: ObjectiveConfig | None = None, loss_net=None):
         self.config = config or ObjectiveConfig()
         self.shape = tuple(np.shape(content))
         self.objective = losses.objective_from_config(
@@ -69,20 +67,23 @@ class PixelObjective:
         self.content_targets = self.objective.content_targets(
             np.asarray(content, np.float32)[None])
         self._step = autodiff.value_and_grad(
-            lambda pixels: self.objective(pixels, self.content_targets), jit_compile)
+            lambda pixels: self.objective(pixels, self.content_targets))
 
     def value_and_grad(self, image):
         """``({term: float}, gradient float32 (H, W, 3))`` at ``image`` (H, W, 3)."""
         image = np.asarray(image, np.float32).reshape((1,) + self.shape)
         values, gradient = self._step(image)
-        terms = {name: float(keras.ops.convert_to_numpy(values[name])[0]) for name in TERMS}
-        return terms, keras.ops.convert_to_numpy(gradient)[0]
+        return _floats(values), keras.ops.convert_to_numpy(gradient)[0]
 
     def __call__(self, image) -> dict:
         """``{term: float}`` at ``image`` (H, W, 3); e.g. a network's output."""
         image = np.asarray(image, np.float32).reshape((1,) + self.shape)
-        values = self.objective(keras.ops.convert_to_tensor(image), self.content_targets)
-        return {name: float(keras.ops.convert_to_numpy(values[name])[0]) for name in TERMS}
+        return _floats(self.objective(keras.ops.convert_to_tensor(image), self.content_targets))
+
+
+def _floats(values) -> dict:
+    """{term: float} of one image's per-example loss terms."""
+    return {name: float(keras.ops.convert_to_numpy(values[name])[0]) for name in TERMS}
 
 
 def initial_image(content, init: str = "noise", seed: int = 0) -> np.ndarray:

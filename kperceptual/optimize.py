@@ -68,8 +68,7 @@ def main(argv):
         content, style = config_lib.validate_gatys(config)
     except config_lib.ConfigError as e:
         cli.fail(PROGRAM, str(e))
-    snapshots = dict(zip(range(config.save_every, config.iterations, config.save_every or 1),
-                         config.snapshot_paths()))
+    snapshots = config.snapshot_paths()
 
     import keras  # the framework starts only once the flags are good
 
@@ -87,7 +86,7 @@ def main(argv):
           f"{content.shape[0]} pixels from {config.init}")
     try:
         result = gatys.stylize(
-            content, style, image_size=0, style_size=max(style.shape[:2]),
+            content, style, image_size=config.image_size, style_size=config.style_size,
             iterations=config.iterations, optimizer=config.optimizer,
             init=config.init, seed=config.seed, learning_rate=config.learning_rate,
             lbfgs_memory=config.lbfgs_memory, preserve_color=config.preserve_color,
