@@ -51,10 +51,16 @@ class PadToMultiple(layers.Layer):
         self.multiple = int(multiple)
 
     def call(self, x):
+        # A constant reflection pad, then a crop to the next multiple: the same pixels as padding
+        # by the exact amount, but the channel count stays static (TFLite needs it to convert
+        # with dynamic height and width). Inputs need sides >= ``multiple`` (the network's first
+        # 9x9 conv needs more anyway).
+        m = self.multiple
         shape = ops.shape(x)
-        pad_h = (-shape[1]) % self.multiple
-        pad_w = (-shape[2]) % self.multiple
-        return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect")
+        height = shape[1] + (-shape[1]) % m
+        width = shape[2] + (-shape[2]) % m
+        x = ops.pad(x, [[0, 0], [0, m - 1], [0, m - 1], [0, 0]], mode="reflect")
+        return x[:, :height, :width, :]
 
     def compute_output_shape(self, shape):
         grow = lambda n: None if n is None else n + (-n) % self.multiple  # noqa: E731
@@ -62,6 +68,34 @@ class PadToMultiple(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="kperceptual")
+class NearestUpsampling2D(layers.Layer):
+    """Nearest-neighbour upsampling by an integer factor (channels-last).
+
+    Like ``layers.UpSampling2D(interpolation="nearest")``, but by reshape and tile with the
+    channel count kept static, so the network converts to TFLite with dynamic height and width.
+    """
+
+    def __init__(self, factor=2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        f = self.factor
+        shape = ops.shape(x)
+        batch, height, width, channels = shape[0], shape[1], shape[2], x.shape[-1]
+        x = ops.reshape(x, (batch, height, 1, width, 1, channels))
+        x = ops.tile(x, (1, 1, f, 1, f, 1))
+        return ops.reshape(x, (batch, height * f, width * f, channels))
+
+    def compute_output_shape(self, shape):
+        grow = lambda n: None if n is None else n * self.factor  # noqa: E731
+        return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
 
 
 @keras.saving.register_keras_serializable(package="kperceptual")
@@ -117,7 +151,7 @@ def upsample_norm_relu(x, filters, upsample, norm, padding, name):
     if upsample == "transpose":
         x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name=name)(x)
     elif upsample == "resize":
-        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(x)
+        x = NearestUpsampling2D(2, name=f"{name}_resize")(x)
         x = _conv(x, filters, 3, 1, padding, name)
     else:
         raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLES}")
