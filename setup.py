@@ -18,6 +18,9 @@ setup(
         "absl-py>=2.0",
         "scikit-image>=0.22",
         "scipy>=1.11",  # L-BFGS-B for the Gatys optimiser (callback with intermediate_result)
+        "ai-edge-litert>=1.2",  # runs exported .tflite models (LiteRT)
+        "imageio>=2.31",  # video frames in and out, with
+        "imageio-ffmpeg>=0.5",  # its ffmpeg binary from PyPI
     ],
     extras_require={"test": ["pytest>=8.0"]},
 )

@@ -101,7 +101,7 @@ def test_saved_model_signatures_map_any_size_to_uint8(tmp_path, photos, vgg_weig
     keras_model = keras.saving.load_model(result["keras_path"])
     assert keras_model.dtype_policy.name == "float32"
     served = tf.saved_model.load(result["export_path"])
-    assert set(served.signatures) == {"serving_default", "serving_float"}
+    assert set(served.signatures) == {"serving_default", "serving_float", "serving_bytes"}
     image = images.resize_long_side(photos["chelsea"], 45)[None]  # 30 x 45, odd width
     out = served.signatures["serving_default"](images=tf.constant(image))["outputs"].numpy()
     assert out.dtype == np.uint8 and out.shape == image.shape

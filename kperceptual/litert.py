@@ -1,0 +1,54 @@
+"""Run exported ``.tflite`` transformation networks with LiteRT (``ai-edge-litert``).
+
+No TensorFlow here: a ``.tflite`` file and this module are all a device needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class TFLiteModel:
+    """A ``.tflite`` network from ``kperceptual.export``: float32 pixels (B, H, W, 3) in [0, 255]
+    in, float32 pixels of the same shape out.
+
+    The file holds a batch-1 model; each batch element runs in turn. A dynamic-size model
+    (exported with ``--input_size=0``) takes any height and width; a fixed-size one raises
+    ValueError for any other size.
+    """
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = path
+        self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        if self._input["dtype"] != np.float32 or self._output["dtype"] != np.float32:
+            raise ValueError(f"{path}: expected float32 input and output, got "
+                             f"{np.dtype(self._input['dtype'])} and "
+                             f"{np.dtype(self._output['dtype'])}")
+        side = tuple(int(n) for n in self._input["shape_signature"][1:3])
+        self.input_size = None if -1 in side else side  # (height, width) of a fixed-size model
+        self._shape = None  # allocated on the first call (a dynamic model's default is 1x1)
+
+    def __call__(self, pixels) -> np.ndarray:
+        pixels = np.asarray(pixels, dtype=np.float32)
+        if pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise ValueError(f"{self.path}: expected pixels (batch, height, width, 3), got shape "
+                             f"{pixels.shape}")
+        if self.input_size is not None and pixels.shape[1:3] != self.input_size:
+            raise ValueError(f"{self.path}: fixed input size {self.input_size[0]}x"
+                             f"{self.input_size[1]}, got {pixels.shape[1]}x{pixels.shape[2]} "
+                             "(export with --input_size=0 for any size)")
+        shape = (1, *pixels.shape[1:])
+        if shape != self._shape:
+            self._interpreter.resize_tensor_input(self._input["index"], shape)
+            self._interpreter.allocate_tensors()
+            self._shape = shape
+        outputs = []
+        for image in pixels:
+            self._interpreter.set_tensor(self._input["index"], image[None])
+            self._interpreter.invoke()
+            outputs.append(self._interpreter.get_tensor(self._output["index"])[0])
+        return np.stack(outputs)
