@@ -89,7 +89,8 @@ def main(argv):
     check_held_out(FLAGS.content, FLAGS.train_data)
     objective_config = cli.config_from_flags(config_lib.ObjectiveConfig)
     config_lib.validate_objective(objective_config)
-    name, model_fn = models.load_model(FLAGS.model)
+    model = models.load_model(FLAGS.model)
+    name, model_fn = model.name, model.fn
     style = images.resize_long_side(images.read_image(FLAGS.style), FLAGS.style_size)
     loss_net = loss_network.LossNetwork(objective_config.loss_layers(),
                                         weights=objective_config.vgg_weights)

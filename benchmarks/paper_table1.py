@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kperceptual import cli  # noqa: E402,F401
@@ -55,18 +54,6 @@ flags.DEFINE_string("precision", "auto", "The Gatys optimiser's precision.")
 FLAGS = flags.FLAGS
 
 
-def feed_forward_seconds(model_fn, image: np.ndarray, runs: int) -> float:
-    batch = image[None].astype(np.float32)
-    for _ in range(2):
-        model_fn(batch)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model_fn(batch)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def gatys_seconds(content, style, measure: int, precision: str) -> tuple[dict, float, str]:
     """{iterations: (seconds, extrapolated?)} for ``ITERATIONS``, seconds per iteration, and how
     L-BFGS stopped."""
@@ -100,14 +87,16 @@ def main(argv):
     measures = [int(m) for m in FLAGS.measure]
     if len(measures) != len(sizes) or min(measures) < 10:
         sys.exit("paper_table1: --measure: give one count >= 10 per size")
-    name, model_fn = models.load_model(FLAGS.model)
+    model = models.load_model(FLAGS.model)
+    name, model_fn = model.name, model.fn
     precision = resolve_precision(FLAGS.precision)
     photo, style_photo = images.read_image(FLAGS.content), images.read_image(FLAGS.style)
     style = images.resize_long_side(style_photo, FLAGS.style_size)
     rows, paper_rows, notes = [], [], []
     for size, measure in zip(sizes, measures):
         content = images.resize_and_center_crop(photo, size)
-        forward = feed_forward_seconds(model_fn, content, FLAGS.forward_runs)
+        forward = report.median_seconds(model_fn, content[None].astype(np.float32),
+                                       FLAGS.forward_runs)
         cells, per_iteration, stopped = gatys_seconds(content, style, measure, precision)
         if "restart" in stopped or "stopped after" in stopped:
             notes.append(f"At {size}x{size} L-BFGS-B stopped early (the bfloat16 objective "

@@ -6,6 +6,9 @@ import datetime
 import os
 import platform
 import re
+import time
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -54,3 +57,16 @@ def write_section(title: str, body: str, argv) -> None:
         text.rstrip("\n") + "\n\n" + section)
     with open(DOC, "w") as f:
         f.write(text.rstrip("\n") + "\n")
+
+
+def median_seconds(fn, batch, runs: int, warmup: int = 2) -> float:
+    """Median wall-clock seconds of ``fn(batch)`` over ``runs`` calls, after ``warmup`` calls
+    (compilation, allocation)."""
+    for _ in range(warmup):
+        fn(batch)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(batch)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

@@ -22,7 +22,7 @@ from kperceptual import cli  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from kperceptual import export, images, models, stylize  # noqa: E402
+from kperceptual import export, images, inference, models  # noqa: E402
 
 flags.DEFINE_string("name", "starry_night", "Model name (under savedmodels/ and runs/).")
 flags.DEFINE_string("model_dir", "", "The training run's folder; default runs/NAME.")
@@ -59,11 +59,11 @@ def main(argv):
     version_path = export.latest_version_path(os.path.join(REPO, "savedmodels"), name)
     if version_path is None:
         sys.exit(f"make_model_page: no savedmodels/{name}/<version>; train and export it first")
-    _, model_fn = models.load_model(version_path)
+    model = models.load_model(version_path)
     rows = []
     for photo in FLAGS.photos:
         content = images.resize_long_side(images.skimage_photo(photo), FLAGS.size)
-        output = stylize.stylize_image(model_fn, content)
+        output = inference.stylize_image(model, content)
         rows.append(np.concatenate([content, np.full((content.shape[0], 8, 3), 255, np.uint8),
                                     output], axis=1))
     width = max(r.shape[1] for r in rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
@@ -21,8 +22,17 @@ def flags_parser(program: str):
     def parse(argv):
         try:
             return flags.FLAGS(argv)
+        except flags.UnrecognizedFlagError as e:
+            fail(program, f"--{e.flagname}: unknown flag")
         except flags.Error as e:
-            fail(program, str(e).splitlines()[0])
+            message = str(e).splitlines()[0]
+            # absl: "flag --name=value: reason" -> "--name: reason"
+            match = re.fullmatch(r"flag --([\w.]+)=(.*?): (.*)", message)
+            if match and match[2] not in match[3]:
+                message = f"--{match[1]}: {match[3]} (got {match[2]!r})"
+            elif match:
+                message = f"--{match[1]}: {match[3]}"
+            fail(program, message)
 
     return parse
 

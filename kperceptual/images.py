@@ -1,7 +1,8 @@
 """Image I/O for every command: read, decode, resize, crop and write RGB images.
 
 Images are numpy ``uint8`` arrays ``(H, W, 3)`` in RGB. Reading respects EXIF orientation and
-converts greyscale, palette, CMYK, 16-bit and alpha images to RGB. Every failure raises
+converts greyscale, palette, CMYK, 16-bit and alpha images to RGB (``read_image_and_alpha`` also
+returns the alpha channel, for outputs that carry it). Every failure raises
 ``ImageError`` whose message starts with the file's name and says what is wrong, in one line.
 
 Besides file paths, an image may be named ``skimage:NAME``: one of the CC0 / public-domain photos
@@ -18,7 +19,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from kperceptual import files
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 SKIMAGE_PREFIX = "skimage:"
 # Colour photos bundled with scikit-image (CC0 / public domain), used as the embedded default.
 SKIMAGE_TRAINING_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
@@ -30,11 +33,25 @@ class ImageError(ValueError):
     """An image could not be read or written; the message names the file."""
 
 
+def _has_alpha(image: Image.Image) -> bool:
+    return "A" in image.getbands() or "transparency" in image.info
+
+
+def _alpha(image: Image.Image) -> np.ndarray | None:
+    """The alpha channel as uint8 (H, W), or None for an image without one (or a fully opaque
+    one)."""
+    if not _has_alpha(image):
+        return None
+    alpha = np.asarray(image.convert("RGBA"), dtype=np.uint8)[..., 3]
+    return None if alpha.min() == 255 else alpha
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # The range comes from the mode, not the pixels: a dark 16-bit image stays dark. 32-bit
+        # "I" images are 16-bit files as Pillow opened them (PNG, TIFF).
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if array.max() > 255 else 255.0
+        top = 65535.0
         return np.repeat(np.clip(np.round(array * 255.0 / top), 0, 255).astype(np.uint8)[..., None],
                          3, axis=-1)
     if image.mode == "F":
@@ -42,13 +59,19 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         array = np.clip(np.round(array * (255.0 if array.max() <= 1.0 else 1.0)), 0, 255)
         return np.repeat(array.astype(np.uint8)[..., None], 3, axis=-1)
     if image.mode != "RGB":
-        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info
-                              else "RGB").convert("RGB")
+        image = image.convert("RGBA" if _has_alpha(image) else "RGB").convert("RGB")
     return np.asarray(image, dtype=np.uint8)
 
 
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decodes encoded image bytes to RGB uint8; ``name`` is used in error messages."""
+    return decode_image_and_alpha(data, name)[0]
+
+
+def decode_image_and_alpha(data: bytes, name: str = "<bytes>"
+                           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decodes encoded image bytes to RGB uint8 (H, W, 3) and its alpha channel, uint8 (H, W),
+    or None where the image has none (or is fully opaque); both EXIF-oriented."""
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
@@ -56,7 +79,8 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
-                array = _to_rgb(image)
+                image = ImageOps.exif_transpose(image)
+                array, alpha = _to_rgb(image), _alpha(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name}: too many pixels for a safe decode ({e})") from e
     except Image.UnidentifiedImageError as e:
@@ -65,7 +89,7 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise ImageError(f"{name}: not a readable image ({e})") from e
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageError(f"{name}: image has zero size")
-    return array
+    return array, alpha
 
 
 def skimage_photo(name: str) -> np.ndarray:
@@ -88,43 +112,55 @@ def skimage_photo(name: str) -> np.ndarray:
 
 def read_image(path: str) -> np.ndarray:
     """Reads an image file (or ``skimage:NAME``) as RGB uint8 (H, W, 3)."""
+    return read_image_and_alpha(path)[0]
+
+
+def read_image_and_alpha(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reads an image file (or ``skimage:NAME``): RGB uint8 (H, W, 3) and alpha uint8 (H, W) or
+    None (see ``decode_image_and_alpha``)."""
     path = os.fspath(path)
     if path.startswith(SKIMAGE_PREFIX):
-        return skimage_photo(path[len(SKIMAGE_PREFIX):])
+        return skimage_photo(path[len(SKIMAGE_PREFIX):]), None
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise ImageError(f"{path}: cannot open ({e.strerror or e})") from e
-    return decode_image(data, path)
+    return decode_image_and_alpha(data, path)
 
 
 def image_source_exists(path: str) -> bool:
     return path.startswith(SKIMAGE_PREFIX) or os.path.isfile(path)
 
 
-def list_images(folder: str) -> list[str]:
-    """Image files below ``folder`` (recursive), sorted, by extension."""
+def list_images(folder: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[str]:
+    """Files below ``folder`` (recursive) whose names end in one of ``extensions`` (any case),
+    sorted."""
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, names in os.walk(folder):
         dirs.sort()
-        found.extend(os.path.join(root, f) for f in sorted(files)
-                     if f.lower().endswith(IMAGE_EXTENSIONS))
+        found.extend(os.path.join(root, f) for f in sorted(names)
+                     if f.lower().endswith(extensions))
     return found
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic resize of a uint8 image (H, W, 3) or single channel (H, W)."""
     if image.shape[:2] == (height, width):
         return image
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC,
                                                     reducing_gap=3.0))
 
 
+def long_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) scaled so the longer side is ``size``, keeping the aspect ratio."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize_long_side(image: np.ndarray, size: int) -> np.ndarray:
     """Resizes so the longer side is ``size``, keeping the aspect ratio."""
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    return _resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
+    return resize(image, *long_side_size(*image.shape[:2], size))
 
 
 def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -132,7 +168,7 @@ def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    image = _resize(image, nh, nw)
+    image = resize(image, nh, nw)
     top, left = (nh - size) // 2, (nw - size) // 2
     return image[top:top + size, left:left + size]
 
@@ -143,24 +179,18 @@ def to_uint8(pixels) -> np.ndarray:
 
 
 def write_image(path: str, image, overwrite: bool = False) -> str:
-    """Writes an RGB image (uint8, or float in [0, 255]); never replaces a file unless asked."""
+    """Writes an RGB or RGBA image (uint8, or float in [0, 255]); never replaces a file unless
+    asked."""
     if os.path.exists(path) and not overwrite:
         raise ImageError(f"{path}: already exists (pass overwrite to replace it)")
     image = np.asarray(image)
     if image.dtype != np.uint8:
         image = to_uint8(image)
-    folder = os.path.dirname(os.path.abspath(path))
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp-{os.getpid()}{ext}"
     try:
-        os.makedirs(folder, exist_ok=True)
-        Image.fromarray(image).save(tmp)
-        os.replace(tmp, path)
+        with files.atomic_path(path) as tmp:
+            Image.fromarray(image).save(tmp)
     except (OSError, ValueError) as e:
         raise ImageError(f"{path}: cannot write ({e})") from e
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -1,18 +1,36 @@
-"""Apply a trained network to images: ``python -m kperceptual.stylize --model=M INPUT...``.
+"""Apply a trained network to images and videos:
+``python -m kperceptual.stylize --model=M INPUT...``.
 
 Examples:
     python -m kperceptual.stylize --model=starry_night photo.jpg holiday/ --output=stylised/
-    python -m kperceptual.stylize --model=runs/starry_night/starry_night.keras photo.jpg
+    python -m kperceptual.stylize --model=runs/starry_night/starry_night.keras "shots/**/*.png"
+    python -m kperceptual.stylize --model=starry_night big.jpg --memory_budget=4G
+    python -m kperceptual.stylize --model=starry_night clip.mov --batch_size=8
 
-``--model`` is a name under ``savedmodels/`` (its newest version), a SavedModel folder or a
-``.keras`` file. Inputs are image files or folders (recursive). Each output is written to
-``OUTPUT/<input stem>_<model name>.png``; existing files are never replaced without
-``--overwrite``. A file that cannot be read gets one line naming it and the others go on; the
-exit status is then 1.
+``--model`` is a name under ``--models_dir`` (its newest version), a SavedModel folder, a
+``.keras`` file or a ``.tflite`` file. Inputs are image files, folders (searched recursively),
+glob patterns (quote them; ``**`` matches sub-folders) and videos (.mp4 .mov .webm .mkv .avi).
+An image becomes ``OUTPUT/<stem>_<model>.png`` (RGBA where the input has alpha), a video
+``OUTPUT/<stem>_<model>.mp4`` at the source's frame rate (audio is not carried over). Files
+found in a folder or by a glob keep their sub-folder below it under ``OUTPUT``.
+
+Nothing existing is replaced without ``--overwrite``, and an input never is; two inputs with the
+same output in one run: the second is refused. A file reached twice (a folder and a file in it,
+overlapping globs) runs once; a name that exists is taken literally even with ``[*?`` in it; files
+under ``--output`` are skipped when searching folders and globs (the outputs of an earlier run). A file that cannot be read gets one line naming
+it and the others go on; the exit status is then 1. Bad flags: one line, exit status 2.
+
+Images with a side under 16 pixels are padded to 16 for the network and cropped back. A
+fixed-size ``.tflite`` model takes only images of its size (others get one line each).
+``--tile`` needs the Keras network (a ``.keras`` file, or a SavedModel with
+``assets/network.keras``) and must exceed the windows' overlap. Large images run in windows when the whole would exceed ``--memory_budget`` (exact for
+instance normalisation, see ``kperceptual.tiling``); the library is ``kperceptual.inference``
+and ``kperceptual.video``.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 
@@ -21,59 +39,148 @@ from kperceptual import cli  # noqa: F401  (quietens TensorFlow before it is imp
 import numpy as np
 from absl import app, flags
 
-from kperceptual import images
-from kperceptual.models import load_model
+from kperceptual import images, inference, video
 
 PROGRAM = "kperceptual.stylize"
-flags.DEFINE_string("model", None, "A name in --models_dir, a SavedModel folder or a .keras file.")
+flags.DEFINE_string("model", None, "A name in --models_dir, a SavedModel folder, a .keras or a "
+                                   ".tflite file.")
 flags.DEFINE_string("models_dir", "savedmodels", "Where model names are looked up.")
 flags.DEFINE_string("output", "stylised", "Output folder.")
 flags.DEFINE_integer("max_size", 0, "If > 0, resize inputs so their longer side is at most this.")
-flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
+flags.DEFINE_integer("tile", 0, "Window side in pixels for tiled runs; 0: automatic (tiles only "
+                                "when the whole image would exceed --memory_budget).")
+flags.DEFINE_integer("tile_overlap", -1, "Overlap of neighbouring windows in pixels; -1: "
+                                         "automatic (twice the receptive-field halo + 16).")
+flags.DEFINE_string("memory_budget", "auto", "Peak memory to stay within, e.g. 4G or 512M; "
+                                             "auto: 80% of the available memory.")
+flags.DEFINE_bool("preserve_color", False, "Keep the input's colours; transfer luminance only.")
+flags.DEFINE_float("strength", 1.0, "1: fully stylised; 0: the input; between: a blend.")
+flags.DEFINE_integer("batch_size", 4, "Video frames per network call.")
+flags.DEFINE_bool("overwrite", False, "Replace existing output files (never an input).")
 FLAGS = flags.FLAGS
 
-
-def stylize_image(model_fn, image: np.ndarray, max_size: int = 0) -> np.ndarray:
-    """Runs the network on one RGB uint8 image; returns RGB uint8 of the (resized) input size."""
-    if max_size and max(image.shape[:2]) > max_size:
-        image = images.resize_long_side(image, max_size)
-    return images.to_uint8(model_fn(image[None].astype(np.float32))[0])
+_GLOB_CHARACTERS = "*?["
 
 
-def expand_inputs(inputs) -> list[str]:
-    found = []
+def _under(path: str, folder: str) -> bool:
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
+
+
+def expand_inputs(inputs, output: str | None = None
+                  ) -> tuple[list[tuple[str, str]], list[str]]:
+    """``(path, path relative to its folder or glob base)`` for every input file, once each
+    (the first way it was reached), and one error line per pattern that matched nothing.
+
+    A name that exists is taken literally even if it holds glob characters. Files under
+    ``output`` found in a folder or by a glob are skipped (earlier runs' outputs)."""
+    found, errors = [], []
+    extensions = images.IMAGE_EXTENSIONS + video.VIDEO_EXTENSIONS
+    skip = os.path.realpath(output) if output else None
     for item in inputs:
-        found.extend(images.list_images(item) if os.path.isdir(item) else [item])
-    return found
+        if os.path.isdir(item):
+            found.extend((p, os.path.relpath(p, item))
+                         for p in images.list_images(item, extensions)
+                         if not (skip and _under(p, skip)))
+        elif os.path.exists(item) or not any(c in item for c in _GLOB_CHARACTERS):
+            found.append((item, os.path.basename(item)))
+        else:
+            base = item[:min(item.find(c) for c in _GLOB_CHARACTERS if c in item)]
+            base = os.path.dirname(base) or "."
+            matches = [p for p in sorted(glob.glob(item, recursive=True))
+                       if os.path.isfile(p) and p.lower().endswith(extensions)
+                       and not (skip and _under(p, skip))]
+            found.extend((p, os.path.relpath(p, base)) for p in matches)
+            if not matches:
+                errors.append(f"{item}: no image or video files match")
+    seen, unique = set(), []
+    for path, relative in found:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append((path, relative))
+    return unique, errors
 
 
-def main(argv):
-    inputs = expand_inputs(argv[1:])
+def output_path(output: str, relative: str, model_name: str) -> str:
+    stem = os.path.splitext(relative)[0]
+    return os.path.join(output, f"{stem}_{model_name}"
+                        f"{'.mp4' if video.is_video(relative) else '.png'}")
+
+
+def _check_flags(inputs):
     if not FLAGS.model:
         cli.fail(PROGRAM, "--model: required")
     if not inputs:
-        cli.fail(PROGRAM, "no input images given (files or folders after the flags)")
-    if FLAGS.max_size < 0:
-        cli.fail(PROGRAM, f"--max_size: must not be negative, got {FLAGS.max_size}")
+        cli.fail(PROGRAM, "no inputs: give image files, folders, globs or videos after the flags")
     try:
-        name, model_fn = load_model(FLAGS.model, FLAGS.models_dir)
-    except (FileNotFoundError, ValueError, OSError) as e:
+        inference.check_options(FLAGS.max_size, FLAGS.tile, FLAGS.tile_overlap, FLAGS.strength,
+                                FLAGS.batch_size)
+        if FLAGS.memory_budget != "auto":
+            inference.parse_memory_size(FLAGS.memory_budget)
+    except inference.OptionError as e:
+        cli.fail(PROGRAM, f"--{e}")
+
+
+def _stylizer() -> inference.Stylizer:
+    try:
+        model = inference.as_loaded_model(FLAGS.model, FLAGS.models_dir)
+    except (FileNotFoundError, ValueError, OSError, ImportError) as e:
         cli.fail(PROGRAM, f"--model: {e}")
-    failed = 0
-    for path in inputs:
-        target = os.path.join(FLAGS.output,
-                              f"{os.path.splitext(os.path.basename(path))[0]}_{name}.png")
+    try:
+        return inference.Stylizer(
+            model, max_size=FLAGS.max_size, tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap,
+            memory_budget=None if FLAGS.memory_budget == "auto" else FLAGS.memory_budget,
+            preserve_color=FLAGS.preserve_color, strength=FLAGS.strength,
+            warn=lambda line: print(f"{PROGRAM}: --{line}", file=sys.stderr))
+    except inference.OptionError as e:
+        cli.fail(PROGRAM, f"--{e}")
+
+
+def _stylize_one(stylizer, path: str, target: str):
+    if video.is_video(path):
+        video.stylize_video(stylizer, path, target, batch_size=FLAGS.batch_size,
+                            overwrite=FLAGS.overwrite)
+        return
+    rgb, alpha = images.read_image_and_alpha(path)
+    try:
+        output = stylizer.image(rgb if alpha is None else np.dstack([rgb, alpha]))
+    except (inference.MemoryBudgetError, inference.InputError) as e:
+        raise images.ImageError(f"{path}: {e}") from None
+    images.write_image(target, output, overwrite=FLAGS.overwrite)
+
+
+def main(argv):
+    inputs, errors = expand_inputs(argv[1:], FLAGS.output)
+    _check_flags(inputs or errors)
+    stylizer = _stylizer()
+    for line in errors:
+        print(f"{PROGRAM}: {line}", file=sys.stderr)
+    sources = {os.path.realpath(path) for path, _ in inputs}
+    claimed = {}
+    failed = len(errors)
+    for path, relative in inputs:
+        target = output_path(FLAGS.output, relative, stylizer.model.name)
+        key = os.path.realpath(target)
         try:
+            if key in sources:
+                raise images.ImageError(f"{path}: its output {target} is an input; not replaced")
+            if key in claimed:
+                raise images.ImageError(f"{path}: its output {target} is also the output of "
+                                        f"{claimed[key]} in this run; skipped")
+            claimed[key] = path
             if os.path.exists(target) and not FLAGS.overwrite:
                 raise images.ImageError(f"{target}: already exists (pass --overwrite)")
-            output = stylize_image(model_fn, images.read_image(path), FLAGS.max_size)
-            images.write_image(target, output, overwrite=FLAGS.overwrite)
-            print(f"{path} -> {target}")
+            _stylize_one(stylizer, path, target)
+            plan = None if video.is_video(path) else stylizer.last_plan
+            tiled = (f" ({len(plan.windows)} windows of {plan.rows.size}x{plan.cols.size}, "
+                     f"{len(stylizer.tiler.geometry.global_norms) + 1} passes)" if plan else "")
+            print(f"{path} -> {target}{tiled}")
         except images.ImageError as e:
             print(f"{PROGRAM}: {e}", file=sys.stderr)
             failed += 1
     if failed:
-        print(f"{PROGRAM}: {failed} of {len(inputs)} inputs failed", file=sys.stderr)
+        print(f"{PROGRAM}: {failed} of {len(inputs) + len(errors)} inputs failed",
+              file=sys.stderr)
         sys.exit(1)
 
 

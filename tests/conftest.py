@@ -68,3 +68,20 @@ def small_config(tmp_path, **overrides):
 
 def random_pixels(shape, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
+
+
+def psnr(image, reference, peak=255.0):
+    """Peak signal-to-noise ratio in dB of ``image`` against ``reference`` (pixels in [0, 255]);
+    inf when they are equal."""
+    error = np.mean((np.asarray(image, np.float64) - np.asarray(reference, np.float64)) ** 2)
+    return float("inf") if error == 0 else float(10 * np.log10(peak ** 2 / error))
+
+
+@pytest.fixture(scope="session")
+def tiny_style_model(tmp_path_factory):
+    """A small untrained style network (instance norm), saved as .keras: the path."""
+    from kperceptual import networks
+
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny_style.keras"
+    networks.StyleTransferNetwork(filters=(8, 8, 8), num_residual_blocks=1).save(str(path))
+    return str(path)

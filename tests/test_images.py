@@ -84,3 +84,25 @@ def test_bundled_photo_names_are_checked():
     assert images.read_image("skimage:astronaut").shape == (512, 512, 3)
     with pytest.raises(images.ImageError, match="unknown bundled photo"):
         images.read_image("skimage:mona_lisa")
+
+
+def test_a_dark_16_bit_image_stays_dark(tmp_path):
+    # Values up to 255 of 65535: under 0.4% of full scale, so black in 8 bits (not full scale).
+    dark = np.tile(np.arange(0, 256, dtype=np.uint16), (8, 1))
+    path = _save(tmp_path / "dark16.png", Image.fromarray(dark))
+    with Image.open(path) as opened:
+        assert opened.mode.startswith("I")
+    assert images.read_image(path).max() <= 1
+
+
+def test_tiff_and_gif_are_read(tmp_path, photos):
+    small = images.resize_long_side(photos["coffee"], 40)
+    tif = _save(tmp_path / "photo.tiff", Image.fromarray(small))
+    np.testing.assert_array_equal(images.read_image(tif), small)
+    frames = [Image.fromarray(small), Image.fromarray(255 - small)]
+    gif = _save(tmp_path / "anim.gif", frames[0], save_all=True, append_images=frames[1:])
+    first = images.read_image(gif).astype(int)
+    assert first.shape == small.shape
+    assert np.abs(first - small).mean() < np.abs(first - (255 - small)).mean()
+    assert [p.rsplit("/", 1)[-1] for p in images.list_images(str(tmp_path))] == \
+        ["anim.gif", "photo.tiff"]

@@ -1,0 +1,184 @@
+"""Inference speed: the trained style network as Keras, SavedModel and TFLite, on this machine.
+
+    python benchmarks/inference.py [--model=starry_night] [--sizes=256,512,1024] [--skip_large]
+
+For each square size (a real photo, centre-cropped): median latency of one image and images per
+second for
+
+* the Keras model (``predict_on_batch``, float32),
+* the SavedModel (``serving_float``, as ``kperceptual.stylize`` runs it),
+* TFLite with each ``--quantize`` (none, float16, dynamic, int8), converted here with
+  ``kperceptual.export`` at a dynamic input size and run with LiteRT,
+* a straightforward PyTorch float32 implementation of the same network (if torch is installed;
+  the weights do not change the time), the reference the issue asks us to beat.
+
+Then the peak memory and time of ``kperceptual.stylize`` on an 8000x6000 photo with a 4 GiB memory
+budget (tiled; a separate process, measured with ``getrusage``), and video frames per second at
+640x480 (decode, stylise, encode). Writes the section "Inference" of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from kperceptual import cli  # noqa: E402,F401
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from benchmarks import report  # noqa: E402
+from kperceptual import images, inference, models, video  # noqa: E402
+
+flags.DEFINE_string("model", "starry_night", "A name in savedmodels/ (with its Keras network), "
+                                             "a SavedModel folder or a .keras file.")
+flags.DEFINE_list("sizes", ["256", "512", "1024"], "Square image sizes.")
+flags.DEFINE_integer("runs", 5, "Timed runs per size and format (median), after one warm-up.")
+flags.DEFINE_list("quantize", ["none", "float16", "dynamic", "int8", "int16x8"],
+                  "TFLite variants.")
+flags.DEFINE_bool("skip_large", False, "Skip the 8000x6000 tiled run (minutes on 2 cores).")
+flags.DEFINE_integer("video_frames", 48, "Frames of the generated 640x480 test video.")
+flags.DEFINE_bool("write", True, "Write the section into docs/benchmarks.md.")
+FLAGS = flags.FLAGS
+
+PHOTO = "skimage:astronaut"
+# The issue's numbers for a straightforward PyTorch implementation on a 2-core CPU (seconds).
+ISSUE_TORCH = {512: 0.62, 1024: 4.3}
+PAPER_GPU = {256: 0.015, 512: 0.05, 1024: 0.21}  # the paper's network on a GTX Titan X
+
+
+def torch_forward():
+    """The PyTorch reference network's forward pass on NHWC float32 batches, or None."""
+    try:
+        import torch
+
+        from benchmarks.torch_reference import StyleTransferNetwork
+    except ImportError:
+        return None, ""
+    torch.set_num_threads(os.cpu_count())
+    net = StyleTransferNetwork().eval()
+
+    def forward(batch):
+        with torch.no_grad():
+            x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+            return net(x).permute(0, 2, 3, 1).numpy()
+
+    return forward, f"PyTorch {torch.__version__}"
+
+
+def tflite_variants(network, folder: str) -> dict:
+    """{quantize: (TFLiteModel, size in MB, conversion seconds)}, converted as
+    ``python -m kperceptual.export --format=tflite`` does (calibrated on the bundled photos)."""
+    from kperceptual import files
+    from kperceptual.export import tflite
+    from kperceptual.litert import TFLiteModel
+
+    found = {}
+    for quantize in FLAGS.quantize:
+        path = os.path.join(folder, tflite.tflite_filename("model", quantize))
+        calibration = (tflite.calibration_batches("skimage", 32, 256)
+                       if quantize in tflite.CALIBRATED else None)
+        start = time.perf_counter()
+        files.write_atomically(path, tflite.convert_tflite(network, quantize, 0, calibration))
+        seconds = time.perf_counter() - start
+        found[quantize] = (TFLiteModel(path, num_threads=os.cpu_count()),
+                           os.path.getsize(path) / 1e6, seconds)
+    return found
+
+
+def video_run(model, folder: str) -> str:
+    """Frames per second of ``video.stylize_video`` on a generated 640x480 clip (a slow pan over
+    a real photo): decoding, the network and H.264 encoding together."""
+    import imageio.v2 as imageio
+
+    photo = images.resize(images.read_image(PHOTO), 540, 720)
+    source = os.path.join(folder, "pan_640x480.mp4")
+    with imageio.get_writer(source, format="FFMPEG", fps=24, codec="libx264", quality=8,
+                            ffmpeg_log_level="error") as writer:
+        for i in range(FLAGS.video_frames):
+            writer.append_data(photo[30:510, i:i + 640])
+    stylizer = inference.Stylizer(model, memory_budget="8G")
+    stylizer.frames([photo[:480, :640]] * 4)  # warm-up at the batch's shape
+    start = time.perf_counter()
+    result = video.stylize_video(stylizer, source, os.path.join(folder, "pan_out.mp4"),
+                                 batch_size=4)
+    seconds = time.perf_counter() - start
+    return (f"| video, 640x480, {result.frames} frames, batch 4 (decode + network + H.264 "
+            f"encode) | {seconds:.1f} s | {result.frames / seconds:.2f} frames/s |")
+
+
+def large_photo_run(model_spec: str, folder: str) -> str:
+    """Stylises an 8000x6000 photo with --memory_budget=4G in a child process."""
+    photo = images.read_image(PHOTO)
+    big = images.resize(photo, 6000, 8000)
+    source = os.path.join(folder, "large_8000x6000.jpg")
+    images.write_image(source, big)
+    command = [sys.executable, "-m", "kperceptual.stylize", f"--model={model_spec}",
+               "--memory_budget=4G", f"--output={os.path.join(folder, 'large_out')}", source]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=report.REPO)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+    if result.returncode != 0:
+        raise RuntimeError(f"stylize failed on the 8000x6000 photo: {result.stderr[-800:]}")
+    return (f"| 8000x6000 photo, `stylize --memory_budget=4G` (tiled, exact statistics) | "
+            f"{seconds:.0f} s | peak {peak:.2f} GiB resident |")
+
+
+def main(argv):
+    del argv
+    model = models.load_model(FLAGS.model)
+    if model.network is None:
+        sys.exit(f"inference: --model={FLAGS.model}: has no Keras network; pass a .keras file "
+                 "or a SavedModel exported by kperceptual.export")
+    sizes = [int(s) for s in FLAGS.sizes]
+    photo = images.read_image(PHOTO)
+    network = model.network
+    runners = {"Keras (`predict_on_batch`)": models.keras_forward(network),
+               "SavedModel (`serving_float`)": model.fn}
+    with tempfile.TemporaryDirectory() as folder:
+        variants = tflite_variants(network, folder)
+        for quantize, (runner, _, _) in variants.items():
+            runners[f"TFLite {quantize} (LiteRT)"] = runner
+        torch_fn, torch_name = torch_forward()
+        if torch_fn is not None:
+            runners[f"PyTorch reference ({torch_name}, float32)"] = torch_fn
+        seconds = {}
+        for size in sizes:
+            batch = images.resize_and_center_crop(photo, size)[None].astype(np.float32)
+            for label, fn in runners.items():
+                seconds[label, size] = report.median_seconds(fn, batch, FLAGS.runs, warmup=1)
+                print(f"{label} {size}: {seconds[label, size]:.3f} s", flush=True)
+        video_row = video_run(model, folder)
+        print(video_row, flush=True)
+        large = "" if FLAGS.skip_large else large_photo_run(FLAGS.model, folder)
+    header = "| format | " + " | ".join(f"{s}x{s}" for s in sizes) + " |"
+    rows = [header, "|---|" + "---|" * len(sizes)]
+    for label in runners:
+        rows.append(f"| {label} | " + " | ".join(
+            f"{seconds[label, s]:.3f} s ({1 / seconds[label, s]:.1f}/s)" for s in sizes) + " |")
+    rows.append("| the issue's PyTorch figure (2-core CPU) | " + " | ".join(
+        f"{ISSUE_TORCH[s]:.2f} s" if s in ISSUE_TORCH else "" for s in sizes) + " |")
+    rows.append("| the paper (GTX Titan X) | " + " | ".join(
+        f"{PAPER_GPU[s]:.3f} s" if s in PAPER_GPU else "" for s in sizes) + " |")
+    sizes_table = ["| TFLite | file | conversion |", "|---|---|---|"] + [
+        f"| {q} | {mb:.1f} MB | {s:.0f} s |" for q, (_, mb, s) in variants.items()]
+    body = "\n".join([
+        f"The `{model.name}` style network on a real photo (`{PHOTO}`, centre-cropped), one image "
+        f"per call; median of {FLAGS.runs} runs after a warm-up, seconds per image (images per "
+        "second). TFLite runs with LiteRT on all cores, dynamic input size, calibrated on "
+        "scikit-image's bundled photos.", "", *rows, "", *sizes_table, "",
+        "| whole jobs | time | rate or memory |", "|---|---|---|", video_row,
+        *([large] if large else [])])
+    print(body)
+    if FLAGS.write:
+        report.write_section("Inference", body, sys.argv)
+
+
+if __name__ == "__main__":
+    app.run(main)

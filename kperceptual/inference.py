@@ -1,0 +1,353 @@
+"""Apply a trained transformation network to images: what ``python -m kperceptual.stylize``
+does, as functions.
+
+    from kperceptual import inference, images
+
+    rgb, alpha = images.read_image_and_alpha("photo.png")
+    out = inference.stylize_image("starry_night", rgb, max_size=2048, memory_budget="4G",
+                                  preserve_color=True, strength=0.8)   # uint8 (H, W, 3)
+
+    stylizer = inference.Stylizer("runs/starry_night/starry_night.keras", memory_budget="4G")
+    out = stylizer.image(rgba)      # (H, W, 4) in: alpha carried to (H', W', 4) out
+
+A model is a ``models.LoadedModel``, a Keras network, or what ``models.load_model`` takes (a name
+in ``savedmodels/``, a ``.keras`` file, a SavedModel folder, a ``.tflite`` file). The output's
+size is the network's (a style network keeps the size, a super-resolution one multiplies it);
+``strength`` blends with the input (bicubic-upscaled for super-resolution). Images with a side
+under ``MIN_SIDE`` (16) pixels are padded to it and the output cropped back; a fixed-size
+``.tflite`` model takes only its size (InputError otherwise).
+
+Memory: an image runs whole when the estimate below fits ``memory_budget``, else in windows
+(``tiling``, exact for instance normalisation; it needs the Keras network, so ``.tflite`` files
+and SavedModels without ``assets/network.keras`` refuse images that need tiling). Estimate of
+the peak resident memory, in bytes, for ``P`` input pixels (``P * s^2`` output pixels) run in
+windows of ``T`` pixels (``T = P`` untiled):
+
+    resident now + 6 P + 16 P s^2 + T * (64 + 4.5 * widest activation in bytes per input pixel)
+
+6 bytes: the decoded image and its padded copy (uint8); 16: the float32 output or blend
+accumulator and the uint8 result; the last term is the forward pass, calibrated by peak RSS
+measurements (``tiling.FORWARD_BYTES_BASE`` and ``FORWARD_ACTIVATION_FACTOR``; about 1.2 kB
+per pixel for the default network).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import resource
+import sys
+
+import numpy as np
+
+from kperceptual import color, images, tiling
+from kperceptual.models import LoadedModel, keras_forward, load_model
+
+IMAGE_BYTES_PER_INPUT_PIXEL = 6
+IMAGE_BYTES_PER_OUTPUT_PIXEL = 16
+# Rows of output finished (colour preservation, strength, uint8) at a time, to bound memory.
+FINISH_ROWS = 256
+# Images with a side below this are padded (symmetric reflection, bottom and right) to it and
+# their output cropped back: every network here needs more than its reflection pads (3 in
+# PadToMultiple, 4 in the first 9x9 conv), and 16 also leaves two stride-2 levels 4 pixels.
+MIN_SIDE = 16
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+
+class OptionError(ValueError):
+    """A bad option; the message starts with the option's name (``strength: ...``)."""
+
+
+class MemoryBudgetError(ValueError):
+    """An image cannot be processed within the memory budget; the message says why."""
+
+
+class InputError(ValueError):
+    """The model cannot take an image (a fixed-size model, or the network failed on it); the
+    message says why in one line, without the file's name (callers add it)."""
+
+
+def _model_errors() -> tuple[type[BaseException], ...]:
+    errors = (ValueError, RuntimeError)
+    tf = sys.modules.get("tensorflow")
+    errors_module = getattr(tf, "errors", None)
+    return errors + ((errors_module.OpError,) if errors_module is not None else ())
+
+
+def parse_memory_size(text) -> int:
+    """``4G``, ``512M``, ``1.5GiB``, ``800MB`` or a number of bytes -> bytes (K, M, G, T are
+    powers of 1024)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
+        if not match:
+            raise OptionError(f"memory_budget: expected a size such as 4G or 512M, got {text!r}")
+        value, unit = float(match.group(1)), match.group(2)
+    size = int(value * _UNITS[unit])
+    if size <= 0:
+        raise OptionError(f"memory_budget: must be positive, got {text!r}")
+    return size
+
+
+def format_bytes(n: float) -> str:
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc``; else its peak so far)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def automatic_memory_budget() -> int:
+    """What the process holds now plus 80% of the memory the system has available."""
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f
+                             if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        available = 4 * 2 ** 30
+    return resident_bytes() + int(0.8 * available)
+
+
+def check_options(max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
+                  strength: float = 1.0, batch_size: int = 1):
+    """Raises OptionError naming the first bad option."""
+    if max_size < 0:
+        raise OptionError(f"max_size: must not be negative, got {max_size}")
+    if tile < 0:
+        raise OptionError(f"tile: must be 0 (automatic) or a side in pixels, got {tile}")
+    if tile_overlap < -1:
+        raise OptionError(f"tile_overlap: must be -1 (automatic) or pixels, got {tile_overlap}")
+    if not (math.isfinite(strength) and 0.0 <= strength <= 1.0):
+        raise OptionError(f"strength: must be in [0, 1], got {strength}")
+    if batch_size < 1:
+        raise OptionError(f"batch_size: must be at least 1, got {batch_size}")
+
+
+def as_loaded_model(model, models_dir: str = "savedmodels") -> LoadedModel:
+    """A LoadedModel from a LoadedModel, a Keras network or a ``models.load_model`` spec."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(os.fspath(model), models_dir)
+    return LoadedModel(model.name, "", "keras", keras_forward(model), model)
+
+
+def finish(stylised, content: np.ndarray, alpha: np.ndarray | None = None,
+           preserve_color: bool = False, strength: float = 1.0) -> np.ndarray:
+    """uint8 output from the network's float output: the content's chroma kept
+    (``preserve_color``), blended with the content (``strength`` < 1) and ``alpha`` appended;
+    the content and alpha are resized (bicubic) to the output's size first. Row block by row
+    block, so a large image needs no float64 copies of itself."""
+    height, width = stylised.shape[:2]
+    channels = 3 if alpha is None else 4
+    out = np.empty((height, width, channels), np.uint8)
+    if preserve_color or strength < 1.0:
+        content = images.resize(content, height, width)
+    if alpha is not None:
+        out[..., 3] = images.resize(alpha, height, width)
+    for top in range(0, height, FINISH_ROWS):
+        rows = slice(top, top + FINISH_ROWS)
+        block = np.asarray(stylised[rows], np.float64)
+        if preserve_color:
+            block = color.preserve_color(content[rows], block)
+        if strength < 1.0:
+            block = strength * block + (1.0 - strength) * content[rows]
+        out[rows, ..., :3] = images.to_uint8(block)
+    return out
+
+
+def _split_alpha(image) -> tuple[np.ndarray, np.ndarray | None]:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = images.to_uint8(image)
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=-1), None
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"expected an image (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+    return (image, None) if image.shape[-1] == 3 else (image[..., :3], image[..., 3])
+
+
+class Stylizer:
+    """A network with its options, ready to apply to images and video frames.
+
+    Args:
+        model: see the module docstring.
+        max_size: if > 0, inputs are resized so their longer side is at most this.
+        tile: window side in pixels (0: automatic, only when the image does not fit
+            ``memory_budget`` whole).
+        tile_overlap: overlap of neighbouring windows in pixels (-1: automatic, twice the
+            network's receptive-field halo plus a 16-pixel blend band).
+        memory_budget: peak resident memory to stay within: bytes or a size such as ``"4G"``
+            (None: what the process holds plus 80% of the available memory).
+        preserve_color: keep the content's chroma, transfer only luminance.
+        strength: in [0, 1]; 1 is fully stylised, 0 the input.
+        warn: called once with each warning line (default: printed to stderr).
+    """
+
+    def __init__(self, model, *, max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
+                 memory_budget=None, preserve_color: bool = False, strength: float = 1.0,
+                 models_dir: str = "savedmodels", warn=None):
+        check_options(max_size, tile, tile_overlap, strength)
+        self.memory_budget = (automatic_memory_budget() if memory_budget is None
+                              else parse_memory_size(memory_budget))
+        self.model = as_loaded_model(model, models_dir)
+        self.max_size, self.tile, self.tile_overlap = max_size, tile, tile_overlap
+        self.preserve_color, self.strength = preserve_color, strength
+        network = self.model.network
+        self.tiler = tiling.Tiler(network) if network is not None else None
+        self.forward = self.tiler.forward if self.tiler else self.model.fn
+        # (height, width) a fixed-size model (a .tflite file exported with an input size) takes.
+        self.input_size = getattr(self.model.fn, "input_size", None) if not self.tiler else None
+        self._scale = None
+        self.last_plan = None  # the windows of the last image, None where it ran whole
+        if tile:
+            if self.tiler is None:
+                raise OptionError(f"tile: tiling needs the Keras network, which "
+                                  f"{self.model.path or self.model.name} does not carry")
+            try:
+                self.tiler.check_tile(tile, tile_overlap)
+            except ValueError as e:
+                raise OptionError(str(e)) from None
+        if self.tiler and 0 <= tile_overlap < 2 * self.tiler.geometry.halo:
+            (warn or (lambda line: print(line, file=sys.stderr)))(
+                f"tile_overlap: {tile_overlap} is less than twice the network's receptive-field "
+                f"halo ({self.tiler.geometry.halo}); tiles may show seams")
+
+    @property
+    def forward_bytes_per_pixel(self) -> float:
+        return (self.tiler.geometry.forward_bytes_per_pixel if self.tiler
+                else tiling.DEFAULT_FORWARD_BYTES_PER_PIXEL)
+
+    @property
+    def scale(self) -> float:
+        """Output side / input side, from a small probe (1 for style networks)."""
+        if self._scale is None:
+            height, width = self.input_size or (32, 32)
+            out = self._run(np.zeros((1, height, width, 3), np.float32))
+            self._scale = out.shape[1] / height
+        return self._scale
+
+    def _run(self, batch: np.ndarray, plan: tiling.TilePlan | None = None) -> np.ndarray:
+        """The network's float output for a float32 batch (or, with ``plan``, one uint8 image in
+        windows); the model's own errors become one-line InputErrors."""
+        try:
+            if plan is not None:
+                return self.tiler.run(batch, plan)
+            return np.asarray(self.forward(batch))
+        except _model_errors() as e:
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            raise InputError(f"the model failed on a {batch.shape[-2]}x{batch.shape[-3]} input: "
+                             f"{lines[0]}") from e
+
+    def estimate_bytes(self, height: int, width: int, window_pixels: int | None = None,
+                       count: int = 1) -> float:
+        """Estimated peak resident memory for ``count`` images of ``height`` x ``width`` run
+        whole (``window_pixels`` None) or in windows of that many pixels (module docstring)."""
+        pixels = height * width
+        window = pixels if window_pixels is None else window_pixels
+        return resident_bytes() + count * (
+            IMAGE_BYTES_PER_INPUT_PIXEL * pixels
+            + IMAGE_BYTES_PER_OUTPUT_PIXEL * pixels * self.scale ** 2
+            + window * self.forward_bytes_per_pixel)
+
+    def plan(self, height: int, width: int) -> tiling.TilePlan | None:
+        """None to run the image whole, else its windows; raises MemoryBudgetError."""
+        if not self.tile and self.estimate_bytes(height, width) <= self.memory_budget:
+            return None
+        if self.tiler is None:
+            raise MemoryBudgetError(
+                f"needs about {format_bytes(self.estimate_bytes(height, width))} whole, over "
+                f"the memory budget of {format_bytes(self.memory_budget)}, and tiling needs the "
+                f"Keras network, which {self.model.path or self.model.name} does not carry (use "
+                "its .keras file or a SavedModel exported by kperceptual, or a smaller max_size)")
+        side = self.tile
+        if not side:
+            room = self.memory_budget - self.estimate_bytes(height, width, window_pixels=0)
+            side = int(math.sqrt(max(room, 0) / self.forward_bytes_per_pixel))
+            overlap = (self.tile_overlap if self.tile_overlap >= 0
+                       else tiling.automatic_overlap(self.tiler.geometry))
+            smallest = 2 * overlap + self.tiler.geometry.alignment
+            if side < smallest:
+                need = self.estimate_bytes(height, width, window_pixels=smallest ** 2)
+                raise MemoryBudgetError(
+                    f"needs at least {format_bytes(need)} even in windows of {smallest} pixels; "
+                    f"the memory budget is {format_bytes(self.memory_budget)} (raise it or lower "
+                    "max_size)")
+        try:
+            plan = self.tiler.plan(height, width, side, self.tile_overlap)
+        except ValueError as e:
+            raise OptionError(str(e)) from None
+        return None if len(plan.windows) == 1 else plan
+
+    def _prepare(self, image) -> tuple[np.ndarray, np.ndarray | None]:
+        rgb, alpha = _split_alpha(image)
+        if self.max_size and max(rgb.shape[:2]) > self.max_size:
+            size = images.long_side_size(*rgb.shape[:2], self.max_size)
+            rgb = images.resize(rgb, *size)
+            alpha = None if alpha is None else images.resize(alpha, *size)
+        if self.input_size and rgb.shape[:2] != self.input_size:
+            raise InputError(f"the model takes only {self.input_size[1]}x{self.input_size[0]} "
+                             f"inputs, not {rgb.shape[1]}x{rgb.shape[0]} (export with "
+                             "--input_size=0 for any size)")
+        return rgb, alpha
+
+    def _padded(self, rgb: np.ndarray) -> np.ndarray:
+        """``rgb`` padded to MIN_SIDE where a side is shorter (fixed-size models: as it is)."""
+        height, width = rgb.shape[:2]
+        if self.input_size or min(height, width) >= MIN_SIDE:
+            return rgb
+        return np.pad(rgb, ((0, max(0, MIN_SIDE - height)), (0, max(0, MIN_SIDE - width)),
+                            (0, 0)), mode="symmetric")
+
+    def _crop(self, stylised: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+        """The output of ``_padded(rgb)`` cropped to ``rgb``'s part."""
+        height, width = rgb.shape[:2]
+        if stylised.shape[-3] == height * self.scale and stylised.shape[-2] == width * self.scale:
+            return stylised
+        return stylised[..., :round(height * self.scale), :round(width * self.scale), :]
+
+    def _finish(self, stylised, content, alpha):
+        return finish(stylised, content, alpha, self.preserve_color, self.strength)
+
+    def image(self, image) -> np.ndarray:
+        """Stylises one uint8 image: (H, W), (H, W, 3) or (H, W, 4) with alpha; returns uint8
+        (H', W', 3), or (H', W', 4) with the alpha resized along."""
+        rgb, alpha = self._prepare(image)
+        padded = self._padded(rgb)
+        plan = self.last_plan = self.plan(*padded.shape[:2])
+        if plan is None:
+            stylised = self._run(padded[None].astype(np.float32))[0]
+        else:
+            stylised = self._run(padded, plan)
+        return self._finish(self._crop(stylised, rgb), rgb, alpha)
+
+    def frames(self, frames) -> list[np.ndarray]:
+        """Stylises same-sized frames, as one batch where it fits the memory budget."""
+        prepared = [self._prepare(frame) for frame in frames]
+        height, width = prepared[0][0].shape[:2]
+        if self.tile or self.estimate_bytes(height, width, count=len(prepared)) > \
+                self.memory_budget:
+            return [self.image(frame) for frame in frames]
+        batch = np.stack([self._padded(rgb) for rgb, _ in prepared]).astype(np.float32)
+        stylised = self._crop(self._run(batch), prepared[0][0])
+        return [self._finish(out, rgb, alpha) for out, (rgb, alpha) in zip(stylised, prepared)]
+
+
+def stylize_image(model, image, **options) -> np.ndarray:
+    """``Stylizer(model, **options).image(image)``; ``model`` may also be a Stylizer (then
+    ``options`` must be empty: they are the Stylizer's own)."""
+    if isinstance(model, Stylizer):
+        if options:
+            raise TypeError(f"stylize_image: {', '.join(sorted(options))} cannot be given with "
+                            "a Stylizer, whose options are set when it is made; pass them to "
+                            "Stylizer(...) instead")
+        return model.image(image)
+    return Stylizer(model, **options).image(image)
