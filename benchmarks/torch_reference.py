@@ -27,11 +27,16 @@ from torch import nn  # noqa: E402
 from benchmarks import report  # noqa: E402
 from kperceptual import images, weights  # noqa: E402
 
-flags.DEFINE_integer("steps", 5, "Timed training steps (after 2 warm-up steps).")
-flags.DEFINE_integer("image_size", 256, "Content image size (a multiple of 4); 256 for the report.")
-flags.DEFINE_integer("batch_size", 4, "Content images per step.")
-flags.DEFINE_bool("write", False, "Write the result into docs/benchmarks.md.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """This script's flags (not defined on import: benchmarks/inference.py imports the network)."""
+    flags.DEFINE_integer("steps", 5, "Timed training steps (after 2 warm-up steps).")
+    flags.DEFINE_integer("image_size", 256, "Content image size (a multiple of 4); 256 for the "
+                                            "report.")
+    flags.DEFINE_integer("batch_size", 4, "Content images per step.")
+    flags.DEFINE_bool("write", False, "Write the result into docs/benchmarks.md.")
 
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 CONTENT_LAYER = "relu2_2"
@@ -197,4 +202,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -19,7 +19,9 @@ Quantisation (``QUANTIZATIONS``):
 * ``int16x8``: int16 activations, int8 weights (TFLite's experimental 16x8 mode), the same
   calibration; the size of ``int8``, 47 to 50 dB on held-out photos (``dynamic``: 36 to 38).
   Both calibrated modes do far worse on photos unlike the calibration set (a dark telescope
-  image: 18 dB int16x8, 14 dB int8).
+  image: 18 dB int16x8, 14 dB int8). On CPUs LiteRT ran the 16x8 model about 20x slower
+  than float32, and at 1024x1024 a normalisation's RSQRT fails on a quantised input of 0
+  (measured in benchmarks/inference.py): a format to try, not to ship.
 
 Calibration (``calibration_batches``) sets the activation ranges from the photos it is given, so
 they should look like what the model will see: a folder of the user's own photos is best. The
