@@ -1,0 +1,259 @@
+"""Image-quality metrics for super-resolution evaluation: PSNR and SSIM on the luma channel, and
+LPIPS (VGG, v0.1).
+
+Conventions (those of the SR benchmark codes Johnson et al. 2016 report against)
+-------------------------------------------------------------------------------
+
+* **Luma.** ``y_channel`` is ITU-R BT.601 studio-range luma as MATLAB's ``rgb2ycbcr`` computes
+  it: ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` for R, G, B in [0, 255], so Y lies in
+  [16, 235]. MATLAB's ``rgb2ycbcr`` on a uint8 image returns uint8, i.e. Y rounded to the nearest
+  integer (halves away from zero); ``rounded=True`` does that, ``rounded=False`` keeps the
+  exact value.
+* **Border.** ``border`` pixels are cropped from each of the four sides of the luma image before
+  anything is measured; the SR convention is ``border = scale factor``.
+* **PSNR** ``= 10 log10(255^2 / MSE)`` of the cropped luma images, in float64 (``inf`` when they
+  are equal).
+* **SSIM** is Wang et al. (2004), as their ``ssim.m``: an 11 x 11 Gaussian window with sigma 1.5
+  (normalised to sum 1), K1 = 0.01, K2 = 0.03, L = 255, 'valid' filtering (no padding), the mean
+  of the SSIM map. ``ssim.m`` first downsamples images whose shorter side is 512 or more:
+  ``f = max(1, round(min(H, W) / 256))``, a f x f box filter ('symmetric' borders, MATLAB's
+  ``imfilter`` anchoring) and every f-th pixel (``downsample=True``). Many Python codes
+  (BasicSR, scikit-image) do not downsample (``downsample=False``).
+
+The default is the convention that reproduces the paper's bicubic x4 Set5 numbers (28.43 dB /
+0.8114, Table 2 of Johnson et al. 2016): **exact (unrounded) float64 luma, PSNR and SSIM both on
+it, border = scale, and SSIM without ``ssim.m``'s downsampling** -- the convention of the Python
+SR codes (EDSR, BasicSR: ``bgr2ycbcr(..., only_y=True)`` in float, SSIM on the full image). The
+check, with the Set5 ``HR`` / ``LR_x4`` files, ``degradation.bicubic_upscale`` (Pillow bicubic)
+and the mean over the five images, gave::
+
+    luma        SSIM downsampling   PSNR (dB)   SSIM
+    exact       no                  28.4304     0.8111    <- the default: both within 0.001
+    rounded     no                  28.4177     0.8101    (also in tolerance, further off)
+    exact       yes (ssim.m)        28.4304     0.8252    (SSIM off by 0.014)
+    rounded     yes (ssim.m)        28.4177     0.8244    (SSIM off by 0.013)
+
+(PSNR on exact luma with SSIM on rounded luma: 28.4304 / 0.8101. Only the 512 x 512 image is
+downsampled, ``f = 2``; the others have ``f = 1``.) ``tests/test_metrics.py`` checks the default
+against the paper's numbers.
+
+LPIPS (Zhang et al. 2018, VGG variant, linear heads v0.1) uses the frozen VGG16 of
+``kperceptual.loss_network`` with the torchvision weights (whose preprocessing equals LPIPS's
+input scaling layer) and the heads of ``kperceptual.weights.lpips_heads``:
+``sum over layers of the spatial mean of sum_c w_c (f1_hat - f2_hat)^2``, where ``f_hat`` is the
+feature divided by its L2 norm over the channels (+1e-10). The computation uses ``keras.ops``
+only (backend-neutral); results are numpy.
+
+numpy and scipy for PSNR and SSIM; no TensorFlow imports here.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from scipy import ndimage
+
+# The defaults: the convention matching the paper's bicubic x4 Set5 numbers (module docstring).
+ROUND_Y = False
+SSIM_DOWNSAMPLE = False
+
+PEAK = 255.0
+SSIM_WINDOW_SIZE = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+_Y_WEIGHTS = np.array([65.481, 128.553, 24.966], np.float64) / 255.0
+
+
+# --------------------------------------------------------------------------------------------
+# Luma, PSNR, SSIM
+
+
+def y_channel(rgb, rounded: bool = False) -> np.ndarray:
+    """BT.601 studio-range luma of an RGB image (H, W, 3) in [0, 255] (uint8 or float), as MATLAB's
+    ``rgb2ycbcr``: ``16 + (65.481 R + 128.553 G + 24.966 B) / 255``. float64 (H, W) out;
+    ``rounded=True`` rounds to the nearest integer (halves up) as ``rgb2ycbcr`` does on uint8."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"y_channel expects an RGB image of shape (H, W, 3), got {rgb.shape}")
+    y = 16.0 + rgb.astype(np.float64) @ _Y_WEIGHTS
+    if rounded:
+        y = np.floor(y + 0.5)
+    return y
+
+
+def _cropped_y_pair(output, reference, border: int, rounded: bool):
+    output, reference = np.asarray(output), np.asarray(reference)
+    if output.shape != reference.shape:
+        raise ValueError(f"output and reference differ in shape: {output.shape} vs "
+                         f"{reference.shape}")
+    if output.ndim != 3 or output.shape[-1] != 3:
+        raise ValueError(f"expected RGB images of shape (H, W, 3), got {output.shape}")
+    border = int(border)
+    if border < 0:
+        raise ValueError(f"border must be >= 0, got {border}")
+    h, w = output.shape[:2]
+    if h - 2 * border <= 0 or w - 2 * border <= 0:
+        raise ValueError(f"a border of {border} pixels leaves nothing of a {w}x{h} image")
+    crop = (slice(border, h - border), slice(border, w - border))
+    return (y_channel(output, rounded)[crop], y_channel(reference, rounded)[crop])
+
+
+def psnr(image, reference, peak: float = PEAK) -> float:
+    """PSNR in dB of two same-shape arrays, ``10 log10(peak^2 / MSE)`` in float64; inf if equal."""
+    image = np.asarray(image, np.float64)
+    reference = np.asarray(reference, np.float64)
+    if image.shape != reference.shape:
+        raise ValueError(f"shapes differ: {image.shape} vs {reference.shape}")
+    mse = np.mean((image - reference) ** 2)
+    return float("inf") if mse == 0 else float(10.0 * np.log10(peak ** 2 / mse))
+
+
+def psnr_y(output, reference, border: int, *, rounded: bool = ROUND_Y) -> float:
+    """PSNR (dB) of the luma of ``output`` against ``reference`` (RGB (H, W, 3) in [0, 255]) with
+    ``border`` pixels cropped from each side (SR convention: the scale factor). See the module
+    docstring for the conventions; ``rounded=True`` uses integer luma (MATLAB on uint8)."""
+    a, b = _cropped_y_pair(output, reference, border, rounded)
+    return psnr(a, b, PEAK)
+
+
+def gaussian_window(size: int = SSIM_WINDOW_SIZE, sigma: float = SSIM_SIGMA) -> np.ndarray:
+    """The 1-D normalised Gaussian; its outer product is MATLAB's ``fspecial('gaussian')``."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(x ** 2) / (2.0 * sigma ** 2))
+    return g / g.sum()
+
+
+def _filter_valid(image: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Separable correlation with ``g`` x ``g``, the 'valid' part only (``filter2``'s 'valid')."""
+    r = (len(g) - 1) // 2
+    out = ndimage.correlate1d(image, g, axis=0, mode="reflect")
+    out = ndimage.correlate1d(out, g, axis=1, mode="reflect")
+    return out[r:image.shape[0] - r, r:image.shape[1] - r]
+
+
+def ssim_downsample(image: np.ndarray, factor: int | None = None) -> np.ndarray:
+    """``ssim.m``'s automatic downsampling: ``f = max(1, round(min(H, W) / 256))``, an f x f box
+    filter (MATLAB ``imfilter(..., 'symmetric', 'same')``, anchored at ``floor((f + 1) / 2)``),
+    then every f-th pixel from the first."""
+    image = np.asarray(image, np.float64)
+    if factor is None:
+        factor = max(1, int(np.floor(min(image.shape) / 256.0 + 0.5)))  # MATLAB round
+    if factor == 1:
+        return image
+    before = (factor + 1) // 2 - 1
+    after = factor - 1 - before
+    padded = np.pad(image, ((before, after), (before, after)), mode="symmetric")
+    h, w = image.shape
+    box = np.zeros_like(image)
+    for i in range(factor):
+        for j in range(factor):
+            box += padded[i:i + h, j:j + w]
+    box /= factor * factor
+    return box[::factor, ::factor]
+
+
+def ssim(image, reference, data_range: float = PEAK) -> float:
+    """Mean SSIM (Wang et al. 2004) of two 2-D arrays: 11 x 11 Gaussian window (sigma 1.5),
+    K1 = 0.01, K2 = 0.03, ``L = data_range``, 'valid' filtering, mean of the SSIM map."""
+    x = np.asarray(image, np.float64)
+    y = np.asarray(reference, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"shapes differ: {x.shape} vs {y.shape}")
+    if x.ndim != 2:
+        raise ValueError(f"ssim expects 2-D (single-channel) images, got shape {x.shape}")
+    if min(x.shape) < SSIM_WINDOW_SIZE:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW_SIZE}x{SSIM_WINDOW_SIZE} "
+                         f"pixels (its window), got {x.shape[1]}x{x.shape[0]}")
+    g = gaussian_window()
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+    mu_x, mu_y = _filter_valid(x, g), _filter_valid(y, g)
+    sigma_xx = _filter_valid(x * x, g) - mu_x ** 2
+    sigma_yy = _filter_valid(y * y, g) - mu_y ** 2
+    sigma_xy = _filter_valid(x * y, g) - mu_x * mu_y
+    ssim_map = (((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2))
+                / ((mu_x ** 2 + mu_y ** 2 + c1) * (sigma_xx + sigma_yy + c2)))
+    return float(ssim_map.mean())
+
+
+def ssim_y(output, reference, border: int, *, rounded: bool = ROUND_Y,
+           downsample: bool = SSIM_DOWNSAMPLE) -> float:
+    """SSIM of the luma of ``output`` against ``reference`` (RGB (H, W, 3) in [0, 255]) with
+    ``border`` pixels cropped from each side. Defaults: exact luma, no ``ssim.m``
+    downsampling (the convention matching the paper; see the module docstring)."""
+    a, b = _cropped_y_pair(output, reference, border, rounded)
+    if downsample:
+        a, b = ssim_downsample(a), ssim_downsample(b)
+    return ssim(a, b, PEAK)
+
+
+# --------------------------------------------------------------------------------------------
+# LPIPS
+
+
+class LPIPS:
+    """LPIPS distance (Zhang et al. 2018), VGG16 variant, linear heads v0.1.
+
+    ``LPIPS()(a, b)``: ``a`` and ``b`` are RGB in [0, 255], uint8 or float, (H, W, 3) or
+    (B, H, W, 3) of the same shape; returns a float for one image, a (B,) float64 array for a
+    batch. 0 for identical images, symmetric, larger for more different images.
+    """
+
+    LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+    EPS = 1e-10
+
+    def __init__(self):
+        from kperceptual import loss_network, weights
+
+        heads = weights.lpips_heads()
+        missing = [name for name in self.LAYERS if name not in heads]
+        if missing:
+            raise ValueError(f"LPIPS heads missing for {missing}")
+        self.network = loss_network.LossNetwork(layers=self.LAYERS, weights="torchvision")
+        self.heads = {name: np.asarray(heads[name], np.float32).reshape(-1)
+                      for name in self.LAYERS}
+
+    def distance(self, a, b):
+        """The computation, ``keras.ops`` only: (B, H, W, 3) x 2 -> (B,) tensor."""
+        from keras import ops
+
+        batch = ops.shape(a)[0]
+        features = self.network(ops.concatenate([ops.cast(a, "float32"),
+                                                 ops.cast(b, "float32")], axis=0))
+        total = 0.0
+        for name in self.LAYERS:
+            f = features[name]
+            f = f / (ops.sqrt(ops.sum(f * f, axis=-1, keepdims=True)) + self.EPS)
+            diff = (f[:batch] - f[batch:]) ** 2
+            weighted = ops.sum(diff * ops.convert_to_tensor(self.heads[name]), axis=-1)
+            total = total + ops.mean(weighted, axis=(1, 2))
+        return total
+
+    def __call__(self, a, b):
+        from keras import ops
+
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            raise ValueError(f"LPIPS inputs differ in shape: {a.shape} vs {b.shape}")
+        single = a.ndim == 3
+        if single:
+            a, b = a[None], b[None]
+        if a.ndim != 4 or a.shape[-1] != 3:
+            raise ValueError("LPIPS expects RGB (H, W, 3) or (B, H, W, 3), got "
+                             f"{a.shape[1:] if single else a.shape}")
+        values = ops.convert_to_numpy(self.distance(a.astype(np.float32), b.astype(np.float32)))
+        values = np.asarray(values, np.float64)
+        return float(values[0]) if single else values
+
+
+@functools.lru_cache(maxsize=1)
+def _default_lpips() -> LPIPS:
+    return LPIPS()
+
+
+def lpips(a, b):
+    """LPIPS (VGG, v0.1) of ``a`` against ``b`` with a cached model; see ``LPIPS``."""
+    return _default_lpips()(a, b)
