@@ -21,6 +21,9 @@ NORMS = ("instance", "batch")
 UPSAMPLES = ("resize", "transpose")
 PADDINGS = ("reflect", "zero")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+TASKS = ("style", "super_resolution")
+SR_LOSSES = ("feat", "pixel")  # feature reconstruction at relu2_2 (l_feat), or l_pixel
+HISTOGRAM_MATCH = ("auto", "on", "off")  # auto: on for l_feat models, as in the paper
 
 
 def check_layers(layers) -> None:

@@ -63,8 +63,17 @@ def define_objective_flags():
 
 def config_from_flags(config_class):
     """An instance of the dataclass ``config_class`` filled from the absl flags of the same
-    names."""
+    names: a flag given (on the command line or in a flagfile) sets its field, others leave the
+    dataclass's default (which may differ from the flag's, e.g. by training task)."""
+    import dataclasses
+
     from absl import flags
 
-    return config_class(**{name: flags.FLAGS[name].value
-                           for name in config_class.__dataclass_fields__})
+    values = {}
+    for name, field in config_class.__dataclass_fields__.items():
+        flag = flags.FLAGS[name]
+        no_default = (field.default is dataclasses.MISSING
+                      and field.default_factory is dataclasses.MISSING)
+        if flag.present or no_default:
+            values[name] = flag.value
+    return config_class(**values)

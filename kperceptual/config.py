@@ -61,13 +61,13 @@ class ObjectiveConfig:
         return d
 
 
-@dataclasses.dataclass
-class StyleTrainingConfig(ObjectiveConfig):
-    style_image: str
+@dataclasses.dataclass(kw_only=True)
+class TrainingConfig(ObjectiveConfig):
+    """What every training job has: data, steps, optimiser, network options, where to write."""
+
     train_data: str = SKIMAGE_SOURCE
-    name: str = ""  # defaults to the style image's file name stem
-    image_size: int = 256
-    style_size: int = 256
+    name: str = ""
+    image_size: int = 256  # the side of the square training images (SR: high-res patches)
     batch_size: int = 4  # global: split over all replicas
     steps: int = 40_000
     learning_rate: float = 1e-3
@@ -83,17 +83,68 @@ class StyleTrainingConfig(ObjectiveConfig):
     seed: int = 0
     tfds_data_dir: str | None = None
 
+    task = "style"
+
+    def default_name(self) -> str:
+        raise NotImplementedError
+
     def __post_init__(self):
         super().__post_init__()
         if not self.name:
-            stem = self.style_image.split(":", 1)[-1] if self.style_image.startswith(
-                images.SKIMAGE_PREFIX) else os.path.splitext(os.path.basename(self.style_image))[0]
-            self.name = stem or "style"
+            self.name = self.default_name()
         if not self.model_dir:
             self.model_dir = os.path.join("runs", self.name)
 
     def network_config(self) -> dict:
         return {"norm": self.norm, "upsample": self.upsample, "padding": self.padding}
+
+
+@dataclasses.dataclass
+class StyleTrainingConfig(TrainingConfig):
+    """A style transformation network for one style image (the paper's Section 3)."""
+
+    style_image: str
+    style_size: int = 256
+
+    def default_name(self) -> str:  # the style image's file name stem
+        stem = self.style_image.split(":", 1)[-1] if self.style_image.startswith(
+            images.SKIMAGE_PREFIX) else os.path.splitext(os.path.basename(self.style_image))[0]
+        return stem or "style"
+
+
+@dataclasses.dataclass(kw_only=True)
+class SuperResolutionConfig(TrainingConfig):
+    """A super-resolution network for one ``scale`` (the paper's Section 4.2), trained with
+    feature reconstruction at ``content_layers`` (``loss="feat"``, paper: relu2_2) or the pixel
+    loss (``loss="pixel"``); ``content_weight`` weighs whichever it is. Training pairs are
+    ``image_size`` high-res patches and their degradation (blur ``blur_sigma``, bicubic
+    downsampling by ``scale``)."""
+
+    task = "super_resolution"
+    scale: int = 4
+    loss: str = "feat"
+    blur_sigma: float = 1.0
+    image_size: int = 288
+    steps: int = 200_000
+    norm: str = "batch"
+    style_weight: float = 0.0
+    tv_weight: float = 0.0
+
+    def default_name(self) -> str:
+        return f"sr_x{self.scale}_{self.loss}"
+
+    def loss_layers(self) -> tuple:
+        return self.content_layers
+
+    def network_config(self) -> dict:
+        return {**super().network_config(), "scale": self.scale, "loss": self.loss}
+
+
+# The flags only style training reads; super-resolution refuses them.
+STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers",
+                     "style_reduction")
+# The flags only super-resolution reads.
+SR_ONLY_FIELDS = ("scale", "loss", "blur_sigma")
 
 
 def _positive(config, *fields):
@@ -152,17 +203,22 @@ def validate_objective(config: ObjectiveConfig) -> None:
     _choice(config, "vgg_weights", choices.WEIGHT_SOURCES)
 
 
-def validate(config: StyleTrainingConfig) -> None:
+def validate(config: TrainingConfig) -> None:
     """Raises ``ConfigError`` for the first wrong value; cheap (reads the style image only)."""
-    _read(config, "style_image")
+    if isinstance(config, StyleTrainingConfig):
+        _read(config, "style_image")
+        _positive(config, "style_size")
     _check_train_data(config)
-    _positive(config, "image_size", "style_size", "batch_size", "steps", "learning_rate",
+    _positive(config, "image_size", "batch_size", "steps", "learning_rate",
               "checkpoint_every", "log_every", "sample_every")
     if config.image_size < 8:
         raise ConfigError("image_size", f"must be at least 8 pixels, got {config.image_size}")
     if config.seed < 0:
         raise ConfigError("seed", f"must not be negative, got {config.seed}")
-    validate_objective(config)
+    if isinstance(config, SuperResolutionConfig):
+        _validate_super_resolution(config)
+    else:
+        validate_objective(config)
     _choice(config, "norm", choices.NORMS)
     _choice(config, "upsample", choices.UPSAMPLES)
     _choice(config, "padding", choices.PADDINGS)
@@ -173,6 +229,27 @@ def validate(config: StyleTrainingConfig) -> None:
         path = getattr(config, field)
         if os.path.exists(path) and not os.path.isdir(path):
             raise ConfigError(field, f"{path}: exists and is not a folder")
+
+
+def _validate_super_resolution(config: SuperResolutionConfig) -> None:
+    if config.scale < 2 or config.scale & (config.scale - 1):
+        raise ConfigError("scale", f"must be a power of two >= 2 (the network upsamples by 2 "
+                                   f"per stage), got {config.scale}")
+    if config.image_size % config.scale:
+        raise ConfigError("image_size", f"{config.image_size} is not a multiple of --scale="
+                                        f"{config.scale}")
+    _choice(config, "loss", choices.SR_LOSSES)
+    if not math.isfinite(config.blur_sigma) or config.blur_sigma < 0:
+        raise ConfigError("blur_sigma", f"must be a finite number >= 0, got {config.blur_sigma}")
+    if config.style_weight:
+        raise ConfigError("style_weight", "super-resolution has no style target; leave it at 0")
+    for field in ("content_weight", "tv_weight"):
+        value = getattr(config, field)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(field, f"must be a finite number >= 0, got {value}")
+    if config.loss == "feat":
+        _layers(config, "content_layers")
+    _choice(config, "vgg_weights", choices.WEIGHT_SOURCES)
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kperceptual import images
+from kperceptual import degradation, images
 from kperceptual.config import SKIMAGE_SOURCE, TFDS_PREFIX
 
 
@@ -32,8 +32,8 @@ def _is_ok(image, ok):
     return ok
 
 
-def _image_only(image, ok):
-    return image
+def _example_only(example, ok):
+    return example
 
 
 class DataError(ValueError):
@@ -77,8 +77,10 @@ class TrainingImages:
         self.skipped: dict[str, str] = {}
         self._lock = threading.Lock()
         self.files: list[str] = []
+        self._seed = 0
         if source == SKIMAGE_SOURCE:
             self.kind = "skimage"
+            self.files = [images.SKIMAGE_PREFIX + n for n in images.SKIMAGE_TRAINING_PHOTOS]
         elif source.startswith(TFDS_PREFIX):
             self.kind = "tfds"
             import tensorflow_datasets as tfds
@@ -109,57 +111,64 @@ class TrainingImages:
         if first:
             logging.warning("skipping unreadable training image: %s", error)
 
-    def _prepare(self, image: np.ndarray) -> np.ndarray:
-        return images.resize_and_center_crop(image, self.image_size)
+    def _output_shapes(self) -> tuple[tuple[int, int, int], ...]:
+        """The shapes of the uint8 arrays one example gives (subclasses give pairs)."""
+        return ((self.image_size, self.image_size, 3),)
 
-    def _attempt(self, name: str, read) -> tuple[np.ndarray, bool]:
-        """(prepared image, True), or (a blank, False) after logging why ``read`` failed."""
+    def _prepare(self, image: np.ndarray, key: int) -> tuple[np.ndarray, ...]:
+        """One example from a decoded image; ``key`` is its position in the stream, for any
+        randomness (so resumed runs see the same examples)."""
+        return (images.resize_and_center_crop(image, self.image_size),)
+
+    def _attempt(self, name: str, read, key) -> tuple:
+        """(*prepared arrays, True), or (blanks, False) after logging why ``read`` failed."""
         try:
-            return self._prepare(read()), True
+            return (*self._prepare(read(), int(key)), True)
         except images.ImageError as e:
             self._skip(name, e)
-            return np.zeros((self.image_size, self.image_size, 3), np.uint8), False
+            return (*(np.zeros(shape, np.uint8) for shape in self._output_shapes()), False)
 
-    def _load_file(self, path) -> tuple[np.ndarray, bool]:
+    def _load_file(self, path, key) -> tuple:
         name = path.decode() if isinstance(path, bytes) else str(path)
-        return self._attempt(name, lambda: images.read_image(name))
+        return self._attempt(name, lambda: images.read_image(name), key)
 
-    def _load_bytes(self, data, index) -> tuple[np.ndarray, bool]:
+    def _load_bytes(self, data, index, key) -> tuple:
         name = f"{self.source} example {int(index)}"
-        return self._attempt(name, lambda: images.decode_image(bytes(data), name))
+        return self._attempt(name, lambda: images.decode_image(bytes(data), name), key)
 
     def _decode(self, fn, *args):
-        image, ok = tf.numpy_function(fn, list(args), (tf.uint8, tf.bool), stateful=False)
-        image.set_shape((self.image_size, self.image_size, 3))
-        ok.set_shape(())
-        return image, ok
+        shapes = self._output_shapes()
+        outputs = tf.numpy_function(fn, list(args), (tf.uint8,) * len(shapes) + (tf.bool,),
+                                    stateful=False)
+        for output, shape in zip(outputs, shapes):
+            output.set_shape(shape)
+        outputs[-1].set_shape(())
+        arrays = tuple(outputs[:-1])
+        return (arrays[0] if len(arrays) == 1 else arrays), outputs[-1]
 
     # -- streams -----------------------------------------------------------------------------
     def _file_stream(self, seed: int, start: int):
-        """File names, an independent shuffle per epoch, starting at position ``start``."""
+        """(file name, position) pairs, an independent shuffle per epoch, from ``start``."""
         n = len(self.files)
         epoch, offset = divmod(start, n)
+        position = start
         while True:
             order = np.random.default_rng([seed, epoch]).permutation(n)
             for i in order[offset:]:
-                yield self.files[i]
+                yield self.files[i], position
+                position += 1
             offset = 0
             epoch += 1
 
     def _examples(self, seed: int, start: int) -> tf.data.Dataset:
-        """Unbatched (image, ok) pairs, in a deterministic order from ``start``."""
-        if self.kind == "folder":
+        """Unbatched (example, ok) pairs, in a deterministic order from ``start``."""
+        self._seed = seed
+        if self.kind in ("folder", "skimage"):
             ds = tf.data.Dataset.from_generator(
                 lambda: self._file_stream(seed, start),
-                output_signature=tf.TensorSpec((), tf.string))
-            return ds.map(lambda p: self._decode(self._load_file, p),
+                output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64)))
+            return ds.map(lambda p, k: self._decode(self._load_file, p, k),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if self.kind == "skimage":
-            photos = np.stack([self._prepare(images.skimage_photo(n))
-                               for n in images.SKIMAGE_TRAINING_PHOTOS])
-            ds = tf.data.Dataset.from_tensor_slices(photos)
-            ds = ds.shuffle(len(photos), seed=seed, reshuffle_each_iteration=True).repeat()
-            return ds.skip(start).map(lambda x: (x, tf.constant(True)))
         return self._tfds_examples(seed, start)
 
     def _tfds_examples(self, seed: int, start: int) -> tf.data.Dataset:
@@ -171,18 +180,19 @@ class TrainingImages:
             decoders={self._image_key: tfds.decode.SkipDecoding()})
         ds = ds.map(lambda ex: ex[self._image_key])
         ds = ds.enumerate().shuffle(4096, seed=seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.skip(start)  # cheap: images are still encoded here
-        return ds.map(lambda i, data: self._decode(self._load_bytes, data, i),
+        ds = ds.skip(start).enumerate(start)  # cheap: images are still encoded here
+        return ds.map(lambda k, ex: self._decode(self._load_bytes, ex[1], ex[0], k),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def dataset(self, batch_size: int, seed: int = 0, start_step: int = 0) -> tf.data.Dataset:
-        """An endless dataset of uint8 batches (batch_size, size, size, 3), prefetched.
+        """An endless dataset of uint8 batches, prefetched: (batch_size, size, size, 3) images,
+        or (low-res, high-res) batch pairs for ``SuperResolutionPairs``.
 
         ``batch_size`` is the global batch (all replicas together); ``start_step`` skips the
         batches a resumed run has already trained on.
         """
         ds = self._examples(seed, start_step * batch_size)
-        ds = ds.filter(_is_ok).map(_image_only)
+        ds = ds.filter(_is_ok).map(_example_only)
         ds = ds.batch(batch_size, drop_remainder=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -192,3 +202,34 @@ class TrainingImages:
         if self.kind == "skimage":
             return f"{len(images.SKIMAGE_TRAINING_PHOTOS)} photos bundled with scikit-image"
         return f"tensorflow-datasets {self.source}"
+
+
+class SuperResolutionPairs(TrainingImages):
+    """(low-res, high-res) training pairs for super-resolution by ``scale``, from the same
+    sources as ``TrainingImages``: a random ``patch_size`` x ``patch_size`` high-resolution
+    patch of each image (flipped at random; images smaller than a patch are enlarged first),
+    and its degradation by ``kperceptual.degradation`` (Gaussian blur ``blur_sigma``, bicubic
+    downsampling by ``scale``). Batches are (low-res (B, p/s, p/s, 3), high-res (B, p, p, 3)),
+    uint8. Crops and flips are a pure function of the seed and the example's position."""
+
+    def __init__(self, source: str, patch_size: int, scale: int, blur_sigma: float = 1.0,
+                 tfds_data_dir: str | None = None):
+        if scale < 2 or patch_size % scale:
+            raise DataError(f"patch size {patch_size} must be a multiple of the scale {scale} "
+                            "(>= 2)")
+        super().__init__(source, patch_size, tfds_data_dir)
+        self.scale = int(scale)
+        self.blur_sigma = float(blur_sigma)
+
+    def _output_shapes(self):
+        low = self.image_size // self.scale
+        return (low, low, 3), (self.image_size, self.image_size, 3)
+
+    def _prepare(self, image, key):
+        rng = np.random.default_rng([self._seed, key])
+        return degradation.training_pair(image, self.image_size, self.scale, rng,
+                                         self.blur_sigma)
+
+    def describe(self) -> str:
+        return (f"{self.image_size}px patches (x{self.scale}, blur sigma {self.blur_sigma}) "
+                f"from {super().describe()}")

@@ -101,6 +101,8 @@ class PerceptualObjective:
         self.style_weight = float(style_weight)
         self.tv_weight = float(tv_weight)
         self.style_reduction = style_reduction
+        self.terms = ("total", "content") + (("style",) if self.style_weight else ()) + (
+            ("tv",) if self.tv_weight else ())
         # The content images need only the content layers: a cut of the same VGG16, so no
         # deeper layer is computed for them.
         self._content_features = loss_network.partial(self.content_layers)
@@ -111,7 +113,8 @@ class PerceptualObjective:
         return {layer: ops.stop_gradient(features[layer]) for layer in self.content_layers}
 
     def __call__(self, images, content_targets):
-        """Per-example weighted loss terms: {"content", "style", "tv", "total"}, each (B,)."""
+        """Per-example weighted loss terms: {"content", "style", "tv", "total"}, each (B,);
+        ``self.terms`` names the ones that can be non-zero."""
         features = self.loss_network(images)
         zero = ops.zeros((ops.shape(images)[0],), "float32")
         content = zero
@@ -134,6 +137,28 @@ class PerceptualObjective:
         return terms
 
 
+class PixelObjective:
+    """The l_pixel super-resolution objective: lambda_pixel * l_pixel(y^, y) + lambda_TV *
+    l_TV(y^), with the same interface as ``PerceptualObjective`` (no loss network)."""
+
+    def __init__(self, pixel_weight=1.0, tv_weight=0.0):
+        self.pixel_weight = float(pixel_weight)
+        self.tv_weight = float(tv_weight)
+        self.loss_network = None
+        self.terms = ("total", "pixel") + (("tv",) if self.tv_weight else ())
+
+    def content_targets(self, images):
+        """The target images themselves, as float32."""
+        return ops.cast(images, "float32")
+
+    def __call__(self, images, targets):
+        """Per-example weighted terms {"pixel", "tv", "total"}, each (B,)."""
+        pixel = self.pixel_weight * pixel_loss(images, targets)
+        tv = (self.tv_weight * total_variation_loss(images) if self.tv_weight
+              else ops.zeros_like(pixel))
+        return {"pixel": pixel, "tv": tv, "total": pixel + tv}
+
+
 def style_targets_from_image(loss_network, style_image, style_layers):
     """Gram matrices (1, C, C) of one style image (H, W, 3) or (1, H, W, 3) in [0, 255]."""
     style_image = ops.convert_to_tensor(style_image, "float32")
@@ -143,10 +168,14 @@ def style_targets_from_image(loss_network, style_image, style_layers):
     return {layer: ops.convert_to_numpy(gram_matrix(features[layer])) for layer in style_layers}
 
 
-def objective_from_config(config, style_image, loss_net=None) -> PerceptualObjective:
+def objective_from_config(config, style_image=None, loss_net=None):
     """The objective a ``config.ObjectiveConfig`` describes, for one style image (H, W, 3) in
-    [0, 255]; builds the loss network unless ``loss_net`` (returning ``config.loss_layers()``)
-    is given. Training and the Gatys optimiser both build their objective here."""
+    [0, 255] (None when the style weight is 0); builds the loss network unless ``loss_net``
+    (returning ``config.loss_layers()``) is given. Training (style and super-resolution) and
+    the Gatys optimiser all build their objective here. A config with ``loss == "pixel"``
+    (super-resolution's l_pixel) gives a ``PixelObjective``, which needs no loss network."""
+    if getattr(config, "loss", None) == "pixel":
+        return PixelObjective(config.content_weight, config.tv_weight)
     if loss_net is None:
         loss_net = LossNetwork(config.loss_layers(), weights=config.vgg_weights)
     style_targets = (style_targets_from_image(loss_net, style_image, config.style_layers)

@@ -1,13 +1,21 @@
-"""Train a style transformation network: ``python -m kperceptual.train --flagfile=FILE``.
+"""Train a transformation network: ``python -m kperceptual.train --flagfile=FILE``.
 
 Examples:
     python -m kperceptual.train --flagfile=pipelines/quickstart.flags
     python -m kperceptual.train --flagfile=pipelines/starry_night.flags
     python -m kperceptual.train --style_image=my_style.jpg --train_data=photos/ --steps=40000
+    python -m kperceptual.train --flagfile=pipelines/sr_x4_feat.flags --steps=2000
+    python -m kperceptual.train --task=super_resolution --scale=8 --loss=pixel --train_data=photos/
+
+``--task=style`` (default) trains a style transformation network for ``--style_image``;
+``--task=super_resolution`` trains a x``--scale`` super-resolution network with ``--loss=feat``
+(feature reconstruction at relu2_2) or ``--loss=pixel``. Flags whose default differs by task
+(``--image_size``, ``--steps``, ``--norm``, ``--tv_weight``) take the task's default unless given.
 
 Run the same command again to resume from the newest checkpoint in --model_dir. Every flag is
 checked before work starts; a bad one gets one line naming it and exit status 2.
-This is a thin layer over ``kperceptual.trainer.train(StyleTrainingConfig(...))``.
+This is a thin layer over ``kperceptual.trainer.train(StyleTrainingConfig(...))`` or
+``train(SuperResolutionConfig(...))``.
 """
 
 from __future__ import annotations
@@ -21,22 +29,39 @@ from kperceptual import weights
 
 PROGRAM = "kperceptual.train"
 _D = config_lib.StyleTrainingConfig.__dataclass_fields__
+_SR = config_lib.SuperResolutionConfig.__dataclass_fields__
+CONFIGS = {"style": config_lib.StyleTrainingConfig,
+           "super_resolution": config_lib.SuperResolutionConfig}
 
+
+def _by_task(field: str) -> str:
+    return f"default: {_D[field].default} for style, {_SR[field].default} for super_resolution"
+
+
+flags.DEFINE_enum("task", "style", list(CONFIGS), "What to train: a style transformation "
+                  "network, or a super-resolution network.")
 flags.DEFINE_string("style_image", None, "Style image file, or skimage:NAME for a bundled photo.")
+flags.DEFINE_integer("scale", _SR["scale"].default, "Super-resolution factor: 2, 4 or 8.")
+flags.DEFINE_string("loss", _SR["loss"].default,
+                    "Super-resolution objective: feat (feature reconstruction at "
+                    "--content_layers, paper: relu2_2) or pixel (l_pixel).")
+flags.DEFINE_float("blur_sigma", _SR["blur_sigma"].default,
+                   "Super-resolution degradation: Gaussian blur before bicubic downsampling.")
 flags.DEFINE_string("train_data", _D["train_data"].default,
                     "Training photos: a folder (recursive), tfds:NAME[:SPLIT] "
                     "(e.g. tfds:coco/2017), or skimage for scikit-image's bundled photos.")
 flags.DEFINE_string("name", "", "Model name for exports; default: the style image's file stem.")
-flags.DEFINE_integer("image_size", _D["image_size"].default, "Side of the square training crops.")
+flags.DEFINE_integer("image_size", None, "Side of the square training crops (super-resolution: "
+                     f"of the high-res patches); {_by_task('image_size')}.")
 flags.DEFINE_integer("style_size", _D["style_size"].default,
                      "The style image is resized so its longer side is this.")
 flags.DEFINE_integer("batch_size", _D["batch_size"].default,
                      "Global batch size, split over all replicas.")
-flags.DEFINE_integer("steps", _D["steps"].default, "Total training steps (paper: 40000).")
+flags.DEFINE_integer("steps", None, f"Total training steps; {_by_task('steps')} (the paper's).")
 flags.DEFINE_float("learning_rate", _D["learning_rate"].default, "Adam learning rate.")
 cli.define_objective_flags()
 flags.adopt_module_key_flags(cli)  # so --help lists them
-flags.DEFINE_string("norm", _D["norm"].default, "instance (peers) or batch (paper).")
+flags.DEFINE_string("norm", None, f"instance (peers) or batch (paper); {_by_task('norm')}.")
 flags.DEFINE_string("upsample", _D["upsample"].default, "resize (nearest + conv) or transpose "
                                                         "(paper).")
 flags.DEFINE_string("padding", _D["padding"].default, "reflect or zero.")
@@ -60,9 +85,15 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; use --flags")
-    if not FLAGS.style_image:
+    config_class = CONFIGS[FLAGS.task]
+    if FLAGS.task == "style" and not FLAGS.style_image:
         cli.fail(PROGRAM, "--style_image: required (an image file or skimage:NAME)")
-    config = cli.config_from_flags(config_lib.StyleTrainingConfig)
+    unused = (config_lib.STYLE_ONLY_FIELDS if FLAGS.task == "super_resolution"
+              else config_lib.SR_ONLY_FIELDS)
+    for name in unused:
+        if FLAGS[name].present:
+            cli.fail(PROGRAM, f"--{name}: not used by --task={FLAGS.task}")
+    config = cli.config_from_flags(config_class)
     try:
         config_lib.validate(config)
     except config_lib.ConfigError as e:

@@ -1,8 +1,9 @@
-"""Training a style transformation network (TensorFlow-only: the distributed training step).
+"""Training a transformation network (TensorFlow-only: the distributed training step).
 
-``StyleTransferTrainer`` is a ``keras.Model`` whose ``train_step`` reads like the paper: run the
-transformation network, score its output with the perceptual objective (content, style, TV), and
-update the transformation network only. It is built under a ``tf.distribute.MirroredStrategy``
+``PerceptualTrainer`` is a ``keras.Model`` whose ``train_step`` reads like the paper: run the
+transformation network, score its output with the objective (style transfer: content, style and
+TV against the input itself; super-resolution: l_feat or l_pixel against the high-res target),
+and update the transformation network only. It is built under a ``tf.distribute.MirroredStrategy``
 (all visible GPUs, else one CPU device); each replica's loss is its share of the sum over the
 global batch divided by the global batch size, so gradients summed over replicas are the
 gradients of the global-batch mean.
@@ -26,10 +27,9 @@ import tensorflow as tf
 from absl import logging
 
 from kperceptual import config as config_lib
-from kperceptual import data, export, images, losses, networks
+from kperceptual import data, degradation, export, images, losses, networks
 from kperceptual.precision import dtype_policy, resolve_precision
 
-METRICS = ("total", "content", "style", "tv")
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
 
 
@@ -37,16 +37,19 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class StyleTransferTrainer(keras.Model):
-    """Trains ``network`` against a ``losses.PerceptualObjective``; the loss network is frozen."""
+class PerceptualTrainer(keras.Model):
+    """Trains ``network`` against an objective of ``kperceptual.losses`` (its loss network, if
+    any, is frozen). Batches are images (style transfer: the input is its own content target)
+    or (input, target) pairs (super-resolution: low-res, high-res)."""
 
     def __init__(self, network, objective, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.objective = objective
-        self.loss_network = objective.loss_network  # tracked, frozen
+        if objective.loss_network is not None:
+            self.loss_network = objective.loss_network  # tracked, frozen
         self.trackers = {name: keras.metrics.Mean(name=f"{name}_loss" if name != "total"
-                                                  else "loss") for name in METRICS}
+                                                  else "loss") for name in objective.terms}
 
     @property
     def metrics(self):
@@ -55,21 +58,25 @@ class StyleTransferTrainer(keras.Model):
     def call(self, images, training=False):
         return self.network(images, training=training)
 
-    def train_step(self, content_images):
-        content_images = tf.cast(content_images, tf.float32)
-        targets = self.objective.content_targets(content_images)
+    def train_step(self, data):
+        inputs, targets = data if isinstance(data, (tuple, list)) else (data, data)
+        inputs = tf.cast(inputs, tf.float32)
+        targets = self.objective.content_targets(tf.cast(targets, tf.float32))
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        global_batch = tf.cast(tf.shape(content_images)[0] * replicas, tf.float32)
+        global_batch = tf.cast(tf.shape(inputs)[0] * replicas, tf.float32)
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
-            stylised = self.network(content_images, training=True)
-            terms = self.objective(stylised, targets)
+            outputs = self.network(inputs, training=True)
+            terms = self.objective(outputs, targets)
             loss = tf.reduce_sum(terms["total"]) / global_batch
         gradients = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])
         return {tracker.name: tracker.result() for tracker in self.metrics}
+
+
+StyleTransferTrainer = PerceptualTrainer  # the name it had before super-resolution
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -182,7 +189,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         outputs = [self.model.network(x[None], training=False)[0] for x in self.sample_images]
         with self.writer.as_default(step=step):
             for i, (x, y) in enumerate(zip(self.sample_images, outputs)):
-                pair = tf.concat([tf.cast(x, tf.float32), tf.cast(y, tf.float32)], axis=1)
+                x = tf.image.resize(tf.cast(x, tf.float32), tf.shape(y)[:2], method="nearest")
+                pair = tf.concat([x, tf.cast(y, tf.float32)], axis=1)
                 tf.summary.image(f"sample_{i}", tf.cast(pair[None], tf.uint8), step=step)
         self.writer.flush()
 
@@ -192,16 +200,42 @@ def load_style_image(config) -> np.ndarray:
     return images.resize_long_side(images.read_image(config.style_image), config.style_size)
 
 
+def make_network(config, **kwargs):
+    """The transformation network a training config describes (untrained)."""
+    if config.task == "super_resolution":
+        return networks.SuperResolutionNetwork(**config.network_config(), **kwargs)
+    return networks.StyleTransferNetwork(**config.network_config(), **kwargs)
+
+
+def make_source(config) -> data.TrainingImages:
+    """The training data a config describes; raises ``data.DataError``."""
+    if config.task == "super_resolution":
+        return data.SuperResolutionPairs(config.train_data, config.image_size, config.scale,
+                                         config.blur_sigma, config.tfds_data_dir)
+    return data.TrainingImages(config.train_data, config.image_size, config.tfds_data_dir)
+
+
+def sample_inputs(config) -> list[np.ndarray]:
+    """The network inputs whose outputs TensorBoard shows while training: three bundled photos
+    (for super-resolution, degraded high-res crops)."""
+    crops = [images.resize_and_center_crop(images.skimage_photo(n), config.image_size)
+             for n in SAMPLE_PHOTOS]
+    if config.task == "super_resolution":
+        return [degradation.degrade(c, config.scale, config.blur_sigma) for c in crops]
+    return crops
+
+
 def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
-                  jit_compile="auto") -> StyleTransferTrainer:
+                  jit_compile="auto") -> PerceptualTrainer:
     """Builds and compiles the trainer under ``strategy`` (a new MirroredStrategy if None),
     with Adam at ``config.learning_rate`` unless ``optimizer`` (a callable making one) is given."""
     strategy = strategy or make_strategy()
     with strategy.scope():
-        objective = losses.objective_from_config(
-            config, load_style_image(config).astype(np.float32), loss_net)
-        network = networks.StyleTransferNetwork(**config.network_config())
-        trainer = StyleTransferTrainer(network, objective)
+        style = (load_style_image(config).astype(np.float32)
+                 if config.task == "style" else None)
+        objective = losses.objective_from_config(config, style, loss_net)
+        network = make_network(config)
+        trainer = PerceptualTrainer(network, objective)
         trainer.compile(optimizer=optimizer() if optimizer else
                         keras.optimizers.Adam(config.learning_rate),
                         jit_compile=jit_compile)
@@ -238,7 +272,7 @@ def train(config, strategy=None, verbose=1) -> dict:
             "batch_size", f"{config.batch_size} does not split evenly over "
                           f"{strategy.num_replicas_in_sync} replicas")
     try:
-        source = data.TrainingImages(config.train_data, config.image_size, config.tfds_data_dir)
+        source = make_source(config)
     except data.DataError as e:
         raise config_lib.ConfigError("train_data", str(e)) from e
     _check_model_dir(config)
@@ -259,8 +293,7 @@ def _train(config, strategy, source, precision, verbose) -> dict:
             start = restore_checkpoint(trainer, checkpoints[-1][1])
             trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
         logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
-    samples = [images.resize_and_center_crop(images.skimage_photo(n), config.image_size)
-               for n in SAMPLE_PHOTOS]
+    samples = sample_inputs(config)
     monitor = TrainingMonitor(checkpoint_dir, config.checkpoint_every,
                               os.path.join(config.model_dir, "logs"), config.log_every,
                               config.sample_every, samples, config.steps)
@@ -282,7 +315,7 @@ def _train(config, strategy, source, precision, verbose) -> dict:
                                f"{kept}; try a lower --learning_rate or loss weights")
     # A fresh, strategy-free copy of the network for saving and export.
     with dtype_policy("float32"):
-        network = networks.StyleTransferNetwork(**config.network_config(), name=config.name)
+        network = make_network(config, name=config.name)
     network.set_weights(trainer.network.get_weights())
     keras_path = os.path.join(config.model_dir, f"{config.name}.keras")
     network.save(keras_path)
