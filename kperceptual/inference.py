@@ -140,12 +140,28 @@ def as_loaded_model(model, models_dir: str = "savedmodels") -> LoadedModel:
     return LoadedModel(model.name, "", "keras", keras_forward(model), model)
 
 
+def histogram_match_enabled(setting, network) -> bool:
+    """Whether the paper's histogram matching applies: ``setting`` is True/"on", False/"off" or
+    "auto" (on for super-resolution networks trained with l_feat, as in the paper)."""
+    if setting in (True, "on"):
+        return True
+    if setting in (False, "off"):
+        return False
+    if setting == "auto":
+        return getattr(network, "loss", None) == "feat"
+    raise OptionError(f"histogram_match: {setting!r}; expected auto, on or off")
+
+
 def finish(stylised, content: np.ndarray, alpha: np.ndarray | None = None,
-           preserve_color: bool = False, strength: float = 1.0) -> np.ndarray:
-    """uint8 output from the network's float output: the content's chroma kept
-    (``preserve_color``), blended with the content (``strength`` < 1) and ``alpha`` appended;
-    the content and alpha are resized (bicubic) to the output's size first. Row block by row
-    block, so a large image needs no float64 copies of itself."""
+           preserve_color: bool = False, strength: float = 1.0,
+           histogram_match: bool = False) -> np.ndarray:
+    """uint8 output from the network's float output: each channel's histogram matched to the
+    input's (``histogram_match``, the paper's super-resolution post-processing), the content's
+    chroma kept (``preserve_color``), blended with the content (``strength`` < 1) and ``alpha``
+    appended; the content and alpha are resized (bicubic) to the output's size first. Row block
+    by row block, so a large image needs no float64 copies of itself."""
+    if histogram_match:
+        stylised = color.match_histograms(stylised, content)
     height, width = stylised.shape[:2]
     channels = 3 if alpha is None else 4
     out = np.empty((height, width, channels), np.uint8)
@@ -189,12 +205,15 @@ class Stylizer:
             (None: what the process holds plus 80% of the available memory).
         preserve_color: keep the content's chroma, transfer only luminance.
         strength: in [0, 1]; 1 is fully stylised, 0 the input.
+        histogram_match: "auto" (on for super-resolution networks trained with l_feat, as in
+            the paper), "on"/True or "off"/False: match each output channel's histogram to the
+            input's.
         warn: called once with each warning line (default: printed to stderr).
     """
 
     def __init__(self, model, *, max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
                  memory_budget=None, preserve_color: bool = False, strength: float = 1.0,
-                 models_dir: str = "savedmodels", warn=None):
+                 histogram_match="auto", models_dir: str = "savedmodels", warn=None):
         check_options(max_size, tile, tile_overlap, strength)
         self.memory_budget = (automatic_memory_budget() if memory_budget is None
                               else parse_memory_size(memory_budget))
@@ -202,6 +221,7 @@ class Stylizer:
         self.max_size, self.tile, self.tile_overlap = max_size, tile, tile_overlap
         self.preserve_color, self.strength = preserve_color, strength
         network = self.model.network
+        self.histogram_match = histogram_match_enabled(histogram_match, network)
         self.tiler = tiling.Tiler(network) if network is not None else None
         self.forward = self.tiler.forward if self.tiler else self.model.fn
         # (height, width) a fixed-size model (a .tflite file exported with an input size) takes.
@@ -315,7 +335,8 @@ class Stylizer:
         return stylised[..., :round(height * self.scale), :round(width * self.scale), :]
 
     def _finish(self, stylised, content, alpha):
-        return finish(stylised, content, alpha, self.preserve_color, self.strength)
+        return finish(stylised, content, alpha, self.preserve_color, self.strength,
+                      self.histogram_match)
 
     def image(self, image) -> np.ndarray:
         """Stylises one uint8 image: (H, W), (H, W, 3) or (H, W, 4) with alpha; returns uint8

@@ -55,6 +55,9 @@ flags.DEFINE_string("memory_budget", "auto", "Peak memory to stay within, e.g. 4
                                              "auto: 80% of the available memory.")
 flags.DEFINE_bool("preserve_color", False, "Keep the input's colours; transfer luminance only.")
 flags.DEFINE_float("strength", 1.0, "1: fully stylised; 0: the input; between: a blend.")
+flags.DEFINE_enum("histogram_match", "auto", ["auto", "on", "off"],
+                  "Super-resolution: match each output channel's histogram to the input's (the "
+                  "paper's post-processing); auto: on for models trained with l_feat.")
 flags.DEFINE_integer("batch_size", 4, "Video frames per network call.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files (never an input).")
 FLAGS = flags.FLAGS
@@ -131,7 +134,7 @@ def _stylizer() -> inference.Stylizer:
             model, max_size=FLAGS.max_size, tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap,
             memory_budget=None if FLAGS.memory_budget == "auto" else FLAGS.memory_budget,
             preserve_color=FLAGS.preserve_color, strength=FLAGS.strength,
-            warn=lambda line: print(f"{PROGRAM}: --{line}", file=sys.stderr))
+            histogram_match=FLAGS.histogram_match, warn=lambda line: print(f"{PROGRAM}: --{line}", file=sys.stderr))
     except inference.OptionError as e:
         cli.fail(PROGRAM, f"--{e}")
 
