@@ -42,10 +42,10 @@ def machine() -> str:
             f"{versions}")
 
 
-def write_section(title: str, body: str, argv) -> None:
-    """Replaces (or appends) the section ``## title`` of docs/benchmarks.md."""
-    os.makedirs(os.path.dirname(DOC), exist_ok=True)
-    text = open(DOC).read() if os.path.exists(DOC) else (
+def write_section(title: str, body: str, argv, doc: str = DOC) -> None:
+    """Replaces (or appends) the section ``## title`` of ``doc`` (docs/benchmarks.md)."""
+    os.makedirs(os.path.dirname(doc), exist_ok=True)
+    text = open(doc).read() if os.path.exists(doc) else (
         "# Benchmarks\n\nWritten by the scripts in `benchmarks/`; each section says the machine "
         "and command that produced it.\n")
     command = "python " + " ".join(os.path.relpath(argv[0], REPO) if i == 0 else a
@@ -55,7 +55,7 @@ def write_section(title: str, body: str, argv) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda m: section + "\n", text) if pattern.search(text) else (
         text.rstrip("\n") + "\n\n" + section)
-    with open(DOC, "w") as f:
+    with open(doc, "w") as f:
         f.write(text.rstrip("\n") + "\n")
 
 

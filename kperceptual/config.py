@@ -140,6 +140,9 @@ class SuperResolutionConfig(TrainingConfig):
         return {**super().network_config(), "scale": self.scale, "loss": self.loss}
 
 
+# The super-resolution network's first 9x9 conv reflects 4 pixels: low-res sides must exceed it.
+MIN_LOW_RES_SIDE = 5
+
 # The flags only style training reads; super-resolution refuses them.
 STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers",
                      "style_reduction")
@@ -238,6 +241,12 @@ def _validate_super_resolution(config: SuperResolutionConfig) -> None:
     if config.image_size % config.scale:
         raise ConfigError("image_size", f"{config.image_size} is not a multiple of --scale="
                                         f"{config.scale}")
+    low = config.image_size // config.scale
+    if low < MIN_LOW_RES_SIDE:
+        raise ConfigError("image_size", f"{config.image_size} / --scale={config.scale} gives "
+                                        f"{low}-pixel low-res patches; the network needs at "
+                                        f"least {MIN_LOW_RES_SIDE} (use --image_size >= "
+                                        f"{MIN_LOW_RES_SIDE * config.scale})")
     _choice(config, "loss", choices.SR_LOSSES)
     if not math.isfinite(config.blur_sigma) or config.blur_sigma < 0:
         raise ConfigError("blur_sigma", f"must be a finite number >= 0, got {config.blur_sigma}")

@@ -68,6 +68,7 @@ def main(argv):
 
     title = FLAGS.title or evaluation.default_title(FLAGS.hr, FLAGS.scale)
     try:
+        evaluation.check_output(FLAGS.output, FLAGS.overwrite)
         pairs = evaluation.load_pairs(FLAGS.hr, FLAGS.lr, FLAGS.scale, FLAGS.blur_sigma)
         results = evaluation.evaluate(
             FLAGS.model, pairs, FLAGS.scale, use_lpips=FLAGS.lpips,

@@ -157,9 +157,9 @@ def evaluate(model_specs, pairs: list[Pair], scale: int, *, use_lpips: bool = Tr
     """Scores every model on every pair. Returns {model name: {"images": {pair name: scores},
     "mean": scores, "outputs": {pair name: uint8 image} (if ``keep_outputs``)}} in the order
     of ``model_specs``. ``progress`` is called with one line per image."""
-    lpips = metrics.LPIPS() if use_lpips else None
     upscalers = [load_upscaler(spec, scale, histogram_match, models_dir, memory_budget)
                  for spec in model_specs]
+    lpips = metrics.LPIPS() if use_lpips else None
     names = [name for name, _ in upscalers]
     if len(set(names)) != len(names):
         raise EvaluationError("model", f"two models have the same name ({', '.join(names)}); "
@@ -231,7 +231,8 @@ def to_json(results: dict, **info) -> dict:
 
 def detail_crop(high_res: np.ndarray, size: int, scale: int) -> tuple[int, int]:
     """(top, left) of the ``size`` x ``size`` high-res window with the most detail (largest
-    luma gradient energy), aligned to ``scale``; the whole image where it is smaller."""
+    luma gradient energy) among windows every ``max(scale, size // 8)`` pixels; the whole
+    image where it is smaller."""
     y = metrics.y_channel(high_res)
     energy = np.abs(np.diff(y, axis=0))[:, :-1] + np.abs(np.diff(y, axis=1))[:-1, :]
     height, width = energy.shape
@@ -277,15 +278,32 @@ def comparison_grid(results: dict, pairs: list[Pair], scale: int, crop: int = GR
     return np.asarray(grid)
 
 
+def report_paths(output_dir: str) -> dict:
+    """{kind: path} of the files ``write_report`` writes (besides ``--save_images``)."""
+    return {"markdown": os.path.join(output_dir, "results.md"),
+            "json": os.path.join(output_dir, "results.json"),
+            "grid": os.path.join(output_dir, "grid.png")}
+
+
+def check_output(output_dir: str, overwrite: bool = False) -> None:
+    """Raises ``EvaluationError`` before any work if the report would replace a file (without
+    ``overwrite``) or ``output_dir`` is not a folder."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise EvaluationError("output", f"{output_dir}: exists and is not a folder")
+    if not overwrite:
+        for path in report_paths(output_dir).values():
+            if os.path.exists(path):
+                raise EvaluationError("output", f"{path}: already exists (pass --overwrite to "
+                                                "replace it)")
+
+
 def write_report(results: dict, pairs: list[Pair], output_dir: str, *, scale: int,
                  title: str = "", info: dict | None = None, overwrite: bool = False,
                  save_images: bool = False) -> dict:
     """Writes ``results.md``, ``results.json`` and ``grid.png`` (and, with ``save_images``,
     ``<model>/<image>.png``) into ``output_dir``; returns {kind: path}. Existing files are
     never replaced unless ``overwrite``; all are checked before any is written."""
-    paths = {"markdown": os.path.join(output_dir, "results.md"),
-             "json": os.path.join(output_dir, "results.json"),
-             "grid": os.path.join(output_dir, "grid.png")}
+    paths = report_paths(output_dir)
     outputs = {}
     if save_images:
         for name, r in results.items():

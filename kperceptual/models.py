@@ -3,7 +3,8 @@
 A model is
 
 * a name under ``savedmodels/`` (its newest version),
-* a SavedModel folder (TF Serving's ``<name>/<version>/`` or any other),
+* a SavedModel folder (TF Serving's ``<name>/<version>/`` or any other), or a model's folder
+  of versions (``<name>/``: its newest),
 * a ``.keras`` file, or
 * a ``.tflite`` file (run with LiteRT).
 
@@ -99,7 +100,13 @@ def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
         return LoadedModel(stem, spec, "tflite", TFLiteModel(spec))
     from kperceptual import export
 
-    path = spec if os.path.isdir(spec) else export.latest_version_path(models_dir, spec)
+    if os.path.isfile(os.path.join(spec, "saved_model.pb")):
+        path = spec
+    elif os.path.isdir(spec):  # a model's folder of versions, as savedmodels/<name>
+        path = export.latest_version_path(os.path.dirname(os.path.normpath(spec)) or ".",
+                                          os.path.basename(os.path.normpath(spec)))
+    else:
+        path = export.latest_version_path(models_dir, spec)
     if path is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(f"{spec}: not a .keras or .tflite file, a SavedModel folder, or "
                                 f"a model name in {models_dir}/")

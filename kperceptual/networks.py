@@ -162,6 +162,14 @@ def upsample_norm_relu(x, filters, upsample, norm, padding, name):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
+def _check_choices(norm, upsample, padding):
+    for value, allowed, what in ((norm, NORMS, "normalisation"),
+                                 (upsample, UPSAMPLES, "upsampling"),
+                                 (padding, PADDINGS, "padding")):
+        if value not in allowed:
+            raise ValueError(f"unknown {what} {value!r}; expected one of {allowed}")
+
+
 def pixels_from_logits(x, name="output"):
     """Scaled tanh: pixels in [0, 255], in float32 even under a mixed-precision policy."""
     x = layers.Activation("tanh", name=f"{name}_tanh", dtype="float32")(x)
@@ -186,11 +194,7 @@ class StyleTransferNetwork(keras.Model):
         filters = tuple(int(f) for f in filters)
         if len(filters) != 3:
             raise ValueError(f"filters must have 3 entries, got {filters}")
-        for value, allowed, what in ((norm, NORMS, "normalisation"),
-                                     (upsample, UPSAMPLES, "upsampling"),
-                                     (padding, PADDINGS, "padding")):
-            if value not in allowed:
-                raise ValueError(f"unknown {what} {value!r}; expected one of {allowed}")
+        _check_choices(norm, upsample, padding)
         pixels = keras.Input((None, None, 3), name="pixels")
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_input")(pixels)
         x = PadToMultiple(4, name="pad_to_multiple")(x)
@@ -253,11 +257,7 @@ class SuperResolutionNetwork(keras.Model):
             raise ValueError(f"scale must be a power of two >= 2, got {scale}")
         if loss not in SR_LOSSES + (None,):
             raise ValueError(f"unknown loss {loss!r}; expected one of {SR_LOSSES}")
-        for value, allowed, what in ((norm, NORMS, "normalisation"),
-                                     (upsample, UPSAMPLES, "upsampling"),
-                                     (padding, PADDINGS, "padding")):
-            if value not in allowed:
-                raise ValueError(f"unknown {what} {value!r}; expected one of {allowed}")
+        _check_choices(norm, upsample, padding)
         pixels = keras.Input((None, None, 3), name="pixels")
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_input")(pixels)
         x = conv_norm_relu(x, filters, 9, 1, norm, padding, "in_conv")

@@ -1,0 +1,119 @@
+"""Super-resolution results for docs/super_resolution.md: bicubic and the trained x4 and x8
+models on Set5, Set14 and BSD100, next to the paper's numbers.
+
+    python benchmarks/super_resolution.py                      # all sets, both scales
+    python benchmarks/super_resolution.py --sets=Set5 --scales=4
+
+Needs ``../shared/data/sr/<set>/HR`` and ``LR_x4`` (x4 uses the benchmark's MATLAB-bicubic
+LR_x4 files, as the paper; x8 has no LR set, so its inputs are made from HR with the paper's
+degradation: blur sigma 1.0, bicubic /8) and the models in ``savedmodels/``. Runs
+``kperceptual.evaluation`` (the same code as ``python -m kperceptual.evaluate``), keeps each
+run's full report under ``eval/<set>_x<scale>/``, and writes the section "Measured" of
+docs/super_resolution.md with the training steps each model had (from ``runs/<name>/``) and
+comparison grids in docs/images/.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app, flags  # noqa: E402
+
+import report  # noqa: E402
+
+flags.DEFINE_list("sets", ["Set5", "Set14", "BSD100"], "Benchmark sets under ../shared/data/sr.")
+flags.DEFINE_list("scales", ["4", "8"], "Scales to evaluate.")
+flags.DEFINE_list("x4_models", ["bicubic", "sr_x4_pixel", "sr_x4_feat"], "Models for x4.")
+flags.DEFINE_list("x8_models", ["bicubic", "sr_x8_feat"], "Models for x8.")
+flags.DEFINE_string("eval_dir", os.path.join(report.REPO, "eval"), "Full reports go here.")
+flags.DEFINE_bool("write", True, "Write the section into docs/super_resolution.md.")
+FLAGS = flags.FLAGS
+
+DOC = os.path.join(report.REPO, "docs", "super_resolution.md")
+# Johnson et al. (2016), Fig. 8: Set5 x4, PSNR / SSIM on the Y channel.
+PAPER_SET5_X4 = {"bicubic": (28.43, 0.8114), "l_pixel": (28.40, 0.8205),
+                 "l_feat": (27.09, 0.7680), "SRCNN": (30.48, 0.8628)}
+PAPER_NAME = {"bicubic": "bicubic", "sr_x4_pixel": "l_pixel", "sr_x4_feat": "l_feat"}
+
+
+def trained_steps(name: str) -> str:
+    """The step of the newest checkpoint in runs/<name>/checkpoints, as text ('-' if none)."""
+    if name == "bicubic":
+        return "-"
+    from kperceptual import trainer
+
+    found = trainer.list_checkpoints(os.path.join(report.REPO, "runs", name, "checkpoints"))
+    return f"{found[-1][0]:,}" if found else "?"
+
+
+def run_set(name: str, scale: int, model_specs) -> tuple[dict, str]:
+    from kperceptual import evaluation
+
+    root = os.path.join(report.SHARED_DATA, "sr", name)
+    hr = os.path.join(root, "HR")
+    lr = os.path.join(root, f"LR_x{scale}")
+    if not os.path.isdir(hr):
+        sys.exit(f"super_resolution: {hr} is missing (the benchmark sets come with ../shared)")
+    lr = lr if os.path.isdir(lr) else None
+    pairs = evaluation.load_pairs(hr, lr, scale)
+    models = [m for m in model_specs if m == "bicubic" or
+              os.path.isdir(os.path.join(report.REPO, "savedmodels", m))]
+    results = evaluation.evaluate(models, pairs, scale,
+                                  models_dir=os.path.join(report.REPO, "savedmodels"),
+                                  progress=lambda line: print(line, file=sys.stderr))
+    title = f"{name} x{scale}"
+    evaluation.write_report(results, pairs, os.path.join(FLAGS.eval_dir, f"{name}_x{scale}"),
+                            scale=scale, title=title, overwrite=True,
+                            info={"hr": hr, "lr": lr, "blur_sigma": None if lr else 1.0})
+    grid = evaluation.comparison_grid(results, pairs, scale, max_images=3)
+    grid_path = os.path.join(report.REPO, "docs", "images", f"sr_{name.lower()}_x{scale}.jpg")
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(grid_path), exist_ok=True)
+    Image.fromarray(grid).save(grid_path, quality=90)
+    source = "LR_x4 (MATLAB bicubic)" if lr else "HR blurred (sigma 1) and bicubic /8"
+    grid_link = os.path.relpath(grid_path, os.path.dirname(DOC))
+    return results, f"{title}: inputs {source}, {len(pairs)} images; crops: `{grid_link}`"
+
+
+def table(all_results) -> str:
+    lines = ["| set | scale | model | training steps | PSNR (dB) | SSIM | LPIPS | paper PSNR / SSIM |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (name, scale), results in all_results.items():
+        for model, r in results.items():
+            mean = r["mean"]
+            paper = ""
+            if name == "Set5" and scale == 4 and PAPER_NAME.get(model) in PAPER_SET5_X4:
+                p = PAPER_SET5_X4[PAPER_NAME[model]]
+                paper = f"{p[0]:.2f} / {p[1]:.4f}"
+            lines.append(f"| {name} | x{scale} | {model} | {trained_steps(model)} | "
+                         f"{mean['psnr']:.2f} | {mean['ssim']:.4f} | {mean['lpips']:.4f} | "
+                         f"{paper} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    all_results, notes = {}, []
+    for scale in (int(s) for s in FLAGS.scales):
+        specs = FLAGS.x4_models if scale == 4 else FLAGS.x8_models
+        for name in FLAGS.sets:
+            results, note = run_set(name, scale, specs)
+            all_results[(name, scale)] = results
+            notes.append(f"- {note}")
+    body = (table(all_results) + "\n\nPSNR and SSIM on the BT.601 luma with `scale` pixels "
+            "cropped from each border (`kperceptual.metrics`), LPIPS (VGG, v0.1; lower is "
+            "better) on RGB with the same crop; l_feat models with the paper's histogram "
+            "matching. Paper: SRCNN on Set5 x4 is "
+            f"{PAPER_SET5_X4['SRCNN'][0]:.2f} / {PAPER_SET5_X4['SRCNN'][1]:.4f}; the paper's 200k "
+            "steps against the steps shown here.\n\n" + "\n".join(notes))
+    print(body)
+    if FLAGS.write:
+        report.write_section("Measured", body, sys.argv, doc=DOC)
+
+
+if __name__ == "__main__":
+    app.run(main)
