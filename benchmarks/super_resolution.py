@@ -99,7 +99,9 @@ def main(argv):
     del argv
     all_results, notes = {}, []
     for scale in (int(s) for s in FLAGS.scales):
-        specs = FLAGS.x4_models if scale == 4 else FLAGS.x8_models
+        specs = {4: FLAGS.x4_models, 8: FLAGS.x8_models}.get(scale)
+        if specs is None:
+            sys.exit(f"super_resolution: --scales: {scale} has no model list (4 or 8)")
         for name in FLAGS.sets:
             results, note = run_set(name, scale, specs)
             all_results[(name, scale)] = results

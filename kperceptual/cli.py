@@ -74,6 +74,6 @@ def config_from_flags(config_class):
         flag = flags.FLAGS[name]
         no_default = (field.default is dataclasses.MISSING
                       and field.default_factory is dataclasses.MISSING)
-        if flag.present or no_default:
+        if flag.present or not flag.using_default_value or no_default:
             values[name] = flag.value
     return config_class(**values)

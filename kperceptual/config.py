@@ -98,13 +98,16 @@ class TrainingConfig(ObjectiveConfig):
     def network_config(self) -> dict:
         return {"norm": self.norm, "upsample": self.upsample, "padding": self.padding}
 
+    def to_dict(self) -> dict:
+        return {"task": self.task, **super().to_dict()}
+
 
 @dataclasses.dataclass
 class StyleTrainingConfig(TrainingConfig):
     """A style transformation network for one style image (the paper's Section 3)."""
 
     style_image: str
-    style_size: int = 256
+    style_size: int = dataclasses.field(default=256, kw_only=True)
 
     def default_name(self) -> str:  # the style image's file name stem
         stem = self.style_image.split(":", 1)[-1] if self.style_image.startswith(

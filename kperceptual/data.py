@@ -51,8 +51,9 @@ def _tfds_image_key(info) -> str:
     import tensorflow_datasets as tfds
 
     features = info.features
-    if "image" in features and isinstance(features["image"], tfds.features.Image):
-        return "image"
+    for key in ("hr", "image"):  # super-resolution sets (div2k) hold "lr" and "hr" images
+        if key in features and isinstance(features[key], tfds.features.Image):
+            return key
     for key, feature in features.items():
         if isinstance(feature, tfds.features.Image):
             return key
@@ -77,7 +78,6 @@ class TrainingImages:
         self.skipped: dict[str, str] = {}
         self._lock = threading.Lock()
         self.files: list[str] = []
-        self._seed = 0
         if source == SKIMAGE_SOURCE:
             self.kind = "skimage"
             self.files = [images.SKIMAGE_PREFIX + n for n in images.SKIMAGE_TRAINING_PHOTOS]
@@ -115,26 +115,26 @@ class TrainingImages:
         """The shapes of the uint8 arrays one example gives (subclasses give pairs)."""
         return ((self.image_size, self.image_size, 3),)
 
-    def _prepare(self, image: np.ndarray, key: int) -> tuple[np.ndarray, ...]:
-        """One example from a decoded image; ``key`` is its position in the stream, for any
-        randomness (so resumed runs see the same examples)."""
+    def _prepare(self, image: np.ndarray, key: int, seed: int) -> tuple[np.ndarray, ...]:
+        """One example from a decoded image; ``key`` is its position in the stream and ``seed``
+        the dataset's, for any randomness (so resumed runs see the same examples)."""
         return (images.resize_and_center_crop(image, self.image_size),)
 
-    def _attempt(self, name: str, read, key) -> tuple:
+    def _attempt(self, name: str, read, key, seed) -> tuple:
         """(*prepared arrays, True), or (blanks, False) after logging why ``read`` failed."""
         try:
-            return (*self._prepare(read(), int(key)), True)
+            return (*self._prepare(read(), int(key), int(seed)), True)
         except images.ImageError as e:
             self._skip(name, e)
             return (*(np.zeros(shape, np.uint8) for shape in self._output_shapes()), False)
 
-    def _load_file(self, path, key) -> tuple:
+    def _load_file(self, path, key, seed) -> tuple:
         name = path.decode() if isinstance(path, bytes) else str(path)
-        return self._attempt(name, lambda: images.read_image(name), key)
+        return self._attempt(name, lambda: images.read_image(name), key, seed)
 
-    def _load_bytes(self, data, index, key) -> tuple:
+    def _load_bytes(self, data, index, key, seed) -> tuple:
         name = f"{self.source} example {int(index)}"
-        return self._attempt(name, lambda: images.decode_image(bytes(data), name), key)
+        return self._attempt(name, lambda: images.decode_image(bytes(data), name), key, seed)
 
     def _decode(self, fn, *args):
         shapes = self._output_shapes()
@@ -162,12 +162,11 @@ class TrainingImages:
 
     def _examples(self, seed: int, start: int) -> tf.data.Dataset:
         """Unbatched (example, ok) pairs, in a deterministic order from ``start``."""
-        self._seed = seed
         if self.kind in ("folder", "skimage"):
             ds = tf.data.Dataset.from_generator(
                 lambda: self._file_stream(seed, start),
                 output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64)))
-            return ds.map(lambda p, k: self._decode(self._load_file, p, k),
+            return ds.map(lambda p, k: self._decode(self._load_file, p, k, seed),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return self._tfds_examples(seed, start)
 
@@ -181,7 +180,7 @@ class TrainingImages:
         ds = ds.map(lambda ex: ex[self._image_key])
         ds = ds.enumerate().shuffle(4096, seed=seed, reshuffle_each_iteration=True).repeat()
         ds = ds.skip(start).enumerate(start)  # cheap: images are still encoded here
-        return ds.map(lambda k, ex: self._decode(self._load_bytes, ex[1], ex[0], k),
+        return ds.map(lambda k, ex: self._decode(self._load_bytes, ex[1], ex[0], k, seed),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def dataset(self, batch_size: int, seed: int = 0, start_step: int = 0) -> tf.data.Dataset:
@@ -225,8 +224,8 @@ class SuperResolutionPairs(TrainingImages):
         low = self.image_size // self.scale
         return (low, low, 3), (self.image_size, self.image_size, 3)
 
-    def _prepare(self, image, key):
-        rng = np.random.default_rng([self._seed, key])
+    def _prepare(self, image, key, seed):
+        rng = np.random.default_rng([seed, key])
         return degradation.training_pair(image, self.image_size, self.scale, rng,
                                          self.blur_sigma)
 

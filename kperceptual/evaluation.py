@@ -35,6 +35,7 @@ from kperceptual import degradation, images, metrics
 BICUBIC = "bicubic"
 METRIC_NAMES = ("psnr", "ssim", "lpips")
 GRID_CROP = 96  # high-res pixels per crop side in the comparison grid
+SSIM_WINDOW = metrics.SSIM_WINDOW_SIZE
 GRID_ZOOM = 2  # crops are enlarged (nearest) by this much, so pixels can be seen
 
 
@@ -114,6 +115,11 @@ def load_pairs(hr_dir: str, lr_dir: str | None, scale: int,
                           f"{high.shape[0]} divided by --scale={scale} (expected "
                           f"{high.shape[1] // scale}x{high.shape[0] // scale})")
             high = high[:h * scale, :w * scale]
+        if min(high.shape[:2]) < 2 * scale + SSIM_WINDOW:
+            raise EvaluationError("hr", f"{path}: {high.shape[1]}x{high.shape[0]} is too small "
+                                        f"to score at --scale={scale} (the border crop of "
+                                        f"{scale} and SSIM's {SSIM_WINDOW}-pixel window leave "
+                                        "nothing)")
         pairs.append(Pair(key, high, low))
     return pairs
 
@@ -168,7 +174,12 @@ def evaluate(model_specs, pairs: list[Pair], scale: int, *, use_lpips: bool = Tr
     for name, upscale in upscalers:
         per_image, outputs = {}, {}
         for pair in pairs:
-            output = upscale(pair.low_res)
+            try:
+                output = upscale(pair.low_res)
+            except ValueError as e:  # includes inference.InputError
+                raise EvaluationError("lr", f"{pair.name}: {name} failed on its "
+                                            f"{pair.low_res.shape[1]}x{pair.low_res.shape[0]} "
+                                            f"input: {e}") from e
             if output.shape != pair.high_res.shape:
                 raise EvaluationError("model", f"{name} made a {output.shape[1]}x"
                                                f"{output.shape[0]} output for {pair.name}, not "
@@ -253,7 +264,7 @@ def comparison_grid(results: dict, pairs: list[Pair], scale: int, crop: int = GR
                     zoom: int = GRID_ZOOM, max_images: int = 8) -> np.ndarray:
     """A uint8 RGB grid: a row per image (up to ``max_images``), a column per model and one for
     the high-res image, each the same detailed ``crop`` enlarged ``zoom`` times (nearest), with
-    the column names and each crop's PSNR/SSIM written above it."""
+    the column names and each output's whole-image PSNR/SSIM/LPIPS written above it."""
     names = list(results)
     label_height = 30
     cell = crop * zoom

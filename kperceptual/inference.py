@@ -148,7 +148,7 @@ def histogram_match_enabled(setting, network) -> bool:
     if setting in (False, "off"):
         return False
     if setting == "auto":
-        return getattr(network, "loss", None) == "feat"
+        return getattr(network, "trained_loss", None) == "feat"
     raise OptionError(f"histogram_match: {setting!r}; expected auto, on or off")
 
 

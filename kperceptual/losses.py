@@ -101,8 +101,10 @@ class PerceptualObjective:
         self.style_weight = float(style_weight)
         self.tv_weight = float(tv_weight)
         self.style_reduction = style_reduction
-        self.terms = ("total", "content") + (("style",) if self.style_weight else ()) + (
-            ("tv",) if self.tv_weight else ())
+        # Style objectives log every term; feature reconstruction alone (super-resolution's
+        # l_feat) logs the terms it has.
+        self.terms = (("total", "content", "style", "tv") if self.style_weight else
+                      ("total", "content") + (("tv",) if self.tv_weight else ()))
         # The content images need only the content layers: a cut of the same VGG16, so no
         # deeper layer is computed for them.
         self._content_features = loss_network.partial(self.content_layers)

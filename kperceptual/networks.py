@@ -275,7 +275,8 @@ class SuperResolutionNetwork(keras.Model):
         self.norm = norm
         self.upsample = upsample
         self.padding = padding
-        self.loss = loss
+        # Not ``self.loss``: keras.Model.compile sets that attribute.
+        self.trained_loss = loss
 
     def get_config(self):
         return {
@@ -287,7 +288,7 @@ class SuperResolutionNetwork(keras.Model):
             "norm": self.norm,
             "upsample": self.upsample,
             "padding": self.padding,
-            "loss": self.loss,
+            "loss": self.trained_loss,
         }
 
     @classmethod

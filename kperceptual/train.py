@@ -41,7 +41,8 @@ def _by_task(field: str) -> str:
 flags.DEFINE_enum("task", "style", list(CONFIGS), "What to train: a style transformation "
                   "network, or a super-resolution network.")
 flags.DEFINE_string("style_image", None, "Style image file, or skimage:NAME for a bundled photo.")
-flags.DEFINE_integer("scale", _SR["scale"].default, "Super-resolution factor: 2, 4 or 8.")
+flags.DEFINE_integer("scale", _SR["scale"].default,
+                     "Super-resolution factor, a power of two (the paper: 4 and 8).")
 flags.DEFINE_string("loss", _SR["loss"].default,
                     "Super-resolution objective: feat (feature reconstruction at "
                     "--content_layers, paper: relu2_2) or pixel (l_pixel).")
@@ -50,7 +51,8 @@ flags.DEFINE_float("blur_sigma", _SR["blur_sigma"].default,
 flags.DEFINE_string("train_data", _D["train_data"].default,
                     "Training photos: a folder (recursive), tfds:NAME[:SPLIT] "
                     "(e.g. tfds:coco/2017), or skimage for scikit-image's bundled photos.")
-flags.DEFINE_string("name", "", "Model name for exports; default: the style image's file stem.")
+flags.DEFINE_string("name", "", "Model name for exports; default: the style image's file stem, "
+                              "or sr_x<scale>_<loss> for super-resolution.")
 flags.DEFINE_integer("image_size", None, "Side of the square training crops (super-resolution: "
                      f"of the high-res patches); {_by_task('image_size')}.")
 flags.DEFINE_integer("style_size", _D["style_size"].default,
@@ -91,7 +93,7 @@ def main(argv):
     unused = (config_lib.STYLE_ONLY_FIELDS if FLAGS.task == "super_resolution"
               else config_lib.SR_ONLY_FIELDS)
     for name in unused:
-        if FLAGS[name].present:
+        if FLAGS[name].present or not FLAGS[name].using_default_value:
             cli.fail(PROGRAM, f"--{name}: not used by --task={FLAGS.task}")
     config = cli.config_from_flags(config_class)
     try:

@@ -248,6 +248,10 @@ def _check_model_dir(config) -> None:
     if os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
+        if saved.get("task", "style") != config.task:
+            raise config_lib.ConfigError(
+                "model_dir", f"{config.model_dir} holds a {saved.get('task', 'style')} network; "
+                             f"use another --model_dir for --task={config.task}")
         for key, value in config.network_config().items():
             if saved.get(key) != value:
                 raise config_lib.ConfigError(

@@ -195,3 +195,11 @@ def test_bad_inputs_exit_2_with_one_line(fixtures, tmp_path, case):
     for part in expected:
         assert part in line, (part, line)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_image_too_small_to_score_is_named(tmp_path):
+    hr = tmp_path / "HR"
+    hr.mkdir()
+    images.write_image(str(hr / "tiny.png"), np.full((16, 20, 3), 128, np.uint8))
+    with pytest.raises(evaluation.EvaluationError, match=r"^hr: .*tiny\.png: 20x16 is too small"):
+        evaluation.load_pairs(str(hr), None, 4)

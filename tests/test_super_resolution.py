@@ -38,7 +38,7 @@ def test_network_keras_file_round_trip(tmp_path):
     net.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, networks.SuperResolutionNetwork)
-    assert (loaded.scale, loaded.loss, loaded.filters, loaded.num_residual_blocks,
+    assert (loaded.scale, loaded.trained_loss, loaded.filters, loaded.num_residual_blocks,
             loaded.norm) == (8, "pixel", 8, 1, "instance")
     x = random_pixels((1, 13, 20, 3), seed=1)
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(net(x)))
@@ -186,7 +186,7 @@ def test_a_few_steps_lower_the_objective(tmp_path, photos, relu2_2_net, loss, te
     t = trainer.build_trainer(config, tf.distribute.MirroredStrategy(["/cpu:0"]),
                               loss_net=relu2_2_net)
     assert isinstance(t.network, networks.SuperResolutionNetwork)
-    assert (t.network.scale, t.network.loss) == (4, loss)
+    assert (t.network.scale, t.network.trained_loss) == (4, loss)
     high = np.stack([images.resize_and_center_crop(photos[n], 32)
                      for n in ("astronaut", "chelsea")])
     low = np.stack([degradation.degrade(h, 4) for h in high])
@@ -210,7 +210,7 @@ def test_train_end_to_end_writes_keras_file_and_saved_model(tmp_path, photo_fold
     assert list(result["skipped_images"]) == [str(photo_folder / "broken.jpg")]
     network = keras.saving.load_model(result["keras_path"])
     assert isinstance(network, networks.SuperResolutionNetwork)
-    assert (network.scale, network.loss, network.norm) == (2, "pixel", "batch")
+    assert (network.scale, network.trained_loss, network.norm) == (2, "pixel", "batch")
     assert np.asarray(network(random_pixels((1, 10, 13, 3)))).shape == (1, 20, 26, 3)
     assert os.path.isfile(os.path.join(result["export_path"], "saved_model.pb"))
     assert result["export_path"].endswith(os.path.join("sr_x2_pixel", "1"))
@@ -268,3 +268,13 @@ def test_stylizer_upscales_and_histogram_matches_feat_models(photos):
     assert not inference.Stylizer(pixel, memory_budget="2G").histogram_match
     tiny = image[:12, :14]  # under inference.MIN_SIDE: padded, and the output cropped back
     assert inference.Stylizer(pixel, memory_budget="2G").image(tiny).shape == (48, 56, 3)
+
+
+def test_compiling_a_network_keeps_what_it_was_trained_with():
+    # keras.Model.compile sets ``self.loss``; the objective the network was trained with (which
+    # decides the paper's histogram matching) must survive fine-tuning set-ups.
+    net = tiny_sr(4, loss="feat")
+    net.compile(optimizer="adam", loss="mse")
+    assert net.trained_loss == "feat"
+    assert inference.histogram_match_enabled("auto", net)
+    assert net.get_config()["loss"] == "feat"
