@@ -139,7 +139,7 @@ class PerceptualObjective:
         return terms
 
 
-class PixelObjective:
+class PixelLossObjective:
     """The l_pixel super-resolution objective: lambda_pixel * l_pixel(y^, y) + lambda_TV *
     l_TV(y^), with the same interface as ``PerceptualObjective`` (no loss network)."""
 
@@ -175,9 +175,9 @@ def objective_from_config(config, style_image=None, loss_net=None):
     [0, 255] (None when the style weight is 0); builds the loss network unless ``loss_net``
     (returning ``config.loss_layers()``) is given. Training (style and super-resolution) and
     the Gatys optimiser all build their objective here. A config with ``loss == "pixel"``
-    (super-resolution's l_pixel) gives a ``PixelObjective``, which needs no loss network."""
+    (super-resolution's l_pixel) gives a ``PixelLossObjective``, which needs no loss network."""
     if getattr(config, "loss", None) == "pixel":
-        return PixelObjective(config.content_weight, config.tv_weight)
+        return PixelLossObjective(config.content_weight, config.tv_weight)
     if loss_net is None:
         loss_net = LossNetwork(config.loss_layers(), weights=config.vgg_weights)
     style_targets = (style_targets_from_image(loss_net, style_image, config.style_layers)
