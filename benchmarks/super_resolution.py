@@ -8,7 +8,8 @@ Needs ``../shared/data/sr/<set>/HR`` and ``LR_x4`` (x4 uses the benchmark's MATL
 LR_x4 files, as the paper; x8 has no LR set, so its inputs are made from HR with the paper's
 degradation: blur sigma 1.0, bicubic /8) and the models in ``savedmodels/``. Runs
 ``kperceptual.evaluation`` (the same code as ``python -m kperceptual.evaluate``), keeps each
-run's full report under ``eval/<set>_x<scale>/``, and writes the section "Measured" of
+run's full report under ``eval/<set>_x<scale>/``, and writes the sections "Measured x4" and
+"Measured x8" of
 docs/super_resolution.md with the training steps each model had (from ``runs/<name>/``) and
 comparison grids in docs/images/.
 """
@@ -97,24 +98,25 @@ def table(all_results) -> str:
 
 def main(argv):
     del argv
-    all_results, notes = {}, []
     for scale in (int(s) for s in FLAGS.scales):
         specs = {4: FLAGS.x4_models, 8: FLAGS.x8_models}.get(scale)
         if specs is None:
             sys.exit(f"super_resolution: --scales: {scale} has no model list (4 or 8)")
+        all_results, notes = {}, []
         for name in FLAGS.sets:
             results, note = run_set(name, scale, specs)
             all_results[(name, scale)] = results
             notes.append(f"- {note}")
-    body = (table(all_results) + "\n\nPSNR and SSIM on the BT.601 luma with `scale` pixels "
-            "cropped from each border (`kperceptual.metrics`), LPIPS (VGG, v0.1; lower is "
-            "better) on RGB with the same crop; l_feat models with the paper's histogram "
-            "matching. Paper: SRCNN on Set5 x4 is "
-            f"{PAPER_SET5_X4['SRCNN'][0]:.2f} / {PAPER_SET5_X4['SRCNN'][1]:.4f}; the paper's 200k "
-            "steps against the steps shown here.\n\n" + "\n".join(notes))
-    print(body)
-    if FLAGS.write:
-        report.write_section("Measured", body, sys.argv, doc=DOC)
+        body = (table(all_results) + "\n\nPSNR and SSIM on the BT.601 luma with `scale` pixels "
+                "cropped from each border (`kperceptual.metrics`), LPIPS (VGG, v0.1; lower is "
+                "better) on RGB with the same crop; l_feat models with the paper's histogram "
+                "matching. The paper trained 200k steps; the steps column is what these models "
+                "had." + (f" Paper, Set5 x4: SRCNN {PAPER_SET5_X4['SRCNN'][0]:.2f} / "
+                          f"{PAPER_SET5_X4['SRCNN'][1]:.4f}." if scale == 4 else "")
+                + "\n\n" + "\n".join(notes))
+        print(body)
+        if FLAGS.write:
+            report.write_section(f"Measured x{scale}", body, sys.argv, doc=DOC)
 
 
 if __name__ == "__main__":

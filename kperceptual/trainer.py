@@ -248,9 +248,11 @@ def _check_model_dir(config) -> None:
     if os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
-        if saved.get("task", "style") != config.task:
+        # Early super-resolution runs did not record the task; their config has a scale.
+        task = saved.get("task") or ("super_resolution" if "scale" in saved else "style")
+        if task != config.task:
             raise config_lib.ConfigError(
-                "model_dir", f"{config.model_dir} holds a {saved.get('task', 'style')} network; "
+                "model_dir", f"{config.model_dir} holds a {task} network; "
                              f"use another --model_dir for --task={config.task}")
         for key, value in config.network_config().items():
             if saved.get(key) != value:
