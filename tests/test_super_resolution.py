@@ -278,3 +278,22 @@ def test_compiling_a_network_keeps_what_it_was_trained_with():
     assert net.trained_loss == "feat"
     assert inference.histogram_match_enabled("auto", net)
     assert net.get_config()["loss"] == "feat"
+
+
+def test_a_run_folder_remembers_its_task(tmp_path):
+    # A super-resolution run folder (also one written before the task was recorded, known by
+    # its scale) refuses a style run, and the other way round; its own task resumes.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"scale": 4, "norm": "batch", "upsample": "resize", '
+                                     '"padding": "reflect", "loss": "feat"}')
+    sr = config_lib.SuperResolutionConfig(model_dir=str(run))
+    trainer._check_model_dir(sr)  # resumes
+    style = config_lib.StyleTrainingConfig("skimage:chelsea", model_dir=str(run), norm="batch")
+    with pytest.raises(config_lib.ConfigError, match="holds a super_resolution network"):
+        trainer._check_model_dir(style)
+    other = tmp_path / "style_run"
+    trainer._check_model_dir(config_lib.StyleTrainingConfig("skimage:chelsea",
+                                                            model_dir=str(other)))
+    with pytest.raises(config_lib.ConfigError, match="^--model_dir: .* holds a style network"):
+        trainer._check_model_dir(config_lib.SuperResolutionConfig(model_dir=str(other)))
