@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from kperceptual import images
+
 BLUR_SIGMA = 1.0
 SCALES = (2, 3, 4, 8)  # what the benchmark sets and the paper use; any integer >= 2 works
 
@@ -38,18 +40,11 @@ def _resize_float(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack(channels, axis=-1)
 
 
-def bicubic_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bicubic resize of a uint8 RGB image to (height, width); uint8 out."""
-    image = np.asarray(image)
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
-
-
 def bicubic_upscale(low_res: np.ndarray, factor: int) -> np.ndarray:
     """The bicubic baseline: ``low_res`` (h, w, 3) uint8 -> (h * factor, w * factor, 3) uint8."""
-    h, w = np.asarray(low_res).shape[:2]
-    return bicubic_resize(low_res, h * factor, w * factor)
+    low_res = np.asarray(low_res)
+    h, w = low_res.shape[:2]
+    return images.resize(low_res, h * factor, w * factor)
 
 
 def crop_to_multiple(image: np.ndarray, factor: int) -> np.ndarray:
@@ -84,7 +79,7 @@ def random_patch(image: np.ndarray, size: int, rng: np.random.Generator,
     if min(h, w) < size:
         scale = size / min(h, w)
         h, w = max(size, round(h * scale)), max(size, round(w * scale))
-        image = bicubic_resize(image, h, w)
+        image = images.resize(image, h, w)
     top = int(rng.integers(0, h - size + 1))
     left = int(rng.integers(0, w - size + 1))
     patch = image[top:top + size, left:left + size]

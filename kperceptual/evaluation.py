@@ -35,7 +35,6 @@ from kperceptual import degradation, images, metrics
 BICUBIC = "bicubic"
 METRIC_NAMES = ("psnr", "ssim", "lpips")
 GRID_CROP = 96  # high-res pixels per crop side in the comparison grid
-SSIM_WINDOW = metrics.SSIM_WINDOW_SIZE
 GRID_ZOOM = 2  # crops are enlarged (nearest) by this much, so pixels can be seen
 
 
@@ -115,10 +114,10 @@ def load_pairs(hr_dir: str, lr_dir: str | None, scale: int,
                           f"{high.shape[0]} divided by --scale={scale} (expected "
                           f"{high.shape[1] // scale}x{high.shape[0] // scale})")
             high = high[:h * scale, :w * scale]
-        if min(high.shape[:2]) < 2 * scale + SSIM_WINDOW:
+        if min(high.shape[:2]) < 2 * scale + metrics.SSIM_WINDOW_SIZE:
             raise EvaluationError("hr", f"{path}: {high.shape[1]}x{high.shape[0]} is too small "
                                         f"to score at --scale={scale} (the border crop of "
-                                        f"{scale} and SSIM's {SSIM_WINDOW}-pixel window leave "
+                                        f"{scale} and SSIM's {metrics.SSIM_WINDOW_SIZE}-pixel window leave "
                                         "nothing)")
         pairs.append(Pair(key, high, low))
     return pairs
@@ -320,8 +319,9 @@ def write_report(results: dict, pairs: list[Pair], output_dir: str, *, scale: in
         for name, r in results.items():
             for image_name in r["outputs"]:
                 outputs[(name, image_name)] = os.path.join(output_dir, name, image_name + ".png")
+    check_output(output_dir, overwrite)
     if not overwrite:
-        for path in [*paths.values(), *outputs.values()]:
+        for path in outputs.values():
             if os.path.exists(path):
                 raise EvaluationError("output", f"{path}: already exists (pass --overwrite to "
                                                 "replace it)")

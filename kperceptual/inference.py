@@ -42,6 +42,7 @@ import sys
 import numpy as np
 
 from kperceptual import color, images, tiling
+from kperceptual.choices import HISTOGRAM_MATCH
 from kperceptual.models import LoadedModel, keras_forward, load_model
 
 IMAGE_BYTES_PER_INPUT_PIXEL = 6
@@ -143,13 +144,14 @@ def as_loaded_model(model, models_dir: str = "savedmodels") -> LoadedModel:
 def histogram_match_enabled(setting, network) -> bool:
     """Whether the paper's histogram matching applies: ``setting`` is True/"on", False/"off" or
     "auto" (on for super-resolution networks trained with l_feat, as in the paper)."""
-    if setting in (True, "on"):
-        return True
-    if setting in (False, "off"):
-        return False
+    if setting in (True, False):
+        return setting
+    if setting not in HISTOGRAM_MATCH:
+        raise OptionError(f"histogram_match: {setting!r}; expected one of "
+                          f"{', '.join(HISTOGRAM_MATCH)}")
     if setting == "auto":
         return getattr(network, "trained_loss", None) == "feat"
-    raise OptionError(f"histogram_match: {setting!r}; expected auto, on or off")
+    return setting == "on"
 
 
 def finish(stylised, content: np.ndarray, alpha: np.ndarray | None = None,

@@ -39,7 +39,7 @@ from kperceptual import cli  # noqa: F401  (quietens TensorFlow before it is imp
 import numpy as np
 from absl import app, flags
 
-from kperceptual import images, inference, video
+from kperceptual import choices, images, inference, video
 
 PROGRAM = "kperceptual.stylize"
 flags.DEFINE_string("model", None, "A name in --models_dir, a SavedModel folder, a .keras or a "
@@ -55,7 +55,7 @@ flags.DEFINE_string("memory_budget", "auto", "Peak memory to stay within, e.g. 4
                                              "auto: 80% of the available memory.")
 flags.DEFINE_bool("preserve_color", False, "Keep the input's colours; transfer luminance only.")
 flags.DEFINE_float("strength", 1.0, "1: fully stylised; 0: the input; between: a blend.")
-flags.DEFINE_enum("histogram_match", "auto", ["auto", "on", "off"],
+flags.DEFINE_enum("histogram_match", "auto", list(choices.HISTOGRAM_MATCH),
                   "Super-resolution: match each output channel's histogram to the input's (the "
                   "paper's post-processing); auto: on for models trained with l_feat.")
 flags.DEFINE_integer("batch_size", 4, "Video frames per network call.")

@@ -76,9 +76,6 @@ class PerceptualTrainer(keras.Model):
         return {tracker.name: tracker.result() for tracker in self.metrics}
 
 
-StyleTransferTrainer = PerceptualTrainer  # the name it had before super-resolution
-
-
 def make_strategy() -> tf.distribute.Strategy:
     """MirroredStrategy over all visible GPUs, or over the (first) CPU when there are none."""
     gpus = tf.config.list_logical_devices("GPU")

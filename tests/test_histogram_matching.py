@@ -3,10 +3,10 @@
 
 import numpy as np
 import pytest
+import skimage.data as skimage_data
+from skimage import exposure
 
 from kperceptual import color
-
-skimage_data = pytest.importorskip("skimage.data")
 
 
 def _downsample(image, factor):
@@ -121,7 +121,6 @@ def test_bad_shapes_raise(shape, chelsea):
 
 @pytest.mark.parametrize("dtype", ["uint8", "float"])
 def test_agrees_with_skimage(chelsea, shifted_small, dtype):
-    exposure = pytest.importorskip("skimage.exposure")
     if dtype == "uint8":  # skimage needs the same integer dtype on both sides
         image, reference = chelsea, np.round(shifted_small).astype(np.uint8)
     else:
