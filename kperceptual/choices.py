@@ -20,7 +20,15 @@ STYLE_REDUCTIONS = ("sum", "mean")
 NORMS = ("instance", "batch")
 UPSAMPLES = ("resize", "transpose")
 PADDINGS = ("reflect", "zero")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+# The Gatys optimiser has no loss scaling, which float16 gradients would need.
+GATYS_PRECISIONS = PRECISIONS[:3]
+# Where training runs: auto (tensorflow: MirroredStrategy over the GPUs, else one CPU; jax:
+# DataParallel over its devices when there are several; torch: one device), mirrored,
+# multi_worker (tensorflow: MultiWorkerMirroredStrategy from TF_CONFIG), data_parallel (jax).
+STRATEGIES = ("auto", "mirrored", "multi_worker", "data_parallel")
+LOADERS = ("auto", "tf_data", "py_dataset")  # auto: tf.data where TensorFlow is installed
+JIT_COMPILE = ("auto", "on", "off")  # auto: Keras's choice for the backend and device
 TASKS = ("style", "super_resolution")
 SR_LOSSES = ("feat", "pixel")  # feature reconstruction at relu2_2 (l_feat), or l_pixel
 HISTOGRAM_MATCH = ("auto", "on", "off")  # auto: on for l_feat models, as in the paper

@@ -75,6 +75,9 @@ class TrainingConfig(ObjectiveConfig):
     upsample: str = "resize"
     padding: str = "reflect"
     precision: str = "auto"  # auto: mixed_bfloat16 where the hardware has native bf16
+    jit_compile: str = "auto"  # XLA (tensorflow, jax) or torch.compile: auto, on or off
+    strategy: str = "auto"  # see choices.STRATEGIES
+    loader: str = "auto"  # tf.data where TensorFlow is installed, else keras.utils.PyDataset
     model_dir: str = ""  # defaults to runs/<name>
     export_dir: str = "savedmodels"
     checkpoint_every: int = 500
@@ -229,6 +232,9 @@ def validate(config: TrainingConfig) -> None:
     _choice(config, "upsample", choices.UPSAMPLES)
     _choice(config, "padding", choices.PADDINGS)
     _choice(config, "precision", choices.PRECISIONS)
+    _choice(config, "jit_compile", choices.JIT_COMPILE)
+    _choice(config, "strategy", choices.STRATEGIES)
+    _choice(config, "loader", choices.LOADERS)
     if not config.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError("name", f"{config.name!r}: use letters, digits, '-', '_' and '.' only")
     for field in ("model_dir", "export_dir"):
@@ -388,7 +394,7 @@ def validate_gatys(config: GatysConfig):
                                         f"{config.iterations}, so nothing would be saved")
     _choice(config, "optimizer", choices.GATYS_OPTIMIZERS)
     _choice(config, "init", choices.GATYS_INITS)
-    _choice(config, "precision", choices.PRECISIONS)
+    _choice(config, "precision", choices.GATYS_PRECISIONS)
     validate_objective(config)
     inputs = {"content": config.content, "style": config.style}
     _check_writable_file("output", config.output, config.overwrite, inputs)

@@ -1,10 +1,10 @@
-"""tf.data input pipelines for training (TensorFlow-only).
+"""Training images and super-resolution pairs, for every Keras backend.
 
 A training source is one of:
 
 * a folder of images, searched recursively for jpg/jpeg/png/bmp/webp;
 * ``tfds:NAME`` or ``tfds:NAME:SPLIT`` for a tensorflow-datasets dataset (``tfds:coco/2017``),
-  downloaded and prepared by tensorflow-datasets on first use;
+  downloaded and prepared by tensorflow-datasets on first use (needs TensorFlow);
 * ``skimage``: the colour photos bundled with scikit-image (the embedded default).
 
 Every image is decoded by ``kperceptual.images`` (EXIF orientation, colour modes), resized so its
@@ -13,27 +13,32 @@ skipped, logged once each and counted in ``TrainingImages.skipped``; they never 
 
 The order of images is a pure function of ``seed`` and the position in the stream, so a run
 resumed at step ``s`` sees the same images it would have seen without the interruption.
+
+Two loaders give the same uint8 batches (``TrainingImages.batches`` picks one, see ``LOADERS``):
+
+* ``py_dataset``: ``ImageBatches``, a ``keras.utils.PyDataset`` decoding with Python threads;
+  this module and it need no TensorFlow, so the JAX and PyTorch backends train without it
+  (from folders and ``skimage``).
+* ``tf_data``: ``TrainingImages.dataset``, a tf.data pipeline (``kperceptual.tf_pipeline``,
+  TensorFlow-only, imported when asked for); the one loader for ``tfds:`` sources, and the one
+  that shards each global batch over the input pipelines of a ``tf.distribute`` strategy.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import itertools
 import os
 import threading
 
+import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from kperceptual import degradation, images
+from kperceptual.choices import LOADERS
 from kperceptual.config import SKIMAGE_SOURCE, TFDS_PREFIX
-
-
-def _is_ok(image, ok):
-    return ok
-
-
-def _example_only(example, ok):
-    return example
 
 
 class DataError(ValueError):
@@ -60,6 +65,29 @@ def _tfds_image_key(info) -> str:
     raise DataError(f"{info.name} has no image feature")
 
 
+@functools.cache
+def tensorflow_available() -> bool:
+    """Whether ``import tensorflow`` works (asked once; imports TensorFlow if it is there)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_loader(loader: str) -> str:
+    """``tf_data`` or ``py_dataset`` for one of ``LOADERS``: ``auto`` is tf.data where TensorFlow
+    is installed, else the PyDataset; raises ``DataError`` for tf.data without TensorFlow."""
+    if loader not in LOADERS:
+        raise DataError(f"unknown loader {loader!r}; choose one of {', '.join(LOADERS)}")
+    if loader == "auto":
+        return "tf_data" if tensorflow_available() else "py_dataset"
+    if loader == "tf_data" and not tensorflow_available():
+        raise DataError("--loader=tf_data needs TensorFlow, which is not installed; "
+                        "use --loader=py_dataset")
+    return loader
+
+
 class TrainingImages:
     """Square training images from a folder, a tfds dataset or the bundled photos.
 
@@ -83,6 +111,9 @@ class TrainingImages:
             self.files = [images.SKIMAGE_PREFIX + n for n in images.SKIMAGE_TRAINING_PHOTOS]
         elif source.startswith(TFDS_PREFIX):
             self.kind = "tfds"
+            if not tensorflow_available():
+                raise DataError(f"{source}: reading tensorflow-datasets needs TensorFlow, which "
+                                "is not installed; train from a folder of images or skimage")
             import tensorflow_datasets as tfds
 
             name, split = parse_tfds_name(source)
@@ -136,16 +167,6 @@ class TrainingImages:
         name = f"{self.source} example {int(index)}"
         return self._attempt(name, lambda: images.decode_image(bytes(data), name), key, seed)
 
-    def _decode(self, fn, *args):
-        shapes = self._output_shapes()
-        outputs = tf.numpy_function(fn, list(args), (tf.uint8,) * len(shapes) + (tf.bool,),
-                                    stateful=False)
-        for output, shape in zip(outputs, shapes):
-            output.set_shape(shape)
-        outputs[-1].set_shape(())
-        arrays = tuple(outputs[:-1])
-        return (arrays[0] if len(arrays) == 1 else arrays), outputs[-1]
-
     # -- streams -----------------------------------------------------------------------------
     def _file_stream(self, seed: int, start: int):
         """(file name, position) pairs, an independent shuffle per epoch, from ``start``."""
@@ -160,40 +181,39 @@ class TrainingImages:
             offset = 0
             epoch += 1
 
-    def _examples(self, seed: int, start: int) -> tf.data.Dataset:
-        """Unbatched (example, ok) pairs, in a deterministic order from ``start``."""
-        if self.kind in ("folder", "skimage"):
-            ds = tf.data.Dataset.from_generator(
-                lambda: self._file_stream(seed, start),
-                output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64)))
-            return ds.map(lambda p, k: self._decode(self._load_file, p, k, seed),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return self._tfds_examples(seed, start)
-
-    def _tfds_examples(self, seed: int, start: int) -> tf.data.Dataset:
-        import tensorflow_datasets as tfds
-
-        self._builder.download_and_prepare()
-        ds = self._builder.as_dataset(
-            split=self._split, shuffle_files=False,
-            decoders={self._image_key: tfds.decode.SkipDecoding()})
-        ds = ds.map(lambda ex: ex[self._image_key])
-        ds = ds.enumerate().shuffle(4096, seed=seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.skip(start).enumerate(start)  # cheap: images are still encoded here
-        return ds.map(lambda k, ex: self._decode(self._load_bytes, ex[1], ex[0], k, seed),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    def dataset(self, batch_size: int, seed: int = 0, start_step: int = 0) -> tf.data.Dataset:
-        """An endless dataset of uint8 batches, prefetched: (batch_size, size, size, 3) images,
-        or (low-res, high-res) batch pairs for ``SuperResolutionPairs``.
+    # -- loaders -----------------------------------------------------------------------------
+    def dataset(self, batch_size: int, seed: int = 0, start_step: int = 0, num_shards: int = 1,
+                shard_index: int = 0):
+        """An endless tf.data dataset of uint8 batches, prefetched: (batch_size, size, size, 3)
+        images, or (low-res, high-res) batch pairs for ``SuperResolutionPairs``
+        (TensorFlow-only; see ``kperceptual.tf_pipeline.dataset``, which also explains
+        ``num_shards`` and ``shard_index``).
 
         ``batch_size`` is the global batch (all replicas together); ``start_step`` skips the
         batches a resumed run has already trained on.
         """
-        ds = self._examples(seed, start_step * batch_size)
-        ds = ds.filter(_is_ok).map(_example_only)
-        ds = ds.batch(batch_size, drop_remainder=True)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        from kperceptual import tf_pipeline
+
+        return tf_pipeline.dataset(self, batch_size, seed, start_step, num_shards, shard_index)
+
+    def py_dataset(self, batch_size: int, seed: int = 0, start_step: int = 0,
+                   num_batches: int | None = None, **kwargs) -> ImageBatches:
+        """The same batches as ``dataset`` as a ``keras.utils.PyDataset`` (no TensorFlow), for
+        folders and ``skimage``; endless when ``num_batches`` is None. ``kwargs`` go to
+        ``ImageBatches`` (``threads``, ``workers``, ``max_queue_size``)."""
+        if self.kind == "tfds":
+            raise DataError(f"{self.source}: the py_dataset loader reads folders and skimage; "
+                            "read tensorflow-datasets with the tf_data loader")
+        return ImageBatches(self, batch_size, seed, start_step, num_batches, **kwargs)
+
+    def batches(self, batch_size: int, seed: int = 0, start_step: int = 0, loader: str = "auto",
+                num_batches: int | None = None):
+        """``dataset`` (``tf_data``, only its first ``num_batches`` if given) or ``py_dataset``,
+        as ``resolve_loader(loader)`` says."""
+        if resolve_loader(loader) == "py_dataset":
+            return self.py_dataset(batch_size, seed, start_step, num_batches)
+        ds = self.dataset(batch_size, seed, start_step)
+        return ds if num_batches is None else ds.take(num_batches)
 
     def describe(self) -> str:
         if self.kind == "folder":
@@ -232,3 +252,68 @@ class SuperResolutionPairs(TrainingImages):
     def describe(self) -> str:
         return (f"{self.image_size}px patches (x{self.scale}, blur sigma {self.blur_sigma}) "
                 f"from {super().describe()}")
+
+
+class ImageBatches(keras.utils.PyDataset):
+    """The batches of ``TrainingImages.dataset`` (the same uint8 arrays in the same order) as a
+    ``keras.utils.PyDataset``, without TensorFlow; build it with ``TrainingImages.py_dataset``.
+
+    Batch k is the next ``batch_size`` readable examples of the source's stream after batch
+    k - 1 (batch 0 starts at position ``start_step * batch_size``). A bad file moves every later
+    batch boundary, so the position where each computed batch ends is recorded, and asking for a
+    batch whose start is not known yet computes the batches before it first (keeping them for
+    when they are asked for): any call order gives the same batches, and Keras asks in order.
+    One batch's images are decoded in parallel by ``threads`` threads (Pillow releases the GIL;
+    by default one per core, at most ``batch_size``); ``workers`` > 1 (the default) makes Keras
+    prefetch up to ``max_queue_size`` batches in background threads, as tf.data prefetches. Not
+    for ``use_multiprocessing``: the record of batch ends lives in this process.
+
+    ``num_batches`` None makes it endless; ``fit`` then needs ``steps_per_epoch``, and a later
+    epoch goes on where the last one stopped (a finite one starts again from batch 0).
+    """
+
+    def __init__(self, source: TrainingImages, batch_size: int, seed: int = 0,
+                 start_step: int = 0, num_batches: int | None = None,
+                 threads: int | None = None, workers: int = 2, max_queue_size: int = 10):
+        super().__init__(workers=workers, use_multiprocessing=False,
+                         max_queue_size=max_queue_size)
+        if batch_size <= 0:
+            raise DataError(f"batch size must be positive, got {batch_size}")
+        self.source = source
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self._num_batches = num_batches
+        self._starts = [int(start_step) * self.batch_size]  # _starts[k]: where batch k begins
+        self._early: dict[int, object] = {}  # batches computed before they were asked for
+        self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            threads or min(self.batch_size, os.cpu_count() or 1))
+
+    @property
+    def num_batches(self) -> int | None:
+        return self._num_batches
+
+    def __getitem__(self, index: int):
+        if index < 0 or self._num_batches is not None and index >= self._num_batches:
+            raise IndexError(f"batch {index} of {self._num_batches}")
+        with self._lock:
+            if index in self._early:
+                return self._early.pop(index)
+            for earlier in range(len(self._starts) - 1, index):
+                self._early[earlier] = self._read(earlier)
+            return self._read(index)
+
+    def _read(self, index: int):
+        """Batch ``index`` (its start known), recording where the next one starts."""
+        source, examples = self.source, []
+        stream = source._file_stream(self.seed, self._starts[index])
+        while len(examples) < self.batch_size:
+            wanted = list(itertools.islice(stream, self.batch_size - len(examples)))
+            decoded = self._pool.map(lambda item: source._load_file(*item, self.seed), wanted)
+            examples += [arrays for *arrays, ok in decoded if ok]
+            if len(examples) < self.batch_size and set(source.files) <= source.skipped.keys():
+                raise DataError(f"{source.source}: none of its images can be read")
+        if index + 1 == len(self._starts):
+            self._starts.append(wanted[-1][1] + 1)
+        parts = tuple(np.stack(part) for part in zip(*examples))
+        return parts[0] if len(parts) == 1 else parts

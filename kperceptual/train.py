@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from kperceptual import cli  # noqa: F401  (quietens TensorFlow before it is imported)
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from kperceptual import config as config_lib
 from kperceptual import weights
@@ -68,8 +68,19 @@ flags.DEFINE_string("upsample", _D["upsample"].default, "resize (nearest + conv)
                                                         "(paper).")
 flags.DEFINE_string("padding", _D["padding"].default, "reflect or zero.")
 flags.DEFINE_string("precision", _D["precision"].default,
-                    "auto (mixed_bfloat16 on hardware with native bf16, else float32), float32 "
-                    "or mixed_bfloat16.")
+                    "auto (mixed_bfloat16 on hardware with native bf16, else float32), float32, "
+                    "mixed_bfloat16 or mixed_float16 (with loss scaling). Gram matrices and "
+                    "losses are always float32.")
+flags.DEFINE_alias("mixed_precision", "precision")
+flags.DEFINE_string("jit_compile", _D["jit_compile"].default,
+                    "auto (Keras's choice: XLA on jax, and on tensorflow with a GPU), on or off.")
+flags.DEFINE_string("strategy", _D["strategy"].default,
+                    "auto, mirrored (tensorflow: all GPUs of this machine), multi_worker "
+                    "(tensorflow: MultiWorkerMirroredStrategy, a cluster from TF_CONFIG) or "
+                    "data_parallel (jax: keras.distribution.DataParallel over its devices).")
+flags.DEFINE_string("loader", _D["loader"].default,
+                    "auto (tf.data where TensorFlow is installed), tf_data or py_dataset "
+                    "(keras.utils.PyDataset: no TensorFlow needed).")
 flags.DEFINE_string("model_dir", "", "Checkpoints, logs and the .keras file; default runs/NAME.")
 flags.DEFINE_string("export_dir", _D["export_dir"].default,
                     "SavedModels are written to EXPORT_DIR/NAME/VERSION.")
@@ -78,7 +89,8 @@ flags.DEFINE_integer("checkpoint_every", _D["checkpoint_every"].default,
 flags.DEFINE_integer("log_every", _D["log_every"].default, "TensorBoard scalars every N steps.")
 flags.DEFINE_integer("sample_every", _D["sample_every"].default,
                      "TensorBoard sample images every N steps.")
-flags.DEFINE_integer("seed", _D["seed"].default, "Seed for the order of training images.")
+flags.DEFINE_integer("seed", _D["seed"].default,
+                     "Seed for the initial weights and the order of training images.")
 flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data folder.")
 
 FLAGS = flags.FLAGS
@@ -110,11 +122,14 @@ def main(argv):
         cli.fail(PROGRAM, str(e), status=1)
     except (weights.WeightsError, OSError) as e:
         cli.fail(PROGRAM, str(e), status=1)
-    logging.info("done: %s", result)
     print(f"trained {config.name} to step {result['steps']} ({result['trained_steps']} this run, "
-          f"{result['seconds']:.0f} s, {result['precision']})")
-    print(f"Keras model: {result['keras_path']}")
-    print(f"SavedModel:  {result['export_path']}")
+          f"{result['seconds']:.0f} s; {result['distribution']}, {result['precision']}, "
+          f"loader {result['loader']})")
+    if result["keras_path"]:
+        print(f"Keras model: {result['keras_path']}")
+        print(f"SavedModel:  {result['export_path'] or 'not written (no TensorFlow)'}")
+    else:
+        print("not the chief: the chief worker writes the checkpoints, model and export")
     if result["skipped_images"]:
         print(f"skipped {len(result['skipped_images'])} unreadable training images")
 

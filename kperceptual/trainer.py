@@ -1,15 +1,19 @@
-"""Training a transformation network (TensorFlow-only: the distributed training step).
+"""Training a transformation network, on any Keras backend.
 
-``PerceptualTrainer`` is a ``keras.Model`` whose ``train_step`` reads like the paper: run the
-transformation network, score its output with the objective (style transfer: content, style and
-TV against the input itself; super-resolution: l_feat or l_pixel against the high-res target),
-and update the transformation network only. It is built under a ``tf.distribute.MirroredStrategy``
-(all visible GPUs, else one CPU device); each replica's loss is its share of the sum over the
-global batch divided by the global batch size, so gradients summed over replicas are the
-gradients of the global-batch mean.
+``PerceptualTrainer`` is a ``keras.Model`` whose ``compute_loss`` reads like the paper: score the
+transformation network's output with the objective (style transfer: content, style and TV
+against the input itself; super-resolution: l_feat or l_pixel against the high-res target); only
+the transformation network is trained. It is the one definition of the loss on every backend:
 
-``train(config)`` runs the whole job: checks, data, checkpoints and resume, TensorBoard,
-NaN guard, the final ``.keras`` file and the SavedModel export.
+* TensorFlow: ``tf_training.train_step`` runs it under ``tf.distribute`` (MirroredStrategy on
+  one machine, MultiWorkerMirroredStrategy across several);
+* JAX and PyTorch: Keras's own ``train_step`` runs it (JAX: ``keras.distribution.DataParallel``
+  over several devices).
+
+``train(config)`` runs the whole job: checks, data (tf.data where TensorFlow is installed, else
+``keras.utils.PyDataset``), checkpoints and resume, logs, NaN guard, the final ``.keras`` file and
+the SavedModel export. In a multi-worker cluster every worker trains and resumes; only the chief
+writes.
 """
 
 from __future__ import annotations
@@ -19,18 +23,20 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from kperceptual import config as config_lib
-from kperceptual import data, degradation, export, images, losses, networks
+from kperceptual import data, degradation, distribute, images, losses, networks
 from kperceptual.precision import dtype_policy, resolve_precision
 
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,33 +61,39 @@ class PerceptualTrainer(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def call(self, images, training=False):
-        return self.network(images, training=training)
-
-    def train_step(self, data):
-        inputs, targets = data if isinstance(data, (tuple, list)) else (data, data)
-        inputs = tf.cast(inputs, tf.float32)
-        targets = self.objective.content_targets(tf.cast(targets, tf.float32))
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        global_batch = tf.cast(tf.shape(inputs)[0] * replicas, tf.float32)
-        variables = self.network.trainable_variables
-        with tf.GradientTape() as tape:
-            outputs = self.network(inputs, training=True)
-            terms = self.objective(outputs, targets)
-            loss = tf.reduce_sum(terms["total"]) / global_batch
-        gradients = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])
+    def metric_results(self) -> dict:
         return {tracker.name: tracker.result() for tracker in self.metrics}
 
+    @staticmethod
+    def split_batch(data):
+        """(inputs, targets) of a batch; an image batch is its own target (None)."""
+        if isinstance(data, (tuple, list)):
+            return (data[0], data[1]) if len(data) > 1 else (data[0], None)
+        return data, None
 
-def make_strategy() -> tf.distribute.Strategy:
-    """MirroredStrategy over all visible GPUs, or over the (first) CPU when there are none."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        return tf.distribute.MirroredStrategy([d.name for d in gpus])
-    return tf.distribute.MirroredStrategy([tf.config.list_logical_devices("CPU")[0].name])
+    def call(self, images, training=False):
+        return self.network(keras.ops.cast(images, "float32"), training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The objective's mean over this batch of outputs ``y_pred`` for inputs ``x`` against
+        targets ``y`` (``x`` itself when None); updates the per-term metrics."""
+        targets = self.objective.content_targets(
+            keras.ops.cast(x if y is None else y, "float32"))
+        terms = self.objective(keras.ops.cast(y_pred, "float32"), targets)
+        for name, tracker in self.trackers.items():
+            tracker.update_state(terms[name])
+        return keras.ops.mean(terms["total"])
+
+    if keras.backend.backend() == "tensorflow":
+        def train_step(self, data):
+            from kperceptual import tf_training
+
+            return tf_training.train_step(self, data)
+
+
+def optimizer_step(trainer) -> int:
+    """How many optimiser steps ``trainer`` has taken."""
+    return int(trainer.optimizer.iterations.numpy())
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -130,15 +142,54 @@ def restore_checkpoint(trainer, path: str) -> int:
             v.assign(f[f"net_{i}"])
         for i, v in enumerate(opt_vars):
             v.assign(f[f"opt_{i}"])
-    return int(trainer.optimizer.iterations.numpy())
+    return optimizer_step(trainer)
 
 
 # -- callbacks --------------------------------------------------------------------------------
+
+
+# -- logs -------------------------------------------------------------------------------------
+class SummaryWriter:
+    """TensorBoard event files where TensorFlow is installed; without it, ``scalars.jsonl``
+    (one JSON object per logged step) and sample PNGs in ``log_dir``."""
+
+    def __init__(self, log_dir: str):
+        self.log_dir = log_dir
+        os.makedirs(log_dir, exist_ok=True)
+        self._tf = None
+        if data.tensorflow_available():
+            import tensorflow as tf
+
+            self._tf = tf
+            self._writer = tf.summary.create_file_writer(log_dir)
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self._tf is None:
+            with open(os.path.join(self.log_dir, "scalars.jsonl"), "a") as f:
+                f.write(json.dumps({"step": step, **values}) + "\n")
+            return
+        with self._writer.as_default(step=step):
+            for name, value in values.items():
+                self._tf.summary.scalar(name, value)
+
+    def images(self, step: int, named: dict) -> None:
+        """Writes uint8 images (H, W, 3) by name."""
+        if self._tf is None:
+            for name, image in named.items():
+                images.write_image(os.path.join(self.log_dir, f"{name}_{step:08d}.png"), image)
+            return
+        with self._writer.as_default(step=step):
+            for name, image in named.items():
+                self._tf.summary.image(name, image[None], step=step)
+        self._writer.flush()
+
+
 class TrainingMonitor(keras.callbacks.Callback):
-    """Stops on NaN, checkpoints every N steps, logs windowed scalars and sample images."""
+    """Stops on NaN and at the last step; on the chief, checkpoints every N steps and logs
+    windowed scalars and sample images (other workers of a cluster write nothing)."""
 
     def __init__(self, checkpoint_dir, checkpoint_every, log_dir, log_every, sample_every,
-                 sample_images, total_steps):
+                 sample_images, total_steps, chief=True):
         super().__init__()
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
@@ -146,7 +197,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.sample_every = sample_every
         self.sample_images = sample_images
         self.total_steps = total_steps
-        self.writer = tf.summary.create_file_writer(log_dir)
+        self.chief = chief
+        self.writer = SummaryWriter(log_dir) if chief else None
         self.diverged_at = None
         self._window_start = time.perf_counter()
         self._reset_window = False
@@ -157,39 +209,36 @@ class TrainingMonitor(keras.callbacks.Callback):
                 tracker.reset_state()
             self._reset_window = False
 
-    def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
-
     def on_train_batch_end(self, batch, logs=None):
-        step = self._step()
-        logs = logs or {}
-        if not all(math.isfinite(float(v)) for v in logs.values()):
+        step = optimizer_step(self.model)
+        logs = {name: float(np.mean(value)) for name, value in (logs or {}).items()}
+        if not all(math.isfinite(v) for v in logs.values()):
             self.diverged_at = step
             self.model.stop_training = True
             return
         if step % self.log_every == 0:
             elapsed = time.perf_counter() - self._window_start
-            with self.writer.as_default(step=step):
-                for name, value in logs.items():
-                    tf.summary.scalar(name, float(value))
-                tf.summary.scalar("seconds_per_step", elapsed / self.log_every)
+            if self.chief:
+                self.writer.scalars(step, {**logs, "seconds_per_step": elapsed / self.log_every})
             self._reset_window = True  # the next step starts a new averaging window
             self._window_start = time.perf_counter()
-        if step % self.sample_every == 0:
+        if self.chief and step % self.sample_every == 0:
             self.write_samples(step)
-        if step % self.checkpoint_every == 0 or step >= self.total_steps:
+        if self.chief and (step % self.checkpoint_every == 0 or step >= self.total_steps):
             save_checkpoint(self.model, self.checkpoint_dir, step)
         if step >= self.total_steps:
             self.model.stop_training = True
 
     def write_samples(self, step):
-        outputs = [self.model.network(x[None], training=False)[0] for x in self.sample_images]
-        with self.writer.as_default(step=step):
-            for i, (x, y) in enumerate(zip(self.sample_images, outputs)):
-                x = tf.image.resize(tf.cast(x, tf.float32), tf.shape(y)[:2], method="nearest")
-                pair = tf.concat([x, tf.cast(y, tf.float32)], axis=1)
-                tf.summary.image(f"sample_{i}", tf.cast(pair[None], tf.uint8), step=step)
-        self.writer.flush()
+        pairs = {}
+        for i, x in enumerate(self.sample_images):
+            y = keras.ops.convert_to_numpy(self.model.network(
+                keras.ops.convert_to_tensor(x[None], "float32"), training=False))[0]
+            factor = y.shape[0] // x.shape[0]  # super-resolution: shown at the output's size
+            x = np.repeat(np.repeat(x, factor, axis=0), factor, axis=1)
+            pairs[f"sample_{i}"] = np.concatenate(
+                [x, np.clip(np.round(y), 0, 255).astype(np.uint8)], axis=1)
+        self.writer.images(step, pairs)
 
 
 # -- the job ----------------------------------------------------------------------------------
@@ -224,9 +273,11 @@ def sample_inputs(config) -> list[np.ndarray]:
 
 def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
                   jit_compile="auto") -> PerceptualTrainer:
-    """Builds and compiles the trainer under ``strategy`` (a new MirroredStrategy if None),
-    with Adam at ``config.learning_rate`` unless ``optimizer`` (a callable making one) is given."""
-    strategy = strategy or make_strategy()
+    """Builds and compiles the trainer in ``strategy``'s scope (a ``distribute.Distribution``
+    or a ``tf.distribute.Strategy``; ``distribute.make_distribution(config.strategy)`` if None),
+    with Adam at ``config.learning_rate`` unless ``optimizer`` (a callable making one) is given.
+    Under ``mixed_float16`` Keras wraps the optimizer for loss scaling."""
+    strategy = strategy or distribute.make_distribution(config.strategy)
     with strategy.scope():
         style = (load_style_image(config).astype(np.float32)
                  if config.task == "style" else None)
@@ -239,8 +290,9 @@ def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
     return trainer
 
 
-def _check_model_dir(config) -> None:
-    """A model_dir remembers its network; resuming with another architecture is an error."""
+def _check_model_dir(config, write: bool = True) -> None:
+    """A model_dir remembers its network; resuming with another architecture is an error.
+    Writes the config there when it has none and ``write`` (the chief)."""
     path = os.path.join(config.model_dir, "config.json")
     if os.path.isfile(path):
         with open(path) as f:
@@ -256,59 +308,74 @@ def _check_model_dir(config) -> None:
                 raise config_lib.ConfigError(
                     key, f"{config.model_dir} holds a network trained with {key}={saved.get(key)}"
                          f"; use another --model_dir or the same --{key}")
-    else:
+    elif write:
         os.makedirs(config.model_dir, exist_ok=True)
         with open(path, "w") as f:
             json.dump(config.to_dict(), f, indent=2)
 
 
-def train(config, strategy=None, verbose=1) -> dict:
-    """Runs a training job end to end; returns paths and numbers of what it did.
+def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
+    """Runs a training job end to end; returns paths and numbers of what it did, and the
+    trained ``network`` (float32).
 
-    Resumes from the newest checkpoint in ``config.model_dir``. Raises ``ConfigError`` for bad
-    settings, ``TrainingDiverged`` if the loss stops being finite.
+    ``distribution`` defaults to ``distribute.make_distribution(config.strategy)``; ``optimizer``
+    (a callable making one) to Adam at ``config.learning_rate``. Resumes from
+    the newest checkpoint in ``config.model_dir`` (every worker of a cluster: the folder must be
+    shared). Raises ``ConfigError`` for bad settings, ``TrainingDiverged`` if the loss stops
+    being finite.
     """
     config_lib.validate(config)
-    strategy = strategy or make_strategy()
-    if config.batch_size % strategy.num_replicas_in_sync:
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
+    distribution = distribution or distribute.make_distribution(config.strategy)
+    if config.batch_size % distribution.replicas:
         raise config_lib.ConfigError(
             "batch_size", f"{config.batch_size} does not split evenly over "
-                          f"{strategy.num_replicas_in_sync} replicas")
+                          f"{distribution.replicas} replicas")
+    try:
+        loader = data.resolve_loader(config.loader)
+    except data.DataError as e:
+        raise config_lib.ConfigError("loader", str(e)) from e
     try:
         source = make_source(config)
     except data.DataError as e:
         raise config_lib.ConfigError("train_data", str(e)) from e
-    _check_model_dir(config)
+    _check_model_dir(config, write=distribution.is_chief)
     precision = resolve_precision(config.precision)
     with dtype_policy(precision):
-        return _train(config, strategy, source, precision, verbose)
+        return _train(config, distribution, source, loader, precision, verbose, optimizer)
 
 
-def _train(config, strategy, source, precision, verbose) -> dict:
-    trainer = build_trainer(config, strategy)
+def _train(config, distribution, source, loader, precision, verbose, optimizer) -> dict:
     checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
-    start = 0
-    for partial in glob.glob(os.path.join(checkpoint_dir, "*.tmp.npz")):
-        os.remove(partial)  # left by a run killed while writing a checkpoint
-    checkpoints = list_checkpoints(checkpoint_dir)
-    if checkpoints:
-        with strategy.scope():
-            start = restore_checkpoint(trainer, checkpoints[-1][1])
+    chief = distribution.is_chief
+    keras.utils.set_random_seed(config.seed)  # the initial weights; every worker the same
+    with distribution.scope():
+        trainer = build_trainer(config, distribution, optimizer=optimizer,
+                                jit_compile=JIT_COMPILE[config.jit_compile])
+        if chief:
+            for partial in glob.glob(os.path.join(checkpoint_dir, "*.tmp.npz")):
+                os.remove(partial)  # left by a run killed while writing a checkpoint
+        checkpoints = list_checkpoints(checkpoint_dir)
+        start = restore_checkpoint(trainer, checkpoints[-1][1]) if checkpoints else 0
+        if checkpoints:
             trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
-        logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
-    samples = sample_inputs(config)
+            logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
     monitor = TrainingMonitor(checkpoint_dir, config.checkpoint_every,
                               os.path.join(config.model_dir, "logs"), config.log_every,
-                              config.sample_every, samples, config.steps)
+                              config.sample_every, sample_inputs(config) if chief else [],
+                              config.steps, chief=chief)
     started = time.perf_counter()
     if start < config.steps:
-        logging.info("training %s on %s, steps %d..%d, %s", config.name, source.describe(),
-                     start, config.steps, precision)
-        dataset = source.dataset(config.batch_size, config.seed, start)
-        trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start, shuffle=False,
-                    callbacks=[monitor], verbose=verbose)
+        logging.info("training %s on %s (%s), steps %d..%d, %s, loader %s", config.name,
+                     source.describe(), distribution.describe(), start, config.steps,
+                     precision, loader)
+        batches = distribution.training_batches(source, config.batch_size, config.seed, start,
+                                                loader, config.steps - start)
+        with distribution.running():
+            trainer.fit(batches, epochs=1, steps_per_epoch=config.steps - start, shuffle=False,
+                        callbacks=[monitor], verbose=verbose)
     elapsed = time.perf_counter() - started
-    step = int(trainer.optimizer.iterations.numpy())
+    step = optimizer_step(trainer)
     if source.skipped:
         logging.warning("skipped %d unreadable training images", len(source.skipped))
     if monitor.diverged_at is not None:
@@ -316,19 +383,53 @@ def _train(config, strategy, source, precision, verbose) -> dict:
         kept = f"the last good checkpoint is {last[-1][1]}" if last else "no checkpoint was saved"
         raise TrainingDiverged(f"loss became NaN or infinite at step {monitor.diverged_at}; "
                                f"{kept}; try a lower --learning_rate or loss weights")
-    # A fresh, strategy-free copy of the network for saving and export.
+    # A fresh, strategy-free float32 copy of the network for saving and export.
     with dtype_policy("float32"):
         network = make_network(config, name=config.name)
     network.set_weights(trainer.network.get_weights())
-    keras_path = os.path.join(config.model_dir, f"{config.name}.keras")
-    network.save(keras_path)
-    export_path = export.export_saved_model(network, config.export_dir, config.name)
+    keras_path = export_path = None
+    if chief:
+        keras_path = os.path.join(config.model_dir, f"{config.name}.keras")
+        network.save(keras_path)
+        export_path = export_saved_model(network, keras_path, config.export_dir, config.name)
     return {
         "steps": step,
         "trained_steps": step - start,
         "seconds": elapsed,
         "precision": precision,
+        "backend": keras.backend.backend(),
+        "distribution": distribution.describe(),
+        "loader": loader,
         "keras_path": keras_path,
         "export_path": export_path,
         "skipped_images": dict(source.skipped),
+        "network": network,
     }
+
+
+def export_saved_model(network, keras_path: str, export_dir: str, name: str) -> str | None:
+    """Exports the trained network to ``export_dir/name/<version>``; returns that path.
+
+    Export needs TensorFlow. On the TensorFlow backend it runs here; on JAX or PyTorch it runs
+    the saved ``keras_path`` through a TensorFlow-backend subprocess (the weights load on any
+    backend); without TensorFlow it logs how to export later and returns None."""
+    if keras.backend.backend() == "tensorflow":
+        from kperceptual import export
+
+        return export.export_saved_model(network, export_dir, name)
+    if not data.tensorflow_available():
+        logging.warning("TensorFlow is not installed, so no SavedModel was written; where it "
+                        "is, run: python -m kperceptual.export --model=%s --export_dir=%s "
+                        "--name=%s", keras_path, export_dir, name)
+        return None
+    done = subprocess.run([sys.executable, "-c", _EXPORT, keras_path, export_dir, name],
+                          env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+                          capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise OSError(f"exporting {keras_path} with the tensorflow backend failed: {last}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+_EXPORT = ("import sys, keras; from kperceptual import export, networks; "
+           "print(export.export_saved_model(keras.saving.load_model(sys.argv[1]), *sys.argv[2:]))")

@@ -1,0 +1,105 @@
+"""Runs one piece of a cross-backend or multi-worker test in its own process (the Keras backend
+is fixed per process: KERAS_BACKEND). Prints one JSON line (the last line of stdout).
+
+    python tests/backend_worker.py train CONFIG_JSON WEIGHTS_NPZ [sgd]
+        trainer.train(StyleTrainingConfig(**config)) (with plain SGD: updates linear in the
+        gradient, so runs that differ only in float rounding stay close); saves the weights.
+    python tests/backend_worker.py initial CONFIG_JSON WEIGHTS_NPZ
+        saves the network weights trainer.train starts from (seeded with config.seed).
+    python tests/backend_worker.py steps CONFIG_JSON BATCH_NPY STEPS
+        the objective on a fixed batch before and after STEPS fit steps on it.
+    python tests/backend_worker.py save FOLDER INPUT_NPY
+        writes FOLDER/<backend>_{style,sr}.keras (seeded random networks) and their outputs.
+    python tests/backend_worker.py load FOLDER INPUT_NPY
+        loads every other backend's .keras files; writes this backend's outputs for them.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kperceptual import config as config_lib  # noqa: E402
+from kperceptual import networks, trainer  # noqa: E402
+
+BACKEND = keras.backend.backend()
+keras.config.disable_traceback_filtering()
+
+
+def _config(text):
+    values = json.loads(text)
+    cls = (config_lib.SuperResolutionConfig if values.pop("task", "style") == "super_resolution"
+           else config_lib.StyleTrainingConfig)
+    return cls(**values)
+
+
+def train(config_json, weights_path, optimizer="adam"):
+    config = _config(config_json)
+    sgd = lambda: keras.optimizers.SGD(config.learning_rate)  # noqa: E731
+    result = trainer.train(config, verbose=0, optimizer=sgd if optimizer == "sgd" else None)
+    np.savez(weights_path, *result.pop("network").get_weights())
+    return result
+
+
+def initial(config_json, weights_path):
+    config = _config(config_json)
+    keras.utils.set_random_seed(config.seed)  # as trainer.train does before building
+    np.savez(weights_path, *trainer.build_trainer(config).network.get_weights())
+    return {}
+
+
+def steps(config_json, batch_path, count):
+    config = _config(config_json)
+    keras.utils.set_random_seed(config.seed)
+    with trainer.dtype_policy(config.precision):
+        t = trainer.build_trainer(config, jit_compile=trainer.JIT_COMPILE[config.jit_compile])
+    batch = np.load(batch_path)
+
+    def objective():
+        x = keras.ops.convert_to_tensor(batch, "float32")
+        return float(keras.ops.convert_to_numpy(t.compute_loss(x, None, t(x))))
+
+    before = objective()
+    history = t.fit(batch, batch_size=len(batch), epochs=int(count), shuffle=False, verbose=0)
+    return {"before": before, "after": objective(), "history": history.history,
+            "variable_dtypes": sorted({v.dtype for v in t.network.weights}),
+            "optimizer": type(t.optimizer).__name__}
+
+
+def _networks():
+    keras.utils.set_random_seed(len(BACKEND))  # different weights from each backend
+    return {"style": networks.StyleTransferNetwork(),
+            "sr": networks.SuperResolutionNetwork(scale=2, norm="batch")}
+
+
+def _run(network, image):
+    return keras.ops.convert_to_numpy(network(image, training=False))
+
+
+def save(folder, input_path):
+    image = np.load(input_path)
+    for kind, network in _networks().items():
+        network.save(os.path.join(folder, f"{BACKEND}_{kind}.keras"))
+        np.save(os.path.join(folder, f"{BACKEND}_{kind}_by_{BACKEND}.npy"), _run(network, image))
+    return {"saved": BACKEND}
+
+
+def load(folder, input_path):
+    image = np.load(input_path)
+    loaded = {}
+    for name in sorted(os.listdir(folder)):
+        origin, _, rest = name.partition("_")
+        if name.endswith(".keras") and origin != BACKEND:
+            network = keras.saving.load_model(os.path.join(folder, name))
+            np.save(os.path.join(folder, f"{name[:-6]}_by_{BACKEND}.npy"), _run(network, image))
+            loaded[name] = type(network).__name__
+    return {"loaded": loaded}
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    print(json.dumps({"backend": BACKEND, **globals()[command](*args)}, default=str))

@@ -1,0 +1,165 @@
+"""Training on the JAX and PyTorch backends, weights across backends, JAX DataParallel, mixed
+precision. Each backend runs in its own process (tests/backend_worker.py): Keras fixes its
+backend when it is first imported, and this process runs TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, psnr, random_pixels, small_config
+from kperceptual import images, networks, trainer
+
+WORKER = os.path.join(REPO, "tests", "backend_worker.py")
+TIMEOUT = 600
+
+
+def run_worker(backend, *args, env=None):
+    """Runs tests/backend_worker.py on ``backend``; returns its JSON line."""
+    done = subprocess.run(
+        [sys.executable, WORKER, *map(str, args)], capture_output=True, text=True,
+        timeout=TIMEOUT, cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": backend, **(env or {})})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend
+    return result
+
+
+def config_json(tmp_path, **overrides):
+    config = small_config(tmp_path, **overrides)
+    return json.dumps({k: v for k, v in config.to_dict().items() if k != "task"})
+
+
+@pytest.fixture
+def batch_file(tmp_path, photos):
+    batch = np.stack([images.resize_and_center_crop(photos[n], 32)
+                      for n in ("astronaut", "chelsea")])
+    np.save(tmp_path / "batch.npy", batch)
+    return tmp_path / "batch.npy"
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_few_steps_lower_the_loss(backend, tmp_path, batch_file, vgg_weights_path):
+    # The same compute_loss as on TensorFlow, run by Keras's own train_step on this backend.
+    result = run_worker(backend, "steps", config_json(tmp_path, learning_rate=3e-3),
+                        batch_file, 12)
+    assert set(result["history"]) == {"loss", "content_loss", "style_loss", "tv_loss"}
+    assert all(np.isfinite(result["history"]["loss"]))
+    assert result["after"] < 0.7 * result["before"], result
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_train_writes_checkpoints_keras_file_and_saved_model(backend, tmp_path,
+                                                             vgg_weights_path):
+    # The whole job on another backend, reading images with keras.utils.PyDataset; the
+    # SavedModel is written from its .keras file by a TensorFlow-backend process.
+    result = run_worker(backend, "train", config_json(tmp_path, steps=2, loader="py_dataset"),
+                        tmp_path / "weights.npz")
+    assert (result["steps"], result["loader"]) == (2, "py_dataset")
+    assert [s for s, _ in trainer.list_checkpoints(str(tmp_path / "run" / "checkpoints"))] \
+        == [1, 2]
+    network = keras.saving.load_model(result["keras_path"])  # here: TensorFlow
+    with np.load(tmp_path / "weights.npz") as f:
+        for mine, theirs in zip(network.get_weights(), (f[k] for k in f.files)):
+            np.testing.assert_array_equal(mine, theirs)
+    served = tf.saved_model.load(result["export_path"])
+    image = random_pixels((1, 24, 40, 3)).round().astype(np.uint8)
+    out = served.signatures["serving_default"](images=tf.constant(image))["outputs"].numpy()
+    expected = np.asarray(network(image.astype(np.float32)))
+    assert np.abs(out.astype(np.float32) - expected).max() <= 1.0
+
+
+def test_weights_round_trip_between_backends(tmp_path):
+    # Each backend saves a style and a super-resolution network; each other backend loads them
+    # and must compute the same output (within float rounding: PSNR >= 60 dB).
+    np.save(tmp_path / "input.npy", random_pixels((1, 24, 40, 3)))
+    backends = ("tensorflow", "jax", "torch")
+    for backend in backends:
+        run_worker(backend, "save", tmp_path, tmp_path / "input.npy")
+    for backend in backends:
+        loaded = run_worker(backend, "load", tmp_path, tmp_path / "input.npy")["loaded"]
+        assert sorted(loaded.values()) == ["StyleTransferNetwork"] * 2 + \
+            ["SuperResolutionNetwork"] * 2  # our classes, no custom_objects needed
+    for origin in backends:
+        for kind in ("style", "sr"):
+            reference = np.load(tmp_path / f"{origin}_{kind}_by_{origin}.npy")
+            assert reference.shape == ((1, 24, 40, 3) if kind == "style" else (1, 48, 80, 3))
+            for other in backends:
+                if other != origin:
+                    out = np.load(tmp_path / f"{origin}_{kind}_by_{other}.npy")
+                    assert psnr(out, reference) >= 60, (origin, other, kind)
+
+
+def test_jax_data_parallel_over_two_devices_equals_one_device(tmp_path, vgg_weights_path):
+    # keras.distribution.DataParallel over two (virtual CPU) devices: the same steps as one
+    # device on the same global batch (plain SGD, as in test_multi_worker.py).
+    weights = []
+    for devices, strategy in ((2, "data_parallel"), (1, "auto")):
+        folder = tmp_path / strategy
+        result = run_worker(
+            "jax", "train", config_json(folder, steps=2, strategy=strategy, batch_size=2,
+                                        learning_rate=1e-2),
+            folder / "weights.npz", "sgd",
+            env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+        assert result["distribution"].endswith(f"{devices} replica" + "s" * (devices > 1))
+        with np.load(folder / "weights.npz") as f:
+            weights.append([f[k] for k in f.files])
+    run_worker("jax", "initial", config_json(tmp_path), tmp_path / "start.npz")
+    with np.load(tmp_path / "start.npz") as f:
+        start = [f[k] for k in f.files]
+    moved = max(np.abs(w - s).max() for w, s in zip(weights[1], start))
+    assert moved > 1e-4
+    for two, one in zip(*weights):
+        np.testing.assert_allclose(two, one, rtol=0, atol=1e-3 * moved)
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_steps_stay_finite(precision, tmp_path, photos, vgg_weights_path):
+    config = small_config(tmp_path, precision=precision, learning_rate=3e-3)
+    with trainer.dtype_policy(precision):
+        t = trainer.build_trainer(config, tf.distribute.MirroredStrategy(["/cpu:0"]))
+    assert t.network.compute_dtype == precision.split("_")[1]
+    assert {v.dtype for v in t.network.weights} == {"float32"}  # master weights
+    if precision == "mixed_float16":
+        assert isinstance(t.optimizer, keras.optimizers.LossScaleOptimizer)
+    batch = np.stack([images.resize_and_center_crop(photos[n], 32)
+                      for n in ("astronaut", "chelsea")])
+    # float16 starts with a loss scale of 2**15: steps whose gradients overflow are skipped
+    # while it halves, so the loss falls only after those.
+    history = t.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=1, epochs=16,
+                    shuffle=False, verbose=0).history
+    assert all(np.isfinite(history[name]).all() for name in history), history
+    assert history["loss"][-1] < 0.9 * history["loss"][0], history["loss"]
+    for w in t.network.get_weights():
+        assert np.isfinite(w).all()
+
+
+def test_mixed_float16_on_jax_stays_finite(tmp_path, batch_file, vgg_weights_path):
+    result = run_worker("jax", "steps", config_json(tmp_path, precision="mixed_float16"),
+                        batch_file, 4)
+    assert result["optimizer"] == "LossScaleOptimizer"
+    assert result["variable_dtypes"] == ["float32"]
+    assert all(np.isfinite(result["history"]["loss"])) and np.isfinite(result["after"])
+
+
+def test_strategies_a_backend_lacks_are_refused_in_one_line(tmp_path, monkeypatch):
+    from kperceptual import config as config_lib
+    from kperceptual import distribute
+
+    with pytest.raises(config_lib.ConfigError, match="--strategy: data_parallel is not "
+                                                     "available on the tensorflow backend"):
+        distribute.make_distribution("data_parallel")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(config_lib.ConfigError, match="--strategy: multi_worker needs TF_CONFIG"):
+        distribute.make_distribution("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, '
+                                    '"task": {"type": "worker", "index": 3}}')
+    with pytest.raises(config_lib.ConfigError, match="TF_CONFIG is not a valid"):
+        distribute.make_distribution("multi_worker")
+
