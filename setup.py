@@ -22,5 +22,11 @@ setup(
         "imageio>=2.31",  # video frames in and out, with
         "imageio-ffmpeg>=0.5",  # its ffmpeg binary from PyPI
     ],
-    extras_require={"test": ["pytest>=8.0"]},
+    extras_require={
+        # The other Keras backends: training runs on them too (KERAS_BACKEND=jax or torch).
+        "jax": ["jax>=0.4.30"],
+        "torch": ["torch>=2.3"],
+        # The tests train on all three backends on the CPU.
+        "test": ["pytest>=8.0", "jax>=0.4.30", "torch>=2.3"],
+    },
 )

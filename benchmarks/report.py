@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import re
+import subprocess
 import time
 
 import numpy as np
@@ -24,13 +25,9 @@ def machine() -> str:
             cpu = names[0]
     except OSError:
         pass
-    try:
-        import keras
-        import tensorflow as tf
-
-        versions = f"TensorFlow {tf.__version__}, Keras {keras.__version__} ({keras.backend.backend()})"
-    except ImportError:
-        versions = ""
+    versions = ", ".join(f"{label} {_version(package)}" for label, package in (
+        ("TensorFlow", "tensorflow"), ("Keras", "keras"), ("JAX", "jax"), ("PyTorch", "torch"))
+        if _version(package))
     mem = ""
     try:
         with open("/proc/meminfo") as f:
@@ -38,8 +35,27 @@ def machine() -> str:
         mem = f", {kb / 2**20:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores{mem}, no GPU; Python {platform.python_version()}, "
-            f"{versions}")
+    return (f"{cpu}, {os.cpu_count()} cores{mem}, {gpu() or 'no GPU'}; "
+            f"Python {platform.python_version()}, {versions}")
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def gpu() -> str:
+    """The GPUs nvidia-smi lists (names, comma-separated), or ''."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return ", ".join(line.strip() for line in done.stdout.splitlines() if line.strip())
 
 
 def write_section(title: str, body: str, argv, doc: str = DOC) -> None:

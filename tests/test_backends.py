@@ -163,3 +163,31 @@ def test_strategies_a_backend_lacks_are_refused_in_one_line(tmp_path, monkeypatc
     with pytest.raises(config_lib.ConfigError, match="TF_CONFIG is not a valid"):
         distribute.make_distribution("multi_worker")
 
+
+
+def test_train_command_without_tensorflow(tmp_path, vgg_weights_path):
+    # A JAX-only machine (like the GPU machines this project borrows): TensorFlow cannot be
+    # imported, so images come through keras.utils.PyDataset and logs are JSON lines and PNGs.
+    script = ("import runpy, sys; sys.modules['tensorflow'] = None; "
+              "sys.argv = ['kperceptual.train'] + sys.argv[1:]; "
+              "runpy.run_module('kperceptual.train', run_name='__main__')")
+    args = ["--style_image=skimage:hubble_deep_field", "--train_data=skimage",
+            "--image_size=32", "--style_size=64", "--batch_size=2", "--precision=float32",
+            "--steps=2", "--checkpoint_every=1", "--log_every=1", "--sample_every=2",
+            "--name=no_tf", f"--model_dir={tmp_path / 'run'}",
+            f"--export_dir={tmp_path / 'export'}"]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          timeout=TIMEOUT, cwd=tmp_path,
+                          env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": REPO})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "loader py_dataset" in done.stdout
+    assert "SavedModel:  not written (no TensorFlow)" in done.stdout
+    assert "python -m kperceptual.export --model=" in done.stderr  # how to export later
+    assert not (tmp_path / "export").exists()
+    logs = sorted(os.listdir(tmp_path / "run" / "logs"))
+    assert logs == ["sample_0_00000002.png", "sample_1_00000002.png", "sample_2_00000002.png",
+                    "scalars.jsonl"]
+    with open(tmp_path / "run" / "logs" / "scalars.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
+    assert keras.saving.load_model(tmp_path / "run" / "no_tf.keras").name == "no_tf"

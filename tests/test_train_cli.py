@@ -36,6 +36,10 @@ def run_train(args, tmp_path, **kw):
     ("batch_size", "four", "--batch_size"),
     ("vgg_weights", "caffe", "--vgg_weights: unknown value 'caffe'"),
     ("colour", "1", "colour"),
+    ("loader", "bogus", "--loader: unknown value 'bogus'; expected one of auto, tf_data"),
+    ("strategy", "ring", "--strategy: unknown value 'ring'"),
+    ("jit_compile", "yes", "--jit_compile: unknown value 'yes'; expected one of auto, on, off"),
+    ("mixed_precision", "float8", "--precision: unknown value 'float8'"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, flag, value, message):
     (tmp_path / "empty_folder").mkdir()
@@ -82,3 +86,17 @@ def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path):
     result = run_train([*TINY, f"--steps={saved + 1}", "--checkpoint_every=2"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"to step {saved + 1} (1 this run" in result.stdout
+
+
+@pytest.mark.parametrize("strategy,message", [
+    ("data_parallel", "--strategy: data_parallel is not available on the tensorflow backend"),
+    ("multi_worker", "--strategy: multi_worker needs TF_CONFIG"),
+])
+def test_strategies_this_backend_or_cluster_lacks_exit_2(tmp_path, monkeypatch, strategy,
+                                                         message):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    result = run_train([*TINY, f"--strategy={strategy}"], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kperceptual.train: ") and message in last, last
+    assert not (tmp_path / "run").exists()

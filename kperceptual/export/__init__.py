@@ -1,7 +1,7 @@
 """Export of trained transformation networks: the TensorFlow-only part of kperceptual.
 
-Everything that needs TensorFlow to write a model lives in this package (and in ``data.py`` and
-``trainer.py`` for training); the networks, losses and ``kperceptual.litert`` (which runs the
+Everything that needs TensorFlow to write a model lives in this package (and in
+``tf_pipeline.py`` and ``tf_training.py`` for training); the networks, losses and ``kperceptual.litert`` (which runs the
 ``.tflite`` files) do not import it.
 
 * ``saved_model``: SavedModels in TF Serving's layout ``<name>/<version>/`` with uint8, float and
