@@ -54,8 +54,8 @@ def seconds_per_step(precision: str, jit: str, batch_size: int) -> float:
     """Median seconds of one training step (forward, loss, backward, Adam), after warm-up."""
     import keras
 
+    from kperceptual import choices, trainer
     from kperceptual import config as config_lib
-    from kperceptual import trainer
 
     class StepTimes(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -70,7 +70,7 @@ def seconds_per_step(precision: str, jit: str, batch_size: int) -> float:
     shape = (batch_size * (FLAGS.steps + WARMUP), FLAGS.image_size, FLAGS.image_size, 3)
     pixels = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
     with trainer.dtype_policy(precision):
-        t = trainer.build_trainer(config, jit_compile=trainer.JIT_COMPILE[jit])
+        t = trainer.build_trainer(config, jit_compile=choices.JIT_COMPILE[jit])
         timer = StepTimes()
         t.fit(pixels, batch_size=batch_size, epochs=1, callbacks=[timer], verbose=0,
               shuffle=False)

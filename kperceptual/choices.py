@@ -22,13 +22,16 @@ UPSAMPLES = ("resize", "transpose")
 PADDINGS = ("reflect", "zero")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # The Gatys optimiser has no loss scaling, which float16 gradients would need.
-GATYS_PRECISIONS = PRECISIONS[:3]
+GATYS_PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 # Where training runs: auto (tensorflow: MirroredStrategy over the GPUs, else one CPU; jax:
 # DataParallel over its devices when there are several; torch: one device), mirrored,
 # multi_worker (tensorflow: MultiWorkerMirroredStrategy from TF_CONFIG), data_parallel (jax).
 STRATEGIES = ("auto", "mirrored", "multi_worker", "data_parallel")
 LOADERS = ("auto", "tf_data", "py_dataset")  # auto: tf.data where TensorFlow is installed
-JIT_COMPILE = ("auto", "on", "off")  # auto: Keras's choice for the backend and device
+# --jit_compile -> Keras's compile(jit_compile=...). auto: Keras's choice (XLA on JAX; off under
+# tf.distribute and on PyTorch). Measured on a 2-core CPU (docs/benchmarks.md): XLA 1.26x faster
+# on JAX, 1.3-3x slower on TensorFlow; torch.compile 1.05-1.29x faster after minutes of compiling.
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 TASKS = ("style", "super_resolution")
 SR_LOSSES = ("feat", "pixel")  # feature reconstruction at relu2_2 (l_feat), or l_pixel
 HISTOGRAM_MATCH = ("auto", "on", "off")  # auto: on for l_feat models, as in the paper

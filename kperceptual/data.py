@@ -67,12 +67,27 @@ def _tfds_image_key(info) -> str:
 
 @functools.cache
 def tensorflow_available() -> bool:
-    """Whether ``import tensorflow`` works (asked once; imports TensorFlow if it is there)."""
+    """Whether TensorFlow can be imported (asked once; imports it, through
+    ``import_tensorflow``, which keeps it off the GPUs of the JAX and PyTorch backends)."""
     try:
-        import tensorflow  # noqa: F401
+        import_tensorflow()
     except ImportError:
         return False
     return True
+
+
+def import_tensorflow():
+    """TensorFlow, for what only it does (tf.data, TensorBoard logs). Under the JAX or PyTorch
+    backend the GPUs are hidden from it first, or it would take their memory."""
+    import keras
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # TensorFlow had already started: it kept what it has
+            pass
+    return tf
 
 
 def resolve_loader(loader: str) -> str:
@@ -83,8 +98,7 @@ def resolve_loader(loader: str) -> str:
     if loader == "auto":
         return "tf_data" if tensorflow_available() else "py_dataset"
     if loader == "tf_data" and not tensorflow_available():
-        raise DataError("--loader=tf_data needs TensorFlow, which is not installed; "
-                        "use --loader=py_dataset")
+        raise DataError("tf_data needs TensorFlow, which is not installed; use py_dataset")
     return loader
 
 

@@ -62,6 +62,18 @@ class Distribution:
             return self.jax_distribution.scope()
         return contextlib.nullcontext()
 
+    def check_same_step(self, step: int, model_dir: str) -> None:
+        """Raises ``ConfigError`` unless every worker resumes from the same step (they read the
+        chief's checkpoints: ``model_dir`` must be one folder they all see)."""
+        if self.num_workers > 1:
+            from kperceptual import tf_training
+
+            low, high = tf_training.min_and_max(self.strategy, step)
+            if low != high:
+                raise config_lib.ConfigError(
+                    "model_dir", f"the workers resume from different steps ({low} to {high}); "
+                                 f"{model_dir} must be one folder that every worker sees")
+
     def describe(self) -> str:
         backend = keras.backend.backend()
         if self.num_workers > 1:

@@ -43,13 +43,15 @@ def _gpu_compute_capabilities() -> list[tuple[int, int]]:
 
 def resolve_precision(precision: str) -> str:
     """``auto`` -> ``mixed_bfloat16`` where every device computes bf16 natively (GPUs of compute
-    capability 8.0 or newer; CPUs with AMX or AVX-512 bf16), else ``float32``."""
+    capability 8.0 or newer; CPUs with AMX or AVX-512 bf16), else ``float32``. On a CPU, JAX
+    gets ``float32``: its bf16 steps were slower there (docs/benchmarks.md, "Training speed")."""
     if precision != "auto":
         return precision
     gpus = _gpu_compute_capabilities()
     if gpus:
         return "mixed_bfloat16" if all(c >= (8, 0) for c in gpus) else "float32"
-    return "mixed_bfloat16" if cpu_has_native_bf16() else "float32"
+    native = cpu_has_native_bf16() and keras.backend.backend() != "jax"
+    return "mixed_bfloat16" if native else "float32"
 
 
 @contextlib.contextmanager

@@ -11,10 +11,9 @@ deterministic order; bad files are filtered out after decoding, so they never st
 
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
+from kperceptual.data import DataError, TrainingImages, import_tensorflow
 
-from kperceptual.data import DataError, TrainingImages
+tf = import_tensorflow()  # GPUs hidden from it under the JAX and PyTorch backends
 
 
 def _is_ok(example, ok):
@@ -23,16 +22,6 @@ def _is_ok(example, ok):
 
 def _example_only(example, ok):
     return example
-
-
-def _keep_tensorflow_off_gpus() -> None:
-    """Under the JAX or PyTorch backend TensorFlow only reads data here: hide the GPUs from it,
-    or it takes their memory from the backend (too late once TensorFlow has started)."""
-    if keras.backend.backend() != "tensorflow":
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:
-            pass
 
 
 def _decode(source: TrainingImages, fn, *args):
@@ -104,7 +93,6 @@ def dataset(source: TrainingImages, batch_size: int, seed: int = 0, start_step: 
     own shard's batch, which then takes the shard's next example).
     """
     per_shard = shard_batch_size(batch_size, num_shards, shard_index)
-    _keep_tensorflow_off_gpus()
     keep = None if num_shards == 1 else (  # on ints and on int64 tensors
         lambda position: (position % batch_size) // per_shard == shard_index)
 

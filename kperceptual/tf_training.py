@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 from kperceptual import config as config_lib
@@ -78,6 +79,29 @@ def worker(strategy) -> tuple[int, int, bool]:
     return index, workers, chief
 
 
+def min_and_max(strategy, value: int) -> tuple[int, int]:
+    """The least and greatest ``value`` over all replicas of all workers."""
+    def reduce():  # tf.distribute reduces by SUM or MEAN only: gather, then reduce
+        values = tf.distribute.get_replica_context().all_gather(
+            tf.constant([float(value)]), axis=0)
+        return tf.reduce_min(values), tf.reduce_max(values)
+
+    low, high = strategy.run(reduce)
+    first = strategy.experimental_local_results
+    return int(first(low)[0].numpy()), int(first(high)[0].numpy())
+
+
+def _agree_on_overflow(gradients):
+    """Under loss scaling, makes every replica see an overflow if any replica has one: the
+    LossScaleOptimizer decides to skip a step from the local gradients, before they are summed,
+    so replicas (and workers) would otherwise disagree, apply an inf, or lose step."""
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+    overflows = tf.distribute.get_replica_context().all_reduce(
+        "SUM", 1.0 - tf.cast(finite, tf.float32))
+    return [tf.where(overflows == 0, g, tf.fill(tf.shape(g), tf.constant(float("nan"), g.dtype)))
+            for g in gradients]
+
+
 def train_step(trainer, data) -> dict:
     """One optimiser step of ``trainer`` (a ``PerceptualTrainer``) on this replica's batch."""
     inputs, targets = trainer.split_batch(data)
@@ -88,6 +112,8 @@ def train_step(trainer, data) -> dict:
         loss = trainer.compute_loss(inputs, targets, outputs, training=True) / replicas
         scaled = trainer.optimizer.scale_loss(loss)  # mixed_float16: loss scaling
     gradients = tape.gradient(scaled, variables)
+    if replicas > 1 and isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer):
+        gradients = _agree_on_overflow(gradients)
     trainer.optimizer.apply_gradients(zip(gradients, variables))
     results = trainer.metric_results()
     if is_multi_worker(tf.distribute.get_strategy()):

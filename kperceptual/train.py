@@ -73,7 +73,8 @@ flags.DEFINE_string("precision", _D["precision"].default,
                     "losses are always float32.")
 flags.DEFINE_alias("mixed_precision", "precision")
 flags.DEFINE_string("jit_compile", _D["jit_compile"].default,
-                    "auto (Keras's choice: XLA on jax, and on tensorflow with a GPU), on or off.")
+                    "auto (Keras's choice: XLA on jax; off on tensorflow under tf.distribute and "
+                    "on torch), on (XLA; torch.compile on torch) or off.")
 flags.DEFINE_string("strategy", _D["strategy"].default,
                     "auto, mirrored (tensorflow: all GPUs of this machine), multi_worker "
                     "(tensorflow: MultiWorkerMirroredStrategy, a cluster from TF_CONFIG) or "

@@ -31,12 +31,12 @@ import keras
 import numpy as np
 from absl import logging
 
+from kperceptual import choices
 from kperceptual import config as config_lib
 from kperceptual import data, degradation, distribute, images, losses, networks
 from kperceptual.precision import dtype_policy, resolve_precision
 
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
-JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,11 +91,6 @@ class PerceptualTrainer(keras.Model):
             return tf_training.train_step(self, data)
 
 
-def optimizer_step(trainer) -> int:
-    """How many optimiser steps ``trainer`` has taken."""
-    return int(trainer.optimizer.iterations.numpy())
-
-
 # -- checkpoints ------------------------------------------------------------------------------
 _CKPT = re.compile(r"ckpt-(\d+)\.npz$")
 
@@ -131,18 +126,23 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
 
 
 def restore_checkpoint(trainer, path: str) -> int:
-    """Loads a checkpoint into the trainer (optimizer built first); returns its step."""
+    """Loads a checkpoint into the trainer (optimizer built first); returns its step (the
+    training batches behind it; ``mixed_float16`` skips the optimizer's update on overflow, so
+    the optimizer may count fewer)."""
     trainer.optimizer.build(trainer.network.trainable_variables)
     net_vars, opt_vars = _variables(trainer)
     with np.load(path) as f:
         if len([k for k in f.files if k.startswith("net_")]) != len(net_vars) or \
                 len([k for k in f.files if k.startswith("opt_")]) != len(opt_vars):
-            raise ValueError(f"{path}: does not match this network or optimizer")
+            raise config_lib.ConfigError(
+                "model_dir", f"{path}: does not match this network or optimizer (another "
+                             "--precision? mixed_float16 adds loss-scale state); use another "
+                             "--model_dir or the run's own settings")
         for i, v in enumerate(net_vars):
             v.assign(f[f"net_{i}"])
         for i, v in enumerate(opt_vars):
             v.assign(f[f"opt_{i}"])
-    return optimizer_step(trainer)
+    return int(_CKPT.search(os.path.basename(path)).group(1))
 
 
 # -- callbacks --------------------------------------------------------------------------------
@@ -158,9 +158,7 @@ class SummaryWriter:
         os.makedirs(log_dir, exist_ok=True)
         self._tf = None
         if data.tensorflow_available():
-            import tensorflow as tf
-
-            self._tf = tf
+            self._tf = tf = data.import_tensorflow()
             self._writer = tf.summary.create_file_writer(log_dir)
 
     def scalars(self, step: int, values: dict) -> None:
@@ -189,8 +187,9 @@ class TrainingMonitor(keras.callbacks.Callback):
     windowed scalars and sample images (other workers of a cluster write nothing)."""
 
     def __init__(self, checkpoint_dir, checkpoint_every, log_dir, log_every, sample_every,
-                 sample_images, total_steps, chief=True):
+                 sample_images, total_steps, chief=True, start=0):
         super().__init__()
+        self.step = start  # training batches so far, this run's and before
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.log_every = log_every
@@ -210,7 +209,7 @@ class TrainingMonitor(keras.callbacks.Callback):
             self._reset_window = False
 
     def on_train_batch_end(self, batch, logs=None):
-        step = optimizer_step(self.model)
+        self.step = step = self.step + 1
         logs = {name: float(np.mean(value)) for name, value in (logs or {}).items()}
         if not all(math.isfinite(v) for v in logs.values()):
             self.diverged_at = step
@@ -310,8 +309,9 @@ def _check_model_dir(config, write: bool = True) -> None:
                          f"; use another --model_dir or the same --{key}")
     elif write:
         os.makedirs(config.model_dir, exist_ok=True)
-        with open(path, "w") as f:
+        with open(path + ".tmp", "w") as f:  # other workers may be reading it
             json.dump(config.to_dict(), f, indent=2)
+        os.replace(path + ".tmp", path)
 
 
 def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
@@ -339,6 +339,11 @@ def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
         source = make_source(config)
     except data.DataError as e:
         raise config_lib.ConfigError("train_data", str(e)) from e
+    if loader == "py_dataset" and (source.kind == "tfds" or distribution.num_workers > 1):
+        raise config_lib.ConfigError(
+            "loader", "py_dataset cannot read tensorflow-datasets sources" if
+            source.kind == "tfds" else "multi_worker reads its shards through tf.data; "
+                                       "use --loader=auto")
     _check_model_dir(config, write=distribution.is_chief)
     precision = resolve_precision(config.precision)
     with dtype_policy(precision):
@@ -351,19 +356,20 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
     keras.utils.set_random_seed(config.seed)  # the initial weights; every worker the same
     with distribution.scope():
         trainer = build_trainer(config, distribution, optimizer=optimizer,
-                                jit_compile=JIT_COMPILE[config.jit_compile])
+                                jit_compile=choices.JIT_COMPILE[config.jit_compile])
         if chief:
             for partial in glob.glob(os.path.join(checkpoint_dir, "*.tmp.npz")):
                 os.remove(partial)  # left by a run killed while writing a checkpoint
         checkpoints = list_checkpoints(checkpoint_dir)
         start = restore_checkpoint(trainer, checkpoints[-1][1]) if checkpoints else 0
+        distribution.check_same_step(start, config.model_dir)
         if checkpoints:
             trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
             logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
     monitor = TrainingMonitor(checkpoint_dir, config.checkpoint_every,
                               os.path.join(config.model_dir, "logs"), config.log_every,
                               config.sample_every, sample_inputs(config) if chief else [],
-                              config.steps, chief=chief)
+                              config.steps, chief=chief, start=start)
     started = time.perf_counter()
     if start < config.steps:
         logging.info("training %s on %s (%s), steps %d..%d, %s, loader %s", config.name,
@@ -371,11 +377,14 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
                      precision, loader)
         batches = distribution.training_batches(source, config.batch_size, config.seed, start,
                                                 loader, config.steps - start)
-        with distribution.running():
-            trainer.fit(batches, epochs=1, steps_per_epoch=config.steps - start, shuffle=False,
-                        callbacks=[monitor], verbose=verbose)
+        try:
+            with distribution.running():
+                trainer.fit(batches, epochs=1, steps_per_epoch=config.steps - start,
+                            shuffle=False, callbacks=[monitor], verbose=verbose)
+        except data.DataError as e:  # e.g. no file of the folder can be read
+            raise config_lib.ConfigError("train_data", str(e)) from e
     elapsed = time.perf_counter() - started
-    step = optimizer_step(trainer)
+    step = monitor.step
     if source.skipped:
         logging.warning("skipped %d unreadable training images", len(source.skipped))
     if monitor.diverged_at is not None:
@@ -422,13 +431,22 @@ def export_saved_model(network, keras_path: str, export_dir: str, name: str) -> 
                         "is, run: python -m kperceptual.export --model=%s --export_dir=%s "
                         "--name=%s", keras_path, export_dir, name)
         return None
-    done = subprocess.run([sys.executable, "-c", _EXPORT, keras_path, export_dir, name],
-                          env=dict(os.environ, KERAS_BACKEND="tensorflow"),
-                          capture_output=True, text=True)
-    if done.returncode:
+    # The package's own folder on the path (it may not be installed); no GPU for TensorFlow.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
+                                                       os.environ.get("PYTHONPATH")]))}
+    try:
+        done = subprocess.run([sys.executable, "-c", _EXPORT, keras_path, export_dir, name],
+                              env=env, capture_output=True, text=True, timeout=3600)
+    except subprocess.TimeoutExpired as e:
+        raise OSError(f"exporting {keras_path} with the tensorflow backend took over an "
+                      "hour; stopped") from e
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
         last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
         raise OSError(f"exporting {keras_path} with the tensorflow backend failed: {last}")
-    return done.stdout.strip().splitlines()[-1]
+    return lines[-1]
 
 
 _EXPORT = ("import sys, keras; from kperceptual import export, networks; "

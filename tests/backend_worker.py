@@ -24,7 +24,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kperceptual import config as config_lib  # noqa: E402
-from kperceptual import networks, trainer  # noqa: E402
+from kperceptual import choices, networks, trainer  # noqa: E402
 
 BACKEND = keras.backend.backend()
 keras.config.disable_traceback_filtering()
@@ -56,7 +56,7 @@ def steps(config_json, batch_path, count):
     config = _config(config_json)
     keras.utils.set_random_seed(config.seed)
     with trainer.dtype_policy(config.precision):
-        t = trainer.build_trainer(config, jit_compile=trainer.JIT_COMPILE[config.jit_compile])
+        t = trainer.build_trainer(config, jit_compile=choices.JIT_COMPILE[config.jit_compile])
     batch = np.load(batch_path)
 
     def objective():

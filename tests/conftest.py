@@ -54,6 +54,22 @@ def photo_folder(tmp_path, photos):
     return root
 
 
+# Python that makes this process behave as on a machine without TensorFlow: importing it fails
+# as a missing package does (and nothing is left in sys.modules to say it was tried).
+BLOCK_TENSORFLOW = """
+import importlib.abc, importlib.machinery, sys
+class _NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("tensorflow", "tensorflow_datasets"):
+            return importlib.machinery.ModuleSpec(name, self)
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {spec.name!r}", name=spec.name)
+    def exec_module(self, module):
+        pass
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+
 def small_config(tmp_path, **overrides):
     from kperceptual import config
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, psnr, random_pixels, small_config
-from kperceptual import images, networks, trainer
+from conftest import BLOCK_TENSORFLOW, REPO, psnr, random_pixels, small_config
+from kperceptual import config as config_lib
+from kperceptual import images, trainer
 
 WORKER = os.path.join(REPO, "tests", "backend_worker.py")
 TIMEOUT = 600
@@ -121,9 +122,11 @@ def test_jax_data_parallel_over_two_devices_equals_one_device(tmp_path, vgg_weig
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_steps_stay_finite(precision, tmp_path, photos, vgg_weights_path):
+    # float16 on two replicas: an overflow on either must skip the step on both.
     config = small_config(tmp_path, precision=precision, learning_rate=3e-3)
+    devices = ["/cpu:0", "/cpu:1"] if precision == "mixed_float16" else ["/cpu:0"]
     with trainer.dtype_policy(precision):
-        t = trainer.build_trainer(config, tf.distribute.MirroredStrategy(["/cpu:0"]))
+        t = trainer.build_trainer(config, tf.distribute.MirroredStrategy(devices))
     assert t.network.compute_dtype == precision.split("_")[1]
     assert {v.dtype for v in t.network.weights} == {"float32"}  # master weights
     if precision == "mixed_float16":
@@ -140,16 +143,28 @@ def test_mixed_precision_steps_stay_finite(precision, tmp_path, photos, vgg_weig
         assert np.isfinite(w).all()
 
 
-def test_mixed_float16_on_jax_stays_finite(tmp_path, batch_file, vgg_weights_path):
-    result = run_worker("jax", "steps", config_json(tmp_path, precision="mixed_float16"),
-                        batch_file, 4)
+def test_mixed_float16_on_jax_stays_finite_and_learns(tmp_path, batch_file, vgg_weights_path):
+    result = run_worker("jax", "steps", config_json(tmp_path, precision="mixed_float16",
+                                                    learning_rate=3e-3), batch_file, 16)
     assert result["optimizer"] == "LossScaleOptimizer"
     assert result["variable_dtypes"] == ["float32"]
     assert all(np.isfinite(result["history"]["loss"])) and np.isfinite(result["after"])
+    assert result["after"] < result["before"], result
+
+
+def test_mixed_float16_runs_count_skipped_steps(tmp_path, vgg_weights_path):
+    # Loss scaling skips the optimizer's update on overflow (the first steps, here); the run
+    # still trains --steps batches and checkpoints the last one.
+    result = trainer.train(small_config(tmp_path, steps=3, precision="mixed_float16"),
+                           verbose=0)
+    assert (result["steps"], result["trained_steps"]) == (3, 3)
+    assert [s for s, _ in trainer.list_checkpoints(str(tmp_path / "run" / "checkpoints"))] \
+        == [2, 3]
+    with pytest.raises(config_lib.ConfigError, match="--model_dir: .*another --precision"):
+        trainer.train(small_config(tmp_path, steps=4, precision="float32"), verbose=0)
 
 
 def test_strategies_a_backend_lacks_are_refused_in_one_line(tmp_path, monkeypatch):
-    from kperceptual import config as config_lib
     from kperceptual import distribute
 
     with pytest.raises(config_lib.ConfigError, match="--strategy: data_parallel is not "
@@ -168,9 +183,9 @@ def test_strategies_a_backend_lacks_are_refused_in_one_line(tmp_path, monkeypatc
 def test_train_command_without_tensorflow(tmp_path, vgg_weights_path):
     # A JAX-only machine (like the GPU machines this project borrows): TensorFlow cannot be
     # imported, so images come through keras.utils.PyDataset and logs are JSON lines and PNGs.
-    script = ("import runpy, sys; sys.modules['tensorflow'] = None; "
-              "sys.argv = ['kperceptual.train'] + sys.argv[1:]; "
-              "runpy.run_module('kperceptual.train', run_name='__main__')")
+    script = BLOCK_TENSORFLOW + (
+        "import runpy\nsys.argv = ['kperceptual.train'] + sys.argv[1:]\n"
+        "runpy.run_module('kperceptual.train', run_name='__main__')\n")
     args = ["--style_image=skimage:hubble_deep_field", "--train_data=skimage",
             "--image_size=32", "--style_size=64", "--batch_size=2", "--precision=float32",
             "--steps=2", "--checkpoint_every=1", "--log_every=1", "--sample_every=2",
