@@ -8,6 +8,9 @@ is fixed per process: KERAS_BACKEND). Prints one JSON line (the last line of std
         saves the network weights trainer.train starts from (seeded with config.seed).
     python tests/backend_worker.py steps CONFIG_JSON BATCH_NPY STEPS
         the objective on a fixed batch before and after STEPS fit steps on it.
+    python tests/backend_worker.py two_replicas CONFIG_JSON BATCH_NPY STEPS
+        as steps, under a tensorflow MirroredStrategy over two logical CPUs (a process of its
+        own: strategies in one process share collective keys).
     python tests/backend_worker.py save FOLDER INPUT_NPY
         writes FOLDER/<backend>_{style,sr}.keras (seeded random networks) and their outputs.
     python tests/backend_worker.py load FOLDER INPUT_NPY
@@ -52,11 +55,21 @@ def initial(config_json, weights_path):
     return {}
 
 
-def steps(config_json, batch_path, count):
+def two_replicas(config_json, batch_path, count):
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    return steps(config_json, batch_path, count,
+                 strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+
+
+def steps(config_json, batch_path, count, strategy=None):
     config = _config(config_json)
     keras.utils.set_random_seed(config.seed)
     with trainer.dtype_policy(config.precision):
-        t = trainer.build_trainer(config, jit_compile=choices.JIT_COMPILE[config.jit_compile])
+        t = trainer.build_trainer(config, strategy,
+                                  jit_compile=choices.JIT_COMPILE[config.jit_compile])
     batch = np.load(batch_path)
 
     def objective():
@@ -67,7 +80,8 @@ def steps(config_json, batch_path, count):
     history = t.fit(batch, batch_size=len(batch), epochs=int(count), shuffle=False, verbose=0)
     return {"before": before, "after": objective(), "history": history.history,
             "variable_dtypes": sorted({v.dtype for v in t.network.weights}),
-            "optimizer": type(t.optimizer).__name__}
+            "optimizer": type(t.optimizer).__name__,
+            "replicas": getattr(t.distribute_strategy, "num_replicas_in_sync", 1)}
 
 
 def _networks():
