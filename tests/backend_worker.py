@@ -81,7 +81,7 @@ def steps(config_json, batch_path, count, strategy=None):
     return {"before": before, "after": objective(), "history": history.history,
             "variable_dtypes": sorted({v.dtype for v in t.network.weights}),
             "optimizer": type(t.optimizer).__name__,
-            "replicas": getattr(t.distribute_strategy, "num_replicas_in_sync", 1)}
+            "replicas": strategy.num_replicas_in_sync if strategy else 1}
 
 
 def _networks():
