@@ -28,7 +28,7 @@ import report  # noqa: E402
 flags.DEFINE_list("sets", ["Set5", "Set14", "BSD100"], "Benchmark sets under ../shared/data/sr.")
 flags.DEFINE_list("scales", ["4", "8"], "Scales to evaluate.")
 flags.DEFINE_list("x4_models", ["bicubic", "sr_x4_pixel", "sr_x4_feat"], "Models for x4.")
-flags.DEFINE_list("x8_models", ["bicubic", "sr_x8_feat"], "Models for x8.")
+flags.DEFINE_list("x8_models", ["bicubic", "sr_x8_pixel", "sr_x8_feat"], "Models for x8.")
 flags.DEFINE_string("eval_dir", os.path.join(report.REPO, "eval"), "Full reports go here.")
 flags.DEFINE_bool("write", True, "Write the section into docs/super_resolution.md.")
 FLAGS = flags.FLAGS
@@ -38,16 +38,50 @@ DOC = os.path.join(report.REPO, "docs", "super_resolution.md")
 PAPER_SET5_X4 = {"bicubic": (28.43, 0.8114), "l_pixel": (28.40, 0.8205),
                  "l_feat": (27.09, 0.7680), "SRCNN": (30.48, 0.8628)}
 PAPER_NAME = {"bicubic": "bicubic", "sr_x4_pixel": "l_pixel", "sr_x4_feat": "l_feat"}
+CARDS = os.path.join(report.REPO, "docs", "models")
+PIN_MAX = 0.001  # kperceptual.metrics.PIN_MAX_FRACTION
 
 
 def trained_steps(name: str) -> str:
-    """The step of the newest checkpoint in runs/<name>/checkpoints, as text ('-' if none)."""
+    """The training steps of a shipped model, from its model card docs/models/<name>.md (the
+    row "| steps | N |"), else from runs/<name>/checkpoints; '?' if neither says."""
     if name == "bicubic":
         return "-"
+    card = os.path.join(CARDS, f"{name}.md")
+    if os.path.isfile(card):
+        with open(card) as f:
+            for line in f:
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                if len(cells) >= 2 and cells[0] == "steps":
+                    return cells[1]
     from kperceptual import trainer
 
     found = trainer.list_checkpoints(os.path.join(report.REPO, "runs", name, "checkpoints"))
     return f"{found[-1][0]:,}" if found else "?"
+
+
+def pinned_and_grey(results, pairs, scale, model_specs) -> dict:
+    """{model: (largest pinned region over the set's images as a fraction, (mean |Cb - 128|,
+    mean |Cr - 128|) of the outputs for greyscale inputs, worst image)}: the blob check
+    (``metrics.largest_pinned_region`` against the high-res truth) and the grey check."""
+    import numpy as np
+    from PIL import Image
+
+    from kperceptual import evaluation, metrics
+
+    checks = {}
+    for spec in model_specs:
+        name, upscale = evaluation.load_upscaler(spec, scale, models_dir=os.path.join(
+            report.REPO, "savedmodels"))
+        outputs = results[name]["outputs"]
+        pinned = max(metrics.largest_pinned_region(outputs[p.name], p.high_res) for p in pairs)
+        grey = [0.0, 0.0]
+        for pair in pairs:
+            low = np.asarray(Image.fromarray(pair.low_res).convert("L").convert("RGB"))
+            offsets = metrics.mean_chroma_offset(upscale(low))
+            grey = [max(a, b) for a, b in zip(grey, offsets)]
+        checks[name] = (pinned, tuple(grey))
+    return checks
 
 
 def run_set(name: str, scale: int, model_specs) -> tuple[dict, str]:
@@ -69,6 +103,9 @@ def run_set(name: str, scale: int, model_specs) -> tuple[dict, str]:
     evaluation.write_report(results, pairs, os.path.join(FLAGS.eval_dir, f"{name}_x{scale}"),
                             scale=scale, title=title, overwrite=True,
                             info={"hr": hr, "lr": lr, "blur_sigma": None if lr else 1.0})
+    checks = pinned_and_grey(results, pairs, scale, models)
+    for name, check in checks.items():
+        results[name]["checks"] = check
     grid = evaluation.comparison_grid(results, pairs, scale, max_images=3)
     grid_path = os.path.join(report.REPO, "docs", "images", f"sr_{name.lower()}_x{scale}.jpg")
     from PIL import Image
@@ -81,8 +118,9 @@ def run_set(name: str, scale: int, model_specs) -> tuple[dict, str]:
 
 
 def table(all_results) -> str:
-    lines = ["| set | scale | model | training steps | PSNR (dB) | SSIM | LPIPS | paper PSNR / SSIM |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | scale | model | training steps | PSNR (dB) | SSIM | LPIPS | "
+             "largest pinned region | grey input: Cb, Cr | paper PSNR / SSIM |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for (name, scale), results in all_results.items():
         for model, r in results.items():
             mean = r["mean"]
@@ -90,9 +128,11 @@ def table(all_results) -> str:
             if name == "Set5" and scale == 4 and PAPER_NAME.get(model) in PAPER_SET5_X4:
                 p = PAPER_SET5_X4[PAPER_NAME[model]]
                 paper = f"{p[0]:.2f} / {p[1]:.4f}"
+            pinned, (cb, cr) = r["checks"]
+            flag = "" if pinned <= PIN_MAX else " (over the bar)"
             lines.append(f"| {name} | x{scale} | {model} | {trained_steps(model)} | "
                          f"{mean['psnr']:.2f} | {mean['ssim']:.4f} | {mean['lpips']:.4f} | "
-                         f"{paper} |")
+                         f"{100 * pinned:.3f}%{flag} | {cb:.2f}, {cr:.2f} | {paper} |")
     return "\n".join(lines)
 
 
@@ -111,7 +151,11 @@ def main(argv):
                 "cropped from each border (`kperceptual.metrics`), LPIPS (VGG, v0.1; lower is "
                 "better) on RGB with the same crop; l_feat models with the paper's histogram "
                 "matching. The paper trained 200k steps; the steps column is what these models "
-                "had." + (f" Paper, Set5 x4: SRCNN {PAPER_SET5_X4['SRCNN'][0]:.2f} / "
+                "had. Largest pinned region: the largest connected area with a channel at 0 or "
+                "255 where the truth is not near that value (`metrics.largest_pinned_region`, "
+                f"worst image of the set; the bar is {100 * PIN_MAX:.1f}%). Grey input: the "
+                "inputs as greyscale (their luma), and the outputs' mean |Cb - 128| and "
+                "|Cr - 128| in levels (worst image; grey stays grey under 2)." + (f" Paper, Set5 x4: SRCNN {PAPER_SET5_X4['SRCNN'][0]:.2f} / "
                           f"{PAPER_SET5_X4['SRCNN'][1]:.4f}." if scale == 4 else "")
                 + "\n\n" + "\n".join(notes))
         print(body)

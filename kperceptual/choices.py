@@ -17,7 +17,7 @@ STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")  # the paper's style
 
 WEIGHT_SOURCES = ("torchvision", "imagenet")
 STYLE_REDUCTIONS = ("sum", "mean")
-NORMS = ("instance", "batch")
+NORMS = ("instance", "batch", "none")  # none: no normalisation (EDSR-style SR networks)
 UPSAMPLES = ("resize", "transpose")
 PADDINGS = ("reflect", "zero")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -34,6 +34,11 @@ LOADERS = ("auto", "tf_data", "py_dataset")  # auto: tf.data where TensorFlow is
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 TASKS = ("style", "super_resolution")
 SR_LOSSES = ("feat", "pixel")  # feature reconstruction at relu2_2 (l_feat), or l_pixel
+# Super-resolution output: none (the paper: scaled tanh) or bicubic (global residual learning:
+# the network adds a correction to the bicubic upsampling of its input).
+RESIDUALS = ("none", "bicubic")
+PIXEL_LOSSES = ("l2", "l1")  # l_pixel: squared error (the paper) or absolute error
+LR_SCHEDULES = ("constant", "cosine", "step")
 HISTOGRAM_MATCH = ("auto", "on", "off")  # auto: on for l_feat models, as in the paper
 
 

@@ -71,6 +71,10 @@ class TrainingConfig(ObjectiveConfig):
     batch_size: int = 4  # global: split over all replicas
     steps: int = 40_000
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # constant, cosine or step (see choices.LR_SCHEDULES)
+    warmup_steps: int = 0  # linear warm-up from 0 to learning_rate first
+    ema: float = 0.0  # momentum of an exponential moving average of the weights (0: none)
+    init_from: str = ""  # a model whose weights start a new run (same architecture)
     norm: str = "instance"
     upsample: str = "resize"
     padding: str = "reflect"
@@ -130,6 +134,9 @@ class SuperResolutionConfig(TrainingConfig):
     scale: int = 4
     loss: str = "feat"
     blur_sigma: float = 1.0
+    residual: str = "none"  # bicubic: the network corrects the bicubic upsampling of its input
+    pixel_loss: str = "l2"  # l_pixel's distance: l2 (the paper) or l1
+    chroma_weight: float = 0.0  # weight of a low-frequency colour term (any loss)
     image_size: int = 288
     steps: int = 200_000
     norm: str = "batch"
@@ -143,7 +150,8 @@ class SuperResolutionConfig(TrainingConfig):
         return self.content_layers
 
     def network_config(self) -> dict:
-        return {**super().network_config(), "scale": self.scale, "loss": self.loss}
+        return {**super().network_config(), "scale": self.scale, "loss": self.loss,
+                "residual": self.residual}
 
 
 # The super-resolution network's first 9x9 conv reflects 4 pixels: low-res sides must exceed it.
@@ -153,7 +161,7 @@ MIN_LOW_RES_SIDE = 5
 STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers",
                      "style_reduction")
 # The flags only super-resolution reads.
-SR_ONLY_FIELDS = ("scale", "loss", "blur_sigma")
+SR_ONLY_FIELDS = ("scale", "loss", "blur_sigma", "residual", "pixel_loss", "chroma_weight")
 
 
 def _positive(config, *fields):
@@ -224,6 +232,12 @@ def validate(config: TrainingConfig) -> None:
         raise ConfigError("image_size", f"must be at least 8 pixels, got {config.image_size}")
     if config.seed < 0:
         raise ConfigError("seed", f"must not be negative, got {config.seed}")
+    _choice(config, "lr_schedule", choices.LR_SCHEDULES)
+    if config.warmup_steps < 0 or config.warmup_steps >= config.steps:
+        raise ConfigError("warmup_steps", f"must be >= 0 and below --steps={config.steps}, got "
+                                          f"{config.warmup_steps}")
+    if not 0 <= config.ema < 1:
+        raise ConfigError("ema", f"must be in [0, 1) (e.g. 0.999; 0 for none), got {config.ema}")
     if isinstance(config, SuperResolutionConfig):
         _validate_super_resolution(config)
     else:
@@ -257,6 +271,11 @@ def _validate_super_resolution(config: SuperResolutionConfig) -> None:
                                         f"least {MIN_LOW_RES_SIDE} (use --image_size >= "
                                         f"{MIN_LOW_RES_SIDE * config.scale})")
     _choice(config, "loss", choices.SR_LOSSES)
+    _choice(config, "residual", choices.RESIDUALS)
+    _choice(config, "pixel_loss", choices.PIXEL_LOSSES)
+    if not math.isfinite(config.chroma_weight) or config.chroma_weight < 0:
+        raise ConfigError("chroma_weight", f"must be a finite number >= 0, got "
+                                           f"{config.chroma_weight}")
     if not math.isfinite(config.blur_sigma) or config.blur_sigma < 0:
         raise ConfigError("blur_sigma", f"must be a finite number >= 0, got {config.blur_sigma}")
     if config.style_weight:

@@ -10,14 +10,16 @@ so that callers can reduce over a global batch (distributed training) or sum ove
   (``reduction="sum"``, the paper); ``reduction="mean"`` averages over the C_j x C_j entries
   instead, as jcjohnson/fast-neural-style and pytorch/examples do.
 * total variation              l_TV(y) = sum of squared differences between neighbouring pixels
-* pixel loss                   l_pixel(y^, y) = ||y^ - y||_2^2 / (C H W)
+* pixel loss                   l_pixel(y^, y) = ||y^ - y||_2^2 / (C H W)  (or ||y^ - y||_1 / (C H W))
+* chroma loss (not the paper's) the squared distance of the Cb, Cr channels of y^ and y after
+  average pooling by ``pool``: their colour at low frequencies, which relu2_2 leaves free
 """
 
 from __future__ import annotations
 
 from keras import ops
 
-from kperceptual.choices import STYLE_REDUCTIONS
+from kperceptual.choices import PIXEL_LOSSES, STYLE_REDUCTIONS
 from kperceptual.loss_network import LossNetwork
 
 
@@ -63,9 +65,35 @@ def total_variation_loss(images):
     return ops.sum(ops.square(dy), axis=(1, 2, 3)) + ops.sum(ops.square(dx), axis=(1, 2, 3))
 
 
-def pixel_loss(images, targets):
-    """l_pixel: squared Euclidean distance over C*H*W, per example."""
-    return feature_reconstruction_loss(images, targets)
+def pixel_loss(images, targets, distance="l2"):
+    """l_pixel: squared Euclidean distance over C*H*W, per example; ``distance="l1"``: the
+    mean absolute difference instead."""
+    if distance == "l2":
+        return feature_reconstruction_loss(images, targets)
+    if distance == "l1":
+        return _per_example_mean(ops.abs(ops.cast(images, "float32")
+                                         - ops.cast(targets, "float32")))
+    raise ValueError(f"unknown pixel loss {distance!r}; expected one of {PIXEL_LOSSES}")
+
+
+# BT.601 full-range chroma (the JPEG convention): Cb and Cr rows of RGB -> YCbCr.
+_CHROMA = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+
+def chroma(images):
+    """Cb and Cr of RGB pixels (B, H, W, 3) -> (B, H, W, 2), centred on 0 (grey is 0)."""
+    matrix = ops.convert_to_tensor([[row[c] for row in _CHROMA] for c in range(3)], "float32")
+    return ops.matmul(ops.cast(images, "float32"), matrix)
+
+
+def chroma_loss(images, targets, pool=1):
+    """Squared distance of the chroma of ``images`` and ``targets`` after ``pool`` x ``pool``
+    average pooling, per example (pixel levels squared)."""
+    a, b = chroma(images), chroma(targets)
+    if pool > 1:
+        a = ops.average_pool(a, pool, pool, padding="valid")
+        b = ops.average_pool(b, pool, pool, padding="valid")
+    return _per_example_mean(ops.square(a - b))
 
 
 class PerceptualObjective:
@@ -141,11 +169,15 @@ class PerceptualObjective:
 
 class PixelLossObjective:
     """The l_pixel super-resolution objective: lambda_pixel * l_pixel(y^, y) + lambda_TV *
-    l_TV(y^), with the same interface as ``PerceptualObjective`` (no loss network)."""
+    l_TV(y^), with the same interface as ``PerceptualObjective`` (no loss network);
+    ``distance`` is ``"l2"`` (the paper's squared error) or ``"l1"``."""
 
-    def __init__(self, pixel_weight=1.0, tv_weight=0.0):
+    def __init__(self, pixel_weight=1.0, tv_weight=0.0, distance="l2"):
+        if distance not in PIXEL_LOSSES:
+            raise ValueError(f"unknown pixel loss {distance!r}; expected one of {PIXEL_LOSSES}")
         self.pixel_weight = float(pixel_weight)
         self.tv_weight = float(tv_weight)
+        self.distance = distance
         self.loss_network = None
         self.terms = ("total", "pixel") + (("tv",) if self.tv_weight else ())
 
@@ -155,10 +187,33 @@ class PixelLossObjective:
 
     def __call__(self, images, targets):
         """Per-example weighted terms {"pixel", "tv", "total"}, each (B,)."""
-        pixel = self.pixel_weight * pixel_loss(images, targets)
+        pixel = self.pixel_weight * pixel_loss(images, targets, self.distance)
         tv = (self.tv_weight * total_variation_loss(images) if self.tv_weight
               else ops.zeros_like(pixel))
         return {"pixel": pixel, "tv": tv, "total": pixel + tv}
+
+
+class WithChroma:
+    """``objective`` plus ``weight`` x ``chroma_loss(y^, y, pool)`` against the target images:
+    the same interface, with a "chroma" term. It keeps a greyscale input's output grey and the
+    colours of l_feat's outputs where the low-res input has them."""
+
+    def __init__(self, objective, weight, pool=1):
+        self.objective = objective
+        self.weight = float(weight)
+        self.pool = int(pool)
+        self.loss_network = objective.loss_network
+        self.terms = objective.terms + ("chroma",)
+
+    def content_targets(self, images):
+        return self.objective.content_targets(images), ops.cast(images, "float32")
+
+    def __call__(self, images, targets):
+        inner, target_images = targets
+        terms = dict(self.objective(images, inner))
+        terms["chroma"] = self.weight * chroma_loss(images, target_images, self.pool)
+        terms["total"] = terms["total"] + terms["chroma"]
+        return terms
 
 
 def style_targets_from_image(loss_network, style_image, style_layers):
@@ -177,9 +232,15 @@ def objective_from_config(config, style_image=None, loss_net=None):
     the Gatys optimiser all build their objective here. A config with ``loss == "pixel"``
     (super-resolution's l_pixel) gives a ``PixelLossObjective``, which needs no loss network."""
     if getattr(config, "loss", None) == "pixel":
-        return PixelLossObjective(config.content_weight, config.tv_weight)
-    if loss_net is None:
-        loss_net = LossNetwork(config.loss_layers(), weights=config.vgg_weights)
-    style_targets = (style_targets_from_image(loss_net, style_image, config.style_layers)
-                     if config.style_weight else None)
-    return PerceptualObjective(loss_net, style_targets, **config.objective_kwargs())
+        objective = PixelLossObjective(config.content_weight, config.tv_weight,
+                                       config.pixel_loss)
+    else:
+        if loss_net is None:
+            loss_net = LossNetwork(config.loss_layers(), weights=config.vgg_weights)
+        style_targets = (style_targets_from_image(loss_net, style_image, config.style_layers)
+                         if config.style_weight else None)
+        objective = PerceptualObjective(loss_net, style_targets, **config.objective_kwargs())
+    if getattr(config, "chroma_weight", 0):
+        # Colour below the network's input resolution is what the input already tells.
+        objective = WithChroma(objective, config.chroma_weight, pool=config.scale)
+    return objective

@@ -194,6 +194,47 @@ def ssim_y(output, reference, border: int, *, rounded: bool = ROUND_Y,
 # LPIPS
 
 
+# --------------------------------------------------------------------------------------------
+# Pinned regions (blobs) and colour drift
+
+# An output pixel is pinned when a channel sits at 0 or 255 after rounding; it counts as a blob
+# pixel only where the reference (the high-res truth, or the content photo of a style output)
+# is not within PIN_MARGIN levels of that same extreme in that channel.
+PIN_MARGIN = 32
+PIN_MAX_FRACTION = 0.001  # the bar: no connected region above 0.1% of the image
+
+
+def pinned_mask(output, reference, margin: int = PIN_MARGIN) -> np.ndarray:
+    """(H, W) bool: where ``output`` has a channel pinned at 0 or 255 that ``reference`` (the
+    same size) does not come within ``margin`` levels of."""
+    out = np.clip(np.round(np.asarray(output, np.float64)), 0, 255)
+    ref = np.asarray(reference, np.float64)
+    if out.shape != ref.shape:
+        raise ValueError(f"output {out.shape} and reference {ref.shape} differ in size")
+    low = (out <= 0) & (ref > margin)
+    high = (out >= 255) & (ref < 255 - margin)
+    return np.any(low | high, axis=-1)
+
+
+def largest_pinned_region(output, reference, margin: int = PIN_MARGIN) -> float:
+    """The largest 8-connected region of ``pinned_mask`` as a fraction of the image (0 when
+    there is none): a blob check. ``PIN_MAX_FRACTION`` is the bar a shipped model must pass."""
+    mask = pinned_mask(output, reference, margin)
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if not count:
+        return 0.0
+    return float(np.bincount(labels.ravel())[1:].max() / mask.size)
+
+
+def mean_chroma_offset(rgb) -> tuple[float, float]:
+    """Mean |Cb - 128| and |Cr - 128| (BT.601 full range, pixel levels) of an RGB image: both
+    0 for a greyscale image."""
+    x = np.asarray(rgb, np.float64)
+    cb = -0.168736 * x[..., 0] - 0.331264 * x[..., 1] + 0.5 * x[..., 2]
+    cr = 0.5 * x[..., 0] - 0.418688 * x[..., 1] - 0.081312 * x[..., 2]
+    return float(np.mean(np.abs(cb))), float(np.mean(np.abs(cr)))
+
+
 class LPIPS:
     """LPIPS distance (Zhang et al. 2018), VGG16 variant, linear heads v0.1.
 

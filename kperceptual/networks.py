@@ -22,7 +22,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from kperceptual.choices import NORMS, PADDINGS, SR_LOSSES, UPSAMPLES
+import numpy as np
+
+from kperceptual.choices import NORMS, PADDINGS, RESIDUALS, SR_LOSSES, UPSAMPLES
 
 
 @keras.saving.register_keras_serializable(package="kperceptual")
@@ -115,7 +117,74 @@ class CropToReference(layers.Layer):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
 
 
+def bicubic_weights(factor: int, a: float = -0.5) -> np.ndarray:
+    """(factor, 5) weights of bicubic upsampling by ``factor``: output pixel ``factor * i + p``
+    is ``sum_k weights[p, k] * input[i + k - 2]`` (half-pixel centres; Keys' cubic with
+    ``a = -0.5``, as MATLAB's ``imresize`` and Pillow use)."""
+    def cubic(t):
+        t = abs(t)
+        if t <= 1:
+            return (a + 2) * t**3 - (a + 3) * t**2 + 1
+        if t < 2:
+            return a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a
+        return 0.0
+
+    weights = np.zeros((factor, 5), np.float32)
+    for p in range(factor):
+        d = (p + 0.5) / factor - 0.5  # where output pixel p falls, from its input pixel
+        weights[p] = [cubic(d - k) for k in range(-2, 3)]
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="kperceptual")
+class BicubicUpsampling2D(layers.Layer):
+    """Bicubic upsampling by an integer ``factor`` (channels-last, float32), by fixed
+    convolutions: height, then width, each a 5-tap filter per output phase whose phases are
+    interleaved by a reshape. Borders are mirrored (symmetric), as MATLAB's ``imresize`` does.
+    The same numbers on every backend, and it converts to TFLite (convolutions, reshapes and
+    transposes only). Inputs need sides of at least 2 pixels."""
+
+    def __init__(self, factor=4, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+        w = bicubic_weights(self.factor).T  # (5, factor)
+        self._kernel_h = w[:, None, None, :]  # (5, 1, 1, factor)
+        self._kernel_w = w[None, :, None, :]  # (1, 5, 1, factor)
+
+    @staticmethod
+    def _mirror(x, axis):
+        """Symmetric padding by 2 along ``axis`` (1 or 2) by slices and flips."""
+        if axis == 1:
+            head, tail = x[:, :2], x[:, -2:]
+        else:
+            head, tail = x[:, :, :2], x[:, :, -2:]
+        return ops.concatenate([ops.flip(head, axis), x, ops.flip(tail, axis)], axis=axis)
+
+    def call(self, x):
+        f = self.factor
+        x = ops.cast(x, "float32")
+        shape = ops.shape(x)
+        batch, height, width, channels = shape[0], shape[1], shape[2], x.shape[-1]
+        # Channels into the batch: (B * C, H, W, 1).
+        x = ops.reshape(ops.transpose(x, (0, 3, 1, 2)), (-1, height, width, 1))
+        x = ops.conv(self._mirror(x, 1), ops.convert_to_tensor(self._kernel_h), padding="valid")
+        x = ops.reshape(ops.transpose(x, (0, 1, 3, 2)), (-1, height * f, width, 1))
+        x = ops.conv(self._mirror(x, 2), ops.convert_to_tensor(self._kernel_w), padding="valid")
+        x = ops.reshape(x, (batch, channels, height * f, width * f))
+        return ops.transpose(x, (0, 2, 3, 1))
+
+    def compute_output_shape(self, shape):
+        grow = lambda n: None if n is None else n * self.factor  # noqa: E731
+        return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
 def _normalization(norm, name):
+    if norm == "none":
+        return lambda x: x
     if norm == "instance":
         # GroupNormalization with one group per channel is instance normalisation.
         return layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)
@@ -124,14 +193,15 @@ def _normalization(norm, name):
     raise ValueError(f"unknown normalisation {norm!r}; expected one of {NORMS}")
 
 
-def _conv(x, filters, kernel_size, strides, padding, name, dtype=None):
+def _conv(x, filters, kernel_size, strides, padding, name, dtype=None,
+          kernel_initializer="glorot_uniform"):
     if padding == "reflect":
         x = ReflectionPadding2D(kernel_size // 2, name=f"{name}_pad", dtype=dtype)(x)
         return layers.Conv2D(filters, kernel_size, strides, padding="valid", name=name,
-                             dtype=dtype)(x)
+                             dtype=dtype, kernel_initializer=kernel_initializer)(x)
     if padding == "zero":
         return layers.Conv2D(filters, kernel_size, strides, padding="same", name=name,
-                             dtype=dtype)(x)
+                             dtype=dtype, kernel_initializer=kernel_initializer)(x)
     raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
 
 
@@ -174,6 +244,15 @@ def pixels_from_logits(x, name="output"):
     """Scaled tanh: pixels in [0, 255], in float32 even under a mixed-precision policy."""
     x = layers.Activation("tanh", name=f"{name}_tanh", dtype="float32")(x)
     return layers.Rescaling(127.5, offset=127.5, name=f"{name}_pixels", dtype="float32")(x)
+
+
+def pixels_from_residual(x, base, name="output"):
+    """``base`` (pixels) plus the residual ``x`` (in units of 127.5 pixel levels), clipped to
+    [0, 255]; float32. A linear head: unlike the scaled tanh, nothing saturates inside it, so
+    no region can get stuck at 0 or 255 with a vanishing gradient."""
+    x = layers.Rescaling(127.5, name=f"{name}_residual", dtype="float32")(x)
+    x = layers.Add(name=f"{name}_add", dtype="float32")([base, x])
+    return layers.ReLU(max_value=255.0, name=f"{name}_pixels", dtype="float32")(x)
 
 
 @keras.saving.register_keras_serializable(package="kperceptual")
@@ -248,15 +327,21 @@ class SuperResolutionNetwork(keras.Model):
         padding: ``"reflect"`` (default) or ``"zero"``.
         loss: the objective it was trained with, ``"feat"`` or ``"pixel"`` (or ``None``); kept
             so that inference knows whether the paper's histogram matching applies.
+        residual: ``"none"`` (default, paper): the output is a scaled tanh of the last conv;
+            ``"bicubic"``: global residual learning, the last conv (initialised to zero) is
+            added to the bicubic upsampling of the input and the sum clipped to [0, 255], so an
+            untrained network already gives bicubic's output.
     """
 
     def __init__(self, scale=4, filters=64, num_residual_blocks=4, norm="batch",
-                 upsample="resize", padding="reflect", loss=None, **kwargs):
+                 upsample="resize", padding="reflect", loss=None, residual="none", **kwargs):
         scale = int(scale)
         if scale < 2 or scale & (scale - 1):
             raise ValueError(f"scale must be a power of two >= 2, got {scale}")
         if loss not in SR_LOSSES + (None,):
             raise ValueError(f"unknown loss {loss!r}; expected one of {SR_LOSSES}")
+        if residual not in RESIDUALS:
+            raise ValueError(f"unknown residual {residual!r}; expected one of {RESIDUALS}")
         _check_choices(norm, upsample, padding)
         pixels = keras.Input((None, None, 3), name="pixels")
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_input")(pixels)
@@ -265,8 +350,13 @@ class SuperResolutionNetwork(keras.Model):
             x = residual_block(x, filters, norm, padding, f"res{i + 1}")
         for i in range(scale.bit_length() - 1):
             x = upsample_norm_relu(x, filters, upsample, norm, padding, f"up{i + 1}")
-        x = _conv(x, 3, 9, 1, padding, "out_conv", dtype="float32")
-        outputs = pixels_from_logits(x)
+        if residual == "bicubic":
+            x = _conv(x, 3, 9, 1, padding, "out_conv", dtype="float32",
+                      kernel_initializer="zeros")
+            outputs = pixels_from_residual(x, BicubicUpsampling2D(scale, name="bicubic")(pixels))
+        else:
+            x = _conv(x, 3, 9, 1, padding, "out_conv", dtype="float32")
+            outputs = pixels_from_logits(x)
         kwargs.setdefault("name", f"super_resolution_x{scale}")
         super().__init__(pixels, outputs, **kwargs)
         self.scale = scale
@@ -277,6 +367,7 @@ class SuperResolutionNetwork(keras.Model):
         self.padding = padding
         # Not ``self.loss``: keras.Model.compile sets that attribute.
         self.trained_loss = loss
+        self.residual = residual
 
     def get_config(self):
         return {
@@ -289,6 +380,7 @@ class SuperResolutionNetwork(keras.Model):
             "upsample": self.upsample,
             "padding": self.padding,
             "loss": self.trained_loss,
+            "residual": self.residual,
         }
 
     @classmethod

@@ -60,10 +60,32 @@ flags.DEFINE_integer("style_size", _D["style_size"].default,
 flags.DEFINE_integer("batch_size", _D["batch_size"].default,
                      "Global batch size, split over all replicas.")
 flags.DEFINE_integer("steps", None, f"Total training steps; {_by_task('steps')} (the paper's).")
-flags.DEFINE_float("learning_rate", _D["learning_rate"].default, "Adam learning rate.")
+flags.DEFINE_float("learning_rate", _D["learning_rate"].default,
+                   "Adam learning rate (the peak of --lr_schedule).")
+flags.DEFINE_string("lr_schedule", _D["lr_schedule"].default,
+                    "constant, cosine (half a cosine down to 1% at --steps) or step (/10 at 2/3 "
+                    "and again at 8/9 of the steps after warm-up).")
+flags.DEFINE_integer("warmup_steps", _D["warmup_steps"].default,
+                     "Linear learning-rate warm-up over the first N steps.")
+flags.DEFINE_float("ema", _D["ema"].default,
+                   "Momentum of an exponential moving average of the weights, which is what "
+                   "the .keras file and the export get (e.g. 0.999; 0: none).")
+flags.DEFINE_string("init_from", _D["init_from"].default,
+                    "Start a new run from this model's weights (a .keras file, a SavedModel "
+                    "folder or a model name; same architecture). Ignored when resuming.")
+flags.DEFINE_string("residual", _SR["residual"].default,
+                    "Super-resolution: bicubic (the network corrects the bicubic upsampling of "
+                    "its input; untrained, it is bicubic) or none (the paper).")
+flags.DEFINE_string("pixel_loss", _SR["pixel_loss"].default,
+                    "Super-resolution --loss=pixel distance: l2 (squared error, the paper) or "
+                    "l1.")
+flags.DEFINE_float("chroma_weight", _SR["chroma_weight"].default,
+                   "Super-resolution: weight of a colour term (Cb, Cr against the target's, "
+                   "pooled by --scale) that keeps greyscale grey and colours where they were.")
 cli.define_objective_flags()
 flags.adopt_module_key_flags(cli)  # so --help lists them
-flags.DEFINE_string("norm", None, f"instance (peers) or batch (paper); {_by_task('norm')}.")
+flags.DEFINE_string("norm", None, f"instance (peers), batch (paper) or none; "
+                                  f"{_by_task('norm')}.")
 flags.DEFINE_string("upsample", _D["upsample"].default, "resize (nearest + conv) or transpose "
                                                         "(paper).")
 flags.DEFINE_string("padding", _D["padding"].default, "reflect or zero.")

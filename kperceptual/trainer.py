@@ -18,6 +18,7 @@ writes.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -33,10 +34,12 @@ from absl import logging
 
 from kperceptual import choices
 from kperceptual import config as config_lib
-from kperceptual import data, degradation, distribute, images, losses, networks
+from kperceptual import data, degradation, distribute, images, losses, networks, schedules
 from kperceptual.precision import dtype_policy, resolve_precision
 
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
+# Network settings that runs before them did not record, as those runs had them.
+NETWORK_DEFAULTS = {"residual": "none"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -283,10 +286,70 @@ def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
         objective = losses.objective_from_config(config, style, loss_net)
         network = make_network(config)
         trainer = PerceptualTrainer(network, objective)
-        trainer.compile(optimizer=optimizer() if optimizer else
-                        keras.optimizers.Adam(config.learning_rate),
+        trainer.compile(optimizer=optimizer() if optimizer else make_optimizer(config),
                         jit_compile=jit_compile)
     return trainer
+
+
+def make_optimizer(config):
+    """Adam at ``config.learning_rate`` on its schedule, with an exponential moving average of
+    the weights when ``config.ema`` > 0 (``ema_weights`` reads it)."""
+    ema = dict(use_ema=True, ema_momentum=config.ema, ema_overwrite_frequency=None) \
+        if config.ema else {}
+    return keras.optimizers.Adam(schedules.learning_rate(config), **ema)
+
+
+def ema_weights(trainer) -> list:
+    """The network's weights (``get_weights`` order), with each trainable variable replaced by
+    its exponential moving average where the optimizer keeps one."""
+    optimizer = trainer.optimizer
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    values = trainer.network.get_weights()
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        return values
+    trainable = {id(v): v for v in trainer.network.trainable_variables}
+    for i, variable in enumerate(trainer.network.weights):
+        if id(variable) in trainable:
+            average = averages[optimizer._get_variable_index(variable)]
+            values[i] = keras.ops.convert_to_numpy(average)
+    return values
+
+
+def network_from_checkpoint(config, path: str):
+    """The float32 network of checkpoint ``path`` of a run with ``config``, with the moving
+    average of its weights where the run keeps one (what the run's export would hold)."""
+    distribution = distribute.make_distribution("auto")
+    with dtype_policy("float32"), distribution.scope():
+        trainer = build_trainer(dataclasses.replace(config, precision="float32"), distribution,
+                                jit_compile=False)
+        restore_checkpoint(trainer, path)
+        values = ema_weights(trainer)
+    with dtype_policy("float32"):
+        network = make_network(config, name=config.name)
+    network.set_weights(values)
+    return network
+
+
+def init_network_from(network, spec: str) -> None:
+    """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
+    model name) into ``network``; raises ``ConfigError`` (``init_from``) unless every weight
+    has the same shape."""
+    from kperceptual import models
+
+    try:
+        source = models.load_model(spec).network
+    except (FileNotFoundError, ValueError) as e:
+        raise config_lib.ConfigError("init_from", str(e)) from e
+    if source is None:
+        raise config_lib.ConfigError("init_from", f"{spec}: holds no Keras network")
+    theirs = source.get_weights()
+    ours = network.weights
+    shapes = [tuple(w.shape) for w in theirs]
+    if shapes != [tuple(v.shape) for v in ours]:
+        raise config_lib.ConfigError(
+            "init_from", f"{spec}: its weights do not fit this network (another --scale, "
+                         "--norm, --upsample or size?); start from a model of the same shape")
+    network.set_weights(theirs)
 
 
 def _check_model_dir(config, write: bool = True) -> None:
@@ -303,7 +366,7 @@ def _check_model_dir(config, write: bool = True) -> None:
                 "model_dir", f"{config.model_dir} holds a {task} network; "
                              f"use another --model_dir for --task={config.task}")
         for key, value in config.network_config().items():
-            if saved.get(key) != value:
+            if saved.get(key, NETWORK_DEFAULTS.get(key)) != value:
                 raise config_lib.ConfigError(
                     key, f"{config.model_dir} holds a network trained with {key}={saved.get(key)}"
                          f"; use another --model_dir or the same --{key}")
@@ -364,8 +427,12 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
         start = restore_checkpoint(trainer, checkpoints[-1][1]) if checkpoints else 0
         distribution.check_same_step(start, config.model_dir)
         if checkpoints:
-            trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
+            if isinstance(trainer.optimizer.learning_rate, keras.Variable):
+                trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
             logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
+        elif config.init_from:
+            init_network_from(trainer.network, config.init_from)
+            logging.info("starting from the weights of %s", config.init_from)
     monitor = TrainingMonitor(checkpoint_dir, config.checkpoint_every,
                               os.path.join(config.model_dir, "logs"), config.log_every,
                               config.sample_every, sample_inputs(config) if chief else [],
@@ -395,7 +462,7 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
     # A fresh, strategy-free float32 copy of the network for saving and export.
     with dtype_policy("float32"):
         network = make_network(config, name=config.name)
-    network.set_weights(trainer.network.get_weights())
+    network.set_weights(ema_weights(trainer))  # the moving average, where there is one
     keras_path = export_path = None
     if chief:
         keras_path = os.path.join(config.model_dir, f"{config.name}.keras")
