@@ -246,13 +246,30 @@ def pixels_from_logits(x, name="output"):
     return layers.Rescaling(127.5, offset=127.5, name=f"{name}_pixels", dtype="float32")(x)
 
 
+@keras.saving.register_keras_serializable(package="kperceptual")
+class ClipPixels(layers.Layer):
+    """Clips to [0, 255] on the way forward and passes the gradient through unchanged
+    (straight-through), so a value outside the range is still pulled back by the loss."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, x):
+        return x + ops.stop_gradient(ops.clip(x, 0.0, 255.0) - x)
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
 def pixels_from_residual(x, base, name="output"):
     """``base`` (pixels) plus the residual ``x`` (in units of 127.5 pixel levels), clipped to
-    [0, 255]; float32. A linear head: unlike the scaled tanh, nothing saturates inside it, so
-    no region can get stuck at 0 or 255 with a vanishing gradient."""
+    [0, 255]; float32. A linear head with a straight-through clip: unlike the scaled tanh
+    (whose derivative is 0 in float32 beyond |x| ~ 9), nothing saturates in it, so no region can
+    get stuck at 0 or 255 with a vanishing gradient."""
     x = layers.Rescaling(127.5, name=f"{name}_residual", dtype="float32")(x)
     x = layers.Add(name=f"{name}_add", dtype="float32")([base, x])
-    return layers.ReLU(max_value=255.0, name=f"{name}_pixels", dtype="float32")(x)
+    return ClipPixels(name=f"{name}_pixels")(x)
 
 
 @keras.saving.register_keras_serializable(package="kperceptual")

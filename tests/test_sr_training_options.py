@@ -229,3 +229,23 @@ def test_mean_chroma_offset_of_grey_and_colour():
     red[..., 0] = 255
     cb, cr = metrics.mean_chroma_offset(red)
     assert cr == pytest.approx(127.5) and cb == pytest.approx(43.03, abs=0.01)
+
+
+def test_residual_head_clips_forward_and_passes_gradient_through():
+    """Outputs stay in [0, 255], but an output pinned beyond the range still gets the loss's
+    gradient (the scaled tanh gives exactly 0 there, so pinned regions never recover)."""
+    import tensorflow as tf
+
+    layer = networks.ClipPixels()
+    x = tf.constant([[-40.0, 10.0, 300.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.abs(y - tf.constant([[20.0, 20.0, 200.0]])))
+    np.testing.assert_allclose(y.numpy(), [[0.0, 10.0, 255.0]])
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [[-1.0, -1.0, 1.0]])
+    tanh = tf.constant([[12.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(tanh)
+        out = tf.tanh(tanh)
+    assert tape.gradient(out, tanh).numpy()[0, 0] == 0.0  # the scaled tanh's dead zone
