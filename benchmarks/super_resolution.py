@@ -16,6 +16,7 @@ comparison grids in docs/images/.
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 
@@ -136,8 +137,30 @@ def table(all_results) -> str:
     return "\n".join(lines)
 
 
+def update_cards(all_results) -> None:
+    """Replaces the "## Measured" section of each evaluated model's card docs/models/NAME.md
+    (cards are started by benchmarks/sr_model_card.py) with its rows and bicubic's."""
+    header, rule, *rows = table(all_results).splitlines()
+    models = {r.split("|")[3].strip() for r in rows} - {"bicubic"}
+    for model in models:
+        card = os.path.join(CARDS, f"{model}.md")
+        if not os.path.isfile(card):
+            continue
+        text = open(card).read()
+        text = text[:text.index("## Measured")].rstrip("\n") if "## Measured" in text else \
+            text.rstrip("\n")
+        mine = [r for r in rows if r.split("|")[3].strip() in (model, "bicubic")
+                and f"x{model.split('_')[1][1:]}" == r.split("|")[2].strip()]
+        with open(card, "w") as f:
+            f.write(f"{text}\n\n## Measured\n\n`python benchmarks/super_resolution.py` on "
+                    f"{datetime.date.today().isoformat()}; the columns are explained in "
+                    "[docs/super_resolution.md](../super_resolution.md).\n\n"
+                    + "\n".join([header, rule] + mine) + "\n")
+
+
 def main(argv):
     del argv
+    every = {}
     for scale in (int(s) for s in FLAGS.scales):
         specs = {4: FLAGS.x4_models, 8: FLAGS.x8_models}.get(scale)
         if specs is None:
@@ -159,8 +182,11 @@ def main(argv):
                           f"{PAPER_SET5_X4['SRCNN'][1]:.4f}." if scale == 4 else "")
                 + "\n\n" + "\n".join(notes))
         print(body)
+        every.update(all_results)
         if FLAGS.write:
             report.write_section(f"Measured x{scale}", body, sys.argv, doc=DOC)
+    if FLAGS.write:
+        update_cards(every)
 
 
 if __name__ == "__main__":

@@ -238,6 +238,11 @@ def validate(config: TrainingConfig) -> None:
                                           f"{config.warmup_steps}")
     if not 0 <= config.ema < 1:
         raise ConfigError("ema", f"must be in [0, 1) (e.g. 0.999; 0 for none), got {config.ema}")
+    if config.init_from and not (os.path.exists(config.init_from) or os.path.isdir(
+            os.path.join(config.export_dir, config.init_from))):
+        raise ConfigError("init_from", f"{config.init_from}: no such model (a .keras file, a "
+                                       f"SavedModel folder, or a model name in "
+                                       f"{config.export_dir}/)")
     if isinstance(config, SuperResolutionConfig):
         _validate_super_resolution(config)
     else:

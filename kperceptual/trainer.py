@@ -330,14 +330,14 @@ def network_from_checkpoint(config, path: str):
     return network
 
 
-def init_network_from(network, spec: str) -> None:
+def init_network_from(network, spec: str, models_dir: str = "savedmodels") -> None:
     """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
     model name) into ``network``; raises ``ConfigError`` (``init_from``) unless every weight
     has the same shape."""
     from kperceptual import models
 
     try:
-        source = models.load_model(spec).network
+        source = models.load_model(spec, models_dir).network
     except (FileNotFoundError, ValueError) as e:
         raise config_lib.ConfigError("init_from", str(e)) from e
     if source is None:
@@ -431,7 +431,7 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
                 trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
             logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
         elif config.init_from:
-            init_network_from(trainer.network, config.init_from)
+            init_network_from(trainer.network, config.init_from, config.export_dir)
             logging.info("starting from the weights of %s", config.init_from)
     monitor = TrainingMonitor(checkpoint_dir, config.checkpoint_every,
                               os.path.join(config.model_dir, "logs"), config.log_every,

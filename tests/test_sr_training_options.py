@@ -249,3 +249,8 @@ def test_residual_head_clips_forward_and_passes_gradient_through():
         tape.watch(tanh)
         out = tf.tanh(tanh)
     assert tape.gradient(out, tanh).numpy()[0, 0] == 0.0  # the scaled tanh's dead zone
+
+
+def test_init_from_a_missing_model_is_refused_before_work(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="--init_from: .*nothing_here: no such model"):
+        config_lib.validate(sr_config(tmp_path, init_from=str(tmp_path / "nothing_here")))
