@@ -162,8 +162,10 @@ class StyleTrainingConfig(TrainingConfig):
 
     def to_dict(self) -> dict:
         d = super().to_dict()
-        d["inherited_styles"] = list(self.inherited_styles)
-        d.update({k: v for k, v in self.network_config().items() if k not in d})
+        if self.inherited_styles:
+            d["inherited_styles"] = list(self.inherited_styles)
+        else:  # as runs recorded their config before styles could be added
+            del d["inherited_styles"]
         return d
 
 

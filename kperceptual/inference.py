@@ -186,8 +186,18 @@ def bind_model_style(model: LoadedModel, style) -> LoadedModel:
     if model.network is not None:
         bound = networks.bind_style(model.network, weights)
         return LoadedModel(name, model.path, model.kind, keras_forward(bound), bound)
-    fn = model.fn
-    return LoadedModel(name, model.path, model.kind, lambda x: fn(x, weights))
+    return LoadedModel(name, model.path, model.kind, _WithStyle(model.fn, weights))
+
+
+class _WithStyle:
+    """A multi-style model function (a ``.tflite`` file's) with its style weights fixed."""
+
+    def __init__(self, fn, weights):
+        self.fn, self.weights = fn, weights
+        self.input_size = getattr(fn, "input_size", None)
+
+    def __call__(self, pixels):
+        return self.fn(pixels, self.weights)
 
 
 def histogram_match_enabled(setting, network) -> bool:

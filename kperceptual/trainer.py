@@ -433,6 +433,11 @@ def resolve_init_from(config):
     where the style images repeat some of the network's styles but not exactly all."""
     if config.task != "style" or not config.init_from or config.inherited_styles:
         return config
+    saved = os.path.join(config.model_dir, "config.json")
+    if list_checkpoints(os.path.join(config.model_dir, "checkpoints")) and os.path.isfile(saved):
+        with open(saved) as f:  # resuming: the run's own record (init_from is not read again)
+            inherited = tuple(json.load(f).get("inherited_styles", ()))
+        return dataclasses.replace(config, inherited_styles=inherited) if inherited else config
     source = load_init_network(config.init_from)
     theirs = networks.style_names(source) if networks.num_styles(source) > 1 else ()
     ours = config.new_style_names()
@@ -490,6 +495,19 @@ def init_network_from(network, spec: str, inherited_styles=()) -> None:
     network.set_weights(theirs)
 
 
+def _check_same_styles(config, saved: dict) -> None:
+    """A model_dir of a multi-style network resumes only with the same styles (a one-style run
+    may resume with another style image, as before multi-style networks)."""
+    theirs = dataclasses.replace(
+        config, style_image=saved.get("style_image", config.style_image),
+        inherited_styles=tuple(saved.get("inherited_styles", ()))).style_names()
+    ours = config.style_names()
+    if (len(theirs) > 1 or len(ours) > 1) and theirs != ours:
+        raise config_lib.ConfigError(
+            "style_image", f"{config.model_dir} holds a network for the styles "
+                           f"{', '.join(theirs)}; use another --model_dir or the same styles")
+
+
 def _check_model_dir(config, write: bool = True) -> None:
     """A model_dir remembers its network; resuming with another architecture is an error.
     Writes the config there when it has none and ``write`` (the chief)."""
@@ -503,7 +521,11 @@ def _check_model_dir(config, write: bool = True) -> None:
             raise config_lib.ConfigError(
                 "model_dir", f"{config.model_dir} holds a {task} network; "
                              f"use another --model_dir for --task={config.task}")
+        if task == "style":
+            _check_same_styles(config, saved)
         for key, value in config.network_config().items():
+            if key in ("num_styles", "style_names"):  # _check_same_styles
+                continue
             if saved.get(key, NETWORK_DEFAULTS.get(key)) != value:
                 raise config_lib.ConfigError(
                     key, f"{config.model_dir} holds a network trained with {key}={saved.get(key)}"

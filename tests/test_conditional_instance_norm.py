@@ -157,3 +157,43 @@ def test_multi_style_needs_instance_norm_and_distinct_names():
         small(2, norm="batch")
     with pytest.raises(ValueError, match="distinct"):
         small(2, style_names=("a", "a"))
+
+
+_OTHER_BACKEND = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_conditional_instance_norm import small
+import keras
+net = small()
+with np.load(sys.argv[2]) as f:
+    net.set_weights([f[k] for k in f.files])
+x, w = np.load(sys.argv[3]), np.load(sys.argv[4])
+np.save(sys.argv[5], np.asarray(keras.ops.convert_to_numpy(net([x, w]))))
+path = sys.argv[5] + ".keras"
+net.save(path)
+print(keras.backend.backend())
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_jax_and_torch_compute_the_same_and_read_each_others_files(backend, tmp_path, multi):
+    import subprocess
+    import sys
+
+    np.savez(tmp_path / "weights.npz", *multi.get_weights())
+    x, w = random_pixels((2, 20, 28, 3)), np.array([[0, 1, 0], [0.2, 0.3, 0.5]], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER_BACKEND, os.path.join(REPO, "tests"),
+         str(tmp_path / "weights.npz"), str(tmp_path / "x.npy"), str(tmp_path / "w.npy"),
+         str(tmp_path / "out.npy")], capture_output=True, text=True, timeout=600, cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": REPO,
+             "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == backend
+    expected = np.asarray(multi([x, w]))
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-2)
+    theirs = keras.saving.load_model(str(tmp_path / "out.npy.keras"))  # saved there, loaded here
+    assert theirs.style_names == STYLES
+    np.testing.assert_allclose(np.asarray(theirs([x, w])), expected, atol=1e-2)

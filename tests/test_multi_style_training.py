@@ -135,3 +135,50 @@ def test_fine_tuning_a_multi_style_network_with_its_own_styles_trains_everything
                           init_from=result["keras_path"], learning_rate=1e-2)
     tuned = _weights_by_path(trainer.train(config, verbose=0)["network"])
     assert all(not np.array_equal(tuned[p], v) for p, v in source.items() if "kernel" in p)
+
+
+def test_a_multi_style_run_on_jax_with_the_py_dataset_loader(tmp_path, vgg_weights_path):
+    # Keras's own train_step on another backend, with the dict batches of MultiStyleImages.
+    import json
+
+    from conftest import REPO
+    from test_backends import run_worker
+
+    config = small_config(tmp_path, style_image=STYLES, steps=2, loader="py_dataset")
+    values = {k: v for k, v in config.to_dict().items() if k != "task"}
+    result = run_worker("jax", "train", json.dumps(values), tmp_path / "weights.npz",
+                        env={"PYTHONPATH": REPO})  # this tree, not an installed copy
+    assert result["steps"] == 2
+    network = keras.saving.load_model(result["keras_path"])  # here: TensorFlow
+    assert network.style_names == ("hubble_deep_field", "immunohistochemistry")
+
+
+def test_train_cli_bad_style_list_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kperceptual.train", "--style_image=skimage:coffee,nowhere.png"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == \
+        "kperceptual.train: --style_image: nowhere.png: no such file"
+
+
+def test_a_run_adding_a_style_resumes_with_the_same_frozen_weights(two_style_run, tmp_path):
+    import dataclasses
+
+    result, _ = two_style_run
+    source = _weights_by_path(keras.saving.load_model(result["keras_path"]))
+    config = small_config(tmp_path, style_image="skimage:retina", name="three", steps=1,
+                          init_from=result["keras_path"], learning_rate=1e-2)
+    trainer.train(config, verbose=0)
+    resumed = trainer.train(dataclasses.replace(config, steps=2), verbose=0)
+    assert resumed["trained_steps"] == 1
+    ours = _weights_by_path(resumed["network"])
+    for path, value in source.items():
+        np.testing.assert_array_equal(ours[path][:2] if value.ndim == 2 else ours[path], value,
+                                      err_msg=path)
