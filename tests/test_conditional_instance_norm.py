@@ -197,3 +197,18 @@ def test_jax_and_torch_compute_the_same_and_read_each_others_files(backend, tmp_
     theirs = keras.saving.load_model(str(tmp_path / "out.npy.keras"))  # saved there, loaded here
     assert theirs.style_names == STYLES
     np.testing.assert_allclose(np.asarray(theirs([x, w])), expected, atol=1e-2)
+
+
+def test_mixed_bfloat16_network_stays_close_to_float32(multi):
+    from kperceptual.precision import dtype_policy
+
+    with dtype_policy("mixed_bfloat16"):
+        mixed = small()
+    mixed.set_weights(multi.get_weights())
+    norm = next(l for l in mixed.layers
+                if isinstance(l, networks.ConditionalInstanceNormalization))
+    assert norm.compute_dtype == "bfloat16" and norm.gamma.dtype == "float32"
+    x, w = random_pixels((2, 24, 24, 3)), one_hot([0, 2])
+    out = np.asarray(mixed([x, w]))
+    assert out.dtype == np.float32
+    assert np.abs(out - np.asarray(multi([x, w]))).mean() < 3
