@@ -71,6 +71,8 @@ def config_from_flags(config_class):
 
     values = {}
     for name, field in config_class.__dataclass_fields__.items():
+        if name not in flags.FLAGS:  # set by the program, not by a flag
+            continue
         flag = flags.FLAGS[name]
         no_default = (field.default is dataclasses.MISSING
                       and field.default_factory is dataclasses.MISSING)

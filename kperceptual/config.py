@@ -109,17 +109,64 @@ class TrainingConfig(ObjectiveConfig):
         return {"task": self.task, **super().to_dict()}
 
 
+def _style_stem(path: str) -> str:
+    return (path.split(":", 1)[-1] if path.startswith(images.SKIMAGE_PREFIX)
+            else os.path.splitext(os.path.basename(path))[0])
+
+
 @dataclasses.dataclass
 class StyleTrainingConfig(TrainingConfig):
-    """A style transformation network for one style image (the paper's Section 3)."""
+    """A style transformation network for one style image (the paper's Section 3), or for
+    several (``style_image`` a comma-separated list or a folder): one network with conditional
+    instance normalisation (Dumoulin et al. 2017), each style named by its file stem.
+
+    ``inherited_styles`` (not a flag; ``trainer.resolve_init_from`` sets it): the styles of an
+    ``init_from`` multi-style network this one adds its styles to; the network has those first,
+    then ``style_image``'s, and only the new styles' parameters train.
+    """
 
     style_image: str
     style_size: int = dataclasses.field(default=256, kw_only=True)
+    inherited_styles: tuple = dataclasses.field(default=(), kw_only=True)
 
-    def default_name(self) -> str:  # the style image's file name stem
-        stem = self.style_image.split(":", 1)[-1] if self.style_image.startswith(
-            images.SKIMAGE_PREFIX) else os.path.splitext(os.path.basename(self.style_image))[0]
-        return stem or "style"
+    def __post_init__(self):
+        self.inherited_styles = tuple(self.inherited_styles)
+        super().__post_init__()
+
+    def style_images(self) -> list[str]:
+        """The style image files: the comma-separated list, or a folder's images (sorted)."""
+        if "," not in self.style_image and os.path.isdir(self.style_image):
+            return images.list_images(self.style_image)
+        return [p.strip() for p in self.style_image.split(",")]
+
+    def new_style_names(self) -> tuple[str, ...]:
+        """The names (file stems) of ``style_image``'s styles."""
+        return tuple(_style_stem(p) for p in self.style_images())
+
+    def style_names(self) -> tuple[str, ...]:
+        """Every style of the network: the inherited ones, then ``style_image``'s."""
+        return self.inherited_styles + self.new_style_names()
+
+    def default_name(self) -> str:
+        """The style image's file stem; a folder's name, or the stems joined by '-'."""
+        if "," not in self.style_image and os.path.isdir(self.style_image):
+            return os.path.basename(os.path.normpath(self.style_image)) or "styles"
+        return "-".join(filter(None, self.new_style_names())) or "style"
+
+    def network_config(self) -> dict:
+        config = super().network_config()
+        names = self.style_names()
+        if len(names) > 1:
+            config.update(num_styles=len(names), style_names=list(names))
+        return config
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.inherited_styles:
+            d["inherited_styles"] = list(self.inherited_styles)
+        else:  # as runs recorded their config before styles could be added
+            del d["inherited_styles"]
+        return d
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -223,7 +270,7 @@ def validate_objective(config: ObjectiveConfig) -> None:
 def validate(config: TrainingConfig) -> None:
     """Raises ``ConfigError`` for the first wrong value; cheap (reads the style image only)."""
     if isinstance(config, StyleTrainingConfig):
-        _read(config, "style_image")
+        _check_style_images(config)
         _positive(config, "style_size")
     _check_train_data(config)
     _positive(config, "image_size", "batch_size", "steps", "learning_rate",
@@ -374,8 +421,35 @@ def _physical_memory() -> int:
         return 0
 
 
-def _read(config, field):
-    path = getattr(config, field)
+# Multi-style training batches carry each example's style index as uint8.
+MAX_STYLES = 255
+
+
+def _check_style_images(config: StyleTrainingConfig) -> None:
+    """Every style image readable, names (file stems) distinct, at most MAX_STYLES styles."""
+    paths = config.style_images()
+    if not paths or any(not p for p in paths):
+        raise ConfigError("style_image", f"{config.style_image!r}: "
+                          + ("no images in this folder" if not paths
+                             else "has an empty entry (a stray comma?)"))
+    for path in paths:
+        _read(config, "style_image", path)
+    names = config.style_names()
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        where = " (already a style of --init_from)" if set(repeated) & set(
+            config.inherited_styles) else ""
+        raise ConfigError("style_image", f"style names (file stems) must be distinct; "
+                          f"{', '.join(repeated)} comes twice{where}")
+    if len(names) > MAX_STYLES:
+        raise ConfigError("style_image", f"{len(names)} styles; at most {MAX_STYLES}")
+    if len(names) > 1 and config.norm != "instance":
+        raise ConfigError("norm", f"several styles need --norm=instance (conditional instance "
+                                  f"normalisation), not {config.norm}")
+
+
+def _read(config, field, path=None):
+    path = getattr(config, field) if path is None else path
     if not images.image_source_exists(path):
         raise ConfigError(field, f"{path}: no such file")
     try:

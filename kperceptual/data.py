@@ -268,6 +268,36 @@ class SuperResolutionPairs(TrainingImages):
                 f"from {super().describe()}")
 
 
+PIXELS_KEY, STYLE_KEY = "pixels", "style"
+
+
+class MultiStyleImages(TrainingImages):
+    """``TrainingImages`` for a multi-style network: each example also gets the index of the
+    style it trains, ``styles[position % len(styles)]`` (round robin over the stream, so every
+    style gets the same share and a resumed run the same assignment). Batches are dicts
+    ``{"pixels": (B, size, size, 3) uint8, "style": (B,) uint8}``."""
+
+    def __init__(self, source: str, image_size: int, styles, tfds_data_dir: str | None = None):
+        self.styles = tuple(int(s) for s in styles)
+        if not self.styles or not all(0 <= s <= 255 for s in self.styles):
+            raise DataError(f"style indices must be in 0..255, got {self.styles}")
+        super().__init__(source, image_size, tfds_data_dir)
+
+    def _output_shapes(self):
+        return super()._output_shapes() + ((),)
+
+    def _prepare(self, image, key, seed):
+        return (*super()._prepare(image, key, seed),
+                np.uint8(self.styles[int(key) % len(self.styles)]))
+
+    @staticmethod
+    def batch_structure(pixels, style):
+        return {PIXELS_KEY: pixels, STYLE_KEY: style}
+
+    def describe(self) -> str:
+        return f"{super().describe()}, styles {', '.join(map(str, self.styles))} in turn"
+
+
 class ImageBatches(keras.utils.PyDataset):
     """The batches of ``TrainingImages.dataset`` (the same uint8 arrays in the same order) as a
     ``keras.utils.PyDataset``, without TensorFlow; build it with ``TrainingImages.py_dataset``.
@@ -330,4 +360,6 @@ class ImageBatches(keras.utils.PyDataset):
         if index + 1 == len(self._starts):
             self._starts.append(wanted[-1][1] + 1)
         parts = tuple(np.stack(part) for part in zip(*examples))
+        if isinstance(source, MultiStyleImages):
+            return source.batch_structure(*parts)
         return parts[0] if len(parts) == 1 else parts

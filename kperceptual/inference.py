@@ -10,6 +10,13 @@ does, as functions.
     stylizer = inference.Stylizer("runs/starry_night/starry_night.keras", memory_budget="4G")
     out = stylizer.image(rgba)      # (H, W, 4) in: alpha carried to (H', W', 4) out
 
+    zoo = inference.Stylizer("zoo", style="starry_night:0.7,wave:0.3")  # a multi-style network
+    outs = inference.Stylizer("zoo", style="wave").all_styles(rgb)  # {style name: uint8 image}
+
+A multi-style network needs ``style``: a style name, an index, or a mix (``networks.style_weights``);
+it is bound to it (``networks.bind_style``), so tiling and video work as for any network. A
+multi-style ``.tflite`` file records no names: its styles are named by index (``style="2"``).
+
 A model is a ``models.LoadedModel``, a Keras network, or what ``models.load_model`` takes (a name
 in ``savedmodels/``, a ``.keras`` file, a SavedModel folder, a ``.tflite`` file). The output's
 size is the network's (a style network keeps the size, a super-resolution one multiplies it);
@@ -41,7 +48,7 @@ import sys
 
 import numpy as np
 
-from kperceptual import color, images, tiling
+from kperceptual import color, images, networks, tiling
 from kperceptual.choices import HISTOGRAM_MATCH
 from kperceptual.models import LoadedModel, keras_forward, load_model
 
@@ -141,6 +148,58 @@ def as_loaded_model(model, models_dir: str = "savedmodels") -> LoadedModel:
     return LoadedModel(model.name, "", "keras", keras_forward(model), model)
 
 
+def model_style_names(model: LoadedModel) -> tuple[str, ...]:
+    """The styles of a model: a multi-style Keras network's names; a multi-style ``.tflite``
+    file's indices ("0", "1", ...); () for a one-style model."""
+    if model.network is not None:
+        n = networks.num_styles(model.network)
+        return networks.style_names(model.network) if n > 1 else ()
+    n = int(getattr(model.fn, "num_styles", 1) or 1)
+    return tuple(str(i) for i in range(n)) if n > 1 else ()
+
+
+def style_label(names, weights) -> str:
+    """A file-name-safe label of a style mix: ``wave``, or ``starry_night0.7-wave0.3``."""
+    used = [(n, w) for n, w in zip(names, weights) if w > 0]
+    if len(used) == 1:
+        return used[0][0]
+    return "-".join(f"{n}{w:.3g}" for n, w in used)
+
+
+def bind_model_style(model: LoadedModel, style) -> LoadedModel:
+    """``model`` fixed to ``style`` (see the module docstring), named ``<model>_<style label>``;
+    raises OptionError (``style: ...``) for a missing, unknown or unwanted style."""
+    names = model_style_names(model)
+    where = model.path or model.name
+    if not names:
+        if style is None:
+            return model
+        raise OptionError(f"style: {where} has one style; --style is for multi-style networks")
+    if style is None or style == "":
+        raise OptionError(f"style: {where} has {len(names)} styles; choose one (or a mix such as "
+                          f"{names[0]}:0.5,{names[1]}:0.5): {', '.join(names)}")
+    try:
+        weights = networks.style_weights(names, style)
+    except ValueError as e:
+        raise OptionError(f"style: {e}") from None
+    name = f"{model.name}_{style_label(names, weights)}"
+    if model.network is not None:
+        bound = networks.bind_style(model.network, weights)
+        return LoadedModel(name, model.path, model.kind, keras_forward(bound), bound)
+    return LoadedModel(name, model.path, model.kind, _WithStyle(model.fn, weights))
+
+
+class _WithStyle:
+    """A multi-style model function (a ``.tflite`` file's) with its style weights fixed."""
+
+    def __init__(self, fn, weights):
+        self.fn, self.weights = fn, weights
+        self.input_size = getattr(fn, "input_size", None)
+
+    def __call__(self, pixels):
+        return self.fn(pixels, self.weights)
+
+
 def histogram_match_enabled(setting, network) -> bool:
     """Whether the paper's histogram matching applies: ``setting`` is True/"on", False/"off" or
     "auto" (on for super-resolution networks trained with l_feat, as in the paper)."""
@@ -211,15 +270,19 @@ class Stylizer:
             the paper), "on"/True or "off"/False: match each output channel's histogram to the
             input's.
         warn: called once with each warning line (default: printed to stderr).
+        style: multi-style networks (required there, refused elsewhere): a style name, index
+            or mix such as ``"starry_night:0.7,wave:0.3"``.
     """
 
     def __init__(self, model, *, max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
                  memory_budget=None, preserve_color: bool = False, strength: float = 1.0,
-                 histogram_match="auto", models_dir: str = "savedmodels", warn=None):
+                 histogram_match="auto", models_dir: str = "savedmodels", warn=None,
+                 style=None):
         check_options(max_size, tile, tile_overlap, strength)
         self.memory_budget = (automatic_memory_budget() if memory_budget is None
                               else parse_memory_size(memory_budget))
-        self.model = as_loaded_model(model, models_dir)
+        self.source_model = as_loaded_model(model, models_dir)
+        self.model = bind_model_style(self.source_model, style)
         self.max_size, self.tile, self.tile_overlap = max_size, tile, tile_overlap
         self.preserve_color, self.strength = preserve_color, strength
         network = self.model.network
@@ -351,6 +414,33 @@ class Stylizer:
         else:
             stylised = self._run(padded, plan)
         return self._finish(self._crop(stylised, rgb), rgb, alpha)
+
+    def all_styles(self, image) -> dict[str, np.ndarray]:
+        """``image`` in every style of the (multi-style) network, as ``{style name: uint8}``:
+        one batch through the network where it fits the memory budget (else one style at a
+        time, tiled as needed)."""
+        source = self.source_model
+        names = model_style_names(source)
+        if not names:
+            raise OptionError(f"style: {source.path or source.name} has one style")
+        rgb, alpha = self._prepare(image)
+        padded = self._padded(rgb)
+        n = len(names)
+        if source.network is not None and not self.tile and self.estimate_bytes(
+                *padded.shape[:2], count=n) <= self.memory_budget:
+            batch = np.repeat(padded[None].astype(np.float32), n, axis=0)
+            out = np.asarray(source.network.predict_on_batch(
+                [batch, np.eye(n, dtype=np.float32)]))
+            return {name: self._finish(self._crop(o, rgb), rgb, alpha)
+                    for name, o in zip(names, out)}
+        results = {}
+        for i, name in enumerate(names):
+            one = Stylizer(source, max_size=self.max_size, tile=self.tile,
+                           tile_overlap=self.tile_overlap, memory_budget=self.memory_budget,
+                           preserve_color=self.preserve_color, strength=self.strength,
+                           histogram_match=self.histogram_match, style=i)
+            results[name] = one.image(image)
+        return results
 
     def frames(self, frames) -> list[np.ndarray]:
         """Stylises same-sized frames, as one batch where it fits the memory budget."""

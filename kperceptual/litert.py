@@ -14,7 +14,8 @@ class TFLiteModel:
 
     The file holds a batch-1 model; each batch element runs in turn. A dynamic-size model
     (exported with ``--input_size=0``) takes any height and width; a fixed-size one raises
-    ValueError for any other size.
+    ValueError for any other size. A multi-style network's model (``num_styles`` > 1) also
+    takes ``style_weights`` (N,) or (B, N).
     """
 
     def __init__(self, path: str, num_threads: int | None = None):
@@ -22,7 +23,10 @@ class TFLiteModel:
 
         self.path = path
         self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
-        self._input = self._interpreter.get_input_details()[0]
+        inputs = sorted(self._interpreter.get_input_details(), key=lambda d: -len(d["shape"]))
+        self._input = inputs[0]  # the pixels (rank 4); then style weights (rank 2), if any
+        self._style = inputs[1] if len(inputs) > 1 else None
+        self.num_styles = int(self._style["shape"][-1]) if self._style is not None else 1
         self._output = self._interpreter.get_output_details()[0]
         if self._input["dtype"] != np.float32 or self._output["dtype"] != np.float32:
             raise ValueError(f"{path}: expected float32 input and output, got "
@@ -32,8 +36,15 @@ class TFLiteModel:
         self.input_size = None if -1 in side else side  # (height, width) of a fixed-size model
         self._shape = None  # allocated on the first call (a dynamic model's default is 1x1)
 
-    def __call__(self, pixels) -> np.ndarray:
+    def __call__(self, pixels, style_weights=None) -> np.ndarray:
         pixels = np.asarray(pixels, dtype=np.float32)
+        if (style_weights is None) != (self._style is None):
+            raise ValueError(f"{self.path}: " + ("a multi-style model; give style weights"
+                                                 if self._style is not None
+                                                 else "has one style; takes no style weights"))
+        if style_weights is not None:
+            style_weights = np.broadcast_to(np.asarray(style_weights, np.float32),
+                                            (len(pixels), self.num_styles))
         if pixels.ndim != 4 or pixels.shape[-1] != 3:
             raise ValueError(f"{self.path}: expected pixels (batch, height, width, 3), got shape "
                              f"{pixels.shape}")
@@ -47,8 +58,11 @@ class TFLiteModel:
             self._interpreter.allocate_tensors()
             self._shape = shape
         outputs = []
-        for image in pixels:
+        for i, image in enumerate(pixels):
             self._interpreter.set_tensor(self._input["index"], image[None])
+            if style_weights is not None:
+                self._interpreter.set_tensor(self._style["index"],
+                                             np.ascontiguousarray(style_weights[i:i + 1]))
             self._interpreter.invoke()
             outputs.append(self._interpreter.get_tensor(self._output["index"])[0])
         return np.stack(outputs)

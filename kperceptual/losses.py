@@ -17,6 +17,7 @@ so that callers can reduce over a global batch (distributed training) or sum ove
 
 from __future__ import annotations
 
+import numpy as np
 from keras import ops
 
 from kperceptual.choices import PIXEL_LOSSES, STYLE_REDUCTIONS
@@ -103,7 +104,8 @@ class PerceptualObjective:
 
     Args:
         loss_network: a ``LossNetwork`` returning every content and style layer.
-        style_targets: ``{layer: Gram matrix (1, C, C)}`` of the style image, or ``None`` when
+        style_targets: ``{layer: Gram matrices (N, C, C)}`` of the N style images (one for the
+            paper's network, several for a multi-style network), or ``None`` when
             ``style_weight`` is 0.
         content_layers, style_layers: paper layer names.
         content_weight, style_weight, tv_weight: lambda_c, lambda_s, lambda_TV.
@@ -142,9 +144,11 @@ class PerceptualObjective:
         features = self._content_features(content_images)
         return {layer: ops.stop_gradient(features[layer]) for layer in self.content_layers}
 
-    def __call__(self, images, content_targets):
+    def __call__(self, images, content_targets, styles=None):
         """Per-example weighted loss terms: {"content", "style", "tv", "total"}, each (B,);
-        ``self.terms`` names the ones that can be non-zero."""
+        ``self.terms`` names the ones that can be non-zero. ``styles`` (B,) int: the style
+        each example is scored against (its row of ``style_targets``); None: the first (the
+        one style image)."""
         features = self.loss_network(images)
         zero = ops.zeros((ops.shape(images)[0],), "float32")
         content = zero
@@ -154,9 +158,11 @@ class PerceptualObjective:
         style = zero
         if self.style_weight:
             for layer in self.style_layers:
+                target = self.style_targets[layer]
+                target = target[:1] if styles is None else ops.take(
+                    ops.convert_to_tensor(target, "float32"), styles, axis=0)
                 style = style + style_reconstruction_loss(
-                    gram_matrix(features[layer]), self.style_targets[layer],
-                    self.style_reduction)
+                    gram_matrix(features[layer]), target, self.style_reduction)
         tv = total_variation_loss(images) if self.tv_weight else zero
         terms = {
             "content": self.content_weight * content,
@@ -225,9 +231,18 @@ def style_targets_from_image(loss_network, style_image, style_layers):
     return {layer: ops.convert_to_numpy(gram_matrix(features[layer])) for layer in style_layers}
 
 
+def style_targets_from_images(loss_network, style_images, style_layers):
+    """Gram matrices (N, C, C) of N style images (each (H, W, 3) in [0, 255], sizes may
+    differ), row i that of image i."""
+    targets = [style_targets_from_image(loss_network, image, style_layers)
+               for image in style_images]
+    return {layer: np.concatenate([t[layer] for t in targets]) for layer in style_layers}
+
+
 def objective_from_config(config, style_image=None, loss_net=None):
     """The objective a ``config.ObjectiveConfig`` describes, for one style image (H, W, 3) in
-    [0, 255] (None when the style weight is 0); builds the loss network unless ``loss_net``
+    [0, 255] or a list of them (a multi-style network's, in its style order; None when the
+    style weight is 0); builds the loss network unless ``loss_net``
     (returning ``config.loss_layers()``) is given. Training (style and super-resolution) and
     the Gatys optimiser all build their objective here. A config with ``loss == "pixel"``
     (super-resolution's l_pixel) gives a ``PixelLossObjective``, which needs no loss network."""
@@ -237,7 +252,8 @@ def objective_from_config(config, style_image=None, loss_net=None):
     else:
         if loss_net is None:
             loss_net = LossNetwork(config.loss_layers(), weights=config.vgg_weights)
-        style_targets = (style_targets_from_image(loss_net, style_image, config.style_layers)
+        style_images = style_image if isinstance(style_image, (list, tuple)) else [style_image]
+        style_targets = (style_targets_from_images(loss_net, style_images, config.style_layers)
                          if config.style_weight else None)
         objective = PerceptualObjective(loss_net, style_targets, **config.objective_kwargs())
     if getattr(config, "chroma_weight", 0):

@@ -15,6 +15,14 @@ nearest-neighbour resize + conv instead of transposed convolution (no checkerboa
 Odena et al. 2016), and reflection instead of zero padding. Any input size works; inputs whose
 sides are not a multiple of 4 are reflection-padded and the output cropped back, so the output
 always has the input's size.
+
+One network for N styles (Dumoulin, Shlens and Kudlur, *A Learned Representation for Artistic
+Style*, ICLR 2017): ``StyleTransferNetwork(num_styles=N)`` shares every convolution and gives
+each style its own scale and shift at every normalisation layer
+(``ConditionalInstanceNormalization``); it takes the pixels and the style weights (B, N), one-hot
+for one style, a convex mix to interpolate styles. ``bind_style`` turns it into the one-style
+network of that mix (N = 1 is the paper's network, unchanged), which everything that applies,
+tiles or exports a one-input network takes as it is.
 """
 
 from __future__ import annotations
@@ -182,9 +190,61 @@ class BicubicUpsampling2D(layers.Layer):
         return {**super().get_config(), "factor": self.factor}
 
 
-def _normalization(norm, name):
+@keras.saving.register_keras_serializable(package="kperceptual")
+class ConditionalInstanceNormalization(layers.Layer):
+    """Instance normalisation with a learned scale and shift per style (Dumoulin et al. 2017).
+
+    Called on ``[x, style_weights]``: ``x`` (B, H, W, C) is normalised by the mean and variance
+    of each example's channel over H and W, then scaled by ``style_weights @ gamma`` and shifted
+    by ``style_weights @ beta``; ``gamma`` and ``beta`` are (num_styles, C) and
+    ``style_weights`` (B, num_styles) (one-hot for one style, a convex mix to interpolate). With
+    one-hot weights, example b gets exactly what ``GroupNormalization(groups=-1)`` with row
+    ``style[b]`` of gamma and beta gives. Computes in float32 and returns the compute dtype.
+    """
+
+    def __init__(self, num_styles, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.num_styles = int(num_styles)
+        self.epsilon = float(epsilon)
+        if self.num_styles < 1:
+            raise ValueError(f"num_styles must be at least 1, got {num_styles}")
+
+    def build(self, input_shape):
+        x_shape, _ = input_shape
+        channels = int(x_shape[-1])
+        self.gamma = self.add_weight(shape=(self.num_styles, channels), initializer="ones",
+                                     name="gamma")
+        self.beta = self.add_weight(shape=(self.num_styles, channels), initializer="zeros",
+                                    name="beta")
+
+    def call(self, inputs):
+        x, style_weights = inputs
+        dtype = x.dtype
+        x = ops.cast(x, "float32")
+        style_weights = ops.cast(style_weights, "float32")
+        mean, variance = ops.moments(x, axes=(1, 2), keepdims=True)
+        gamma = ops.matmul(style_weights, ops.cast(self.gamma, "float32"))[:, None, None, :]
+        beta = ops.matmul(style_weights, ops.cast(self.beta, "float32"))[:, None, None, :]
+        inv = ops.rsqrt(variance + self.epsilon) * gamma
+        return ops.cast(x * inv + (beta - mean * inv), dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "num_styles": self.num_styles, "epsilon": self.epsilon}
+
+
+def _normalization(norm, name, style=None):
+    """The normalisation ``norm`` as a function of a tensor; with ``style`` (the style weights
+    input of a multi-style network) instance normalisation is conditional on it."""
     if norm == "none":
         return lambda x: x
+    if style is not None:
+        if norm != "instance":
+            raise ValueError(f"a multi-style network needs instance normalisation, not {norm!r}")
+        layer = ConditionalInstanceNormalization(style.shape[-1], epsilon=1e-5, name=name)
+        return lambda x: layer([x, style])
     if norm == "instance":
         # GroupNormalization with one group per channel is instance normalisation.
         return layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)
@@ -205,21 +265,21 @@ def _conv(x, filters, kernel_size, strides, padding, name, dtype=None,
     raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
 
 
-def conv_norm_relu(x, filters, kernel_size, strides, norm, padding, name):
+def conv_norm_relu(x, filters, kernel_size, strides, norm, padding, name, style=None):
     x = _conv(x, filters, kernel_size, strides, padding, name)
-    x = _normalization(norm, f"{name}_norm")(x)
+    x = _normalization(norm, f"{name}_norm", style)(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def residual_block(x, filters, norm, padding, name):
+def residual_block(x, filters, norm, padding, name, style=None):
     """Two 3x3 convs with normalisation, ReLU between them, and an identity shortcut."""
-    y = conv_norm_relu(x, filters, 3, 1, norm, padding, f"{name}_conv1")
+    y = conv_norm_relu(x, filters, 3, 1, norm, padding, f"{name}_conv1", style)
     y = _conv(y, filters, 3, 1, padding, f"{name}_conv2")
-    y = _normalization(norm, f"{name}_conv2_norm")(y)
+    y = _normalization(norm, f"{name}_conv2_norm", style)(y)
     return layers.Add(name=f"{name}_add")([x, y])
 
 
-def upsample_norm_relu(x, filters, upsample, norm, padding, name):
+def upsample_norm_relu(x, filters, upsample, norm, padding, name, style=None):
     """A stride-1/2 convolution: transposed conv (paper) or nearest resize x2 + conv."""
     if upsample == "transpose":
         x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name=name)(x)
@@ -228,7 +288,7 @@ def upsample_norm_relu(x, filters, upsample, norm, padding, name):
         x = _conv(x, filters, 3, 1, padding, name)
     else:
         raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLES}")
-    x = _normalization(norm, f"{name}_norm")(x)
+    x = _normalization(norm, f"{name}_norm", style)(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -283,39 +343,59 @@ class StyleTransferNetwork(keras.Model):
         norm: ``"instance"`` (default, as the peers) or ``"batch"`` (paper).
         upsample: ``"resize"`` (default, nearest + conv) or ``"transpose"`` (paper).
         padding: ``"reflect"`` (default) or ``"zero"``.
+        num_styles: 1 (default): the paper's network, pixels in, pixels out; N > 1: conditional
+            instance normalisation (Dumoulin et al. 2017), inputs ``[pixels, style_weights]``
+            with ``style_weights`` (B, N) (see ``style_weights``); needs ``norm="instance"``.
+        style_names: the styles' names, one per style (multi-style networks: required, unique).
     """
 
     def __init__(self, filters=(32, 64, 128), num_residual_blocks=5, norm="instance",
-                 upsample="resize", padding="reflect", **kwargs):
+                 upsample="resize", padding="reflect", num_styles=1, style_names=None,
+                 **kwargs):
         filters = tuple(int(f) for f in filters)
         if len(filters) != 3:
             raise ValueError(f"filters must have 3 entries, got {filters}")
         _check_choices(norm, upsample, padding)
+        num_styles = int(num_styles)
+        style_names = None if style_names is None else tuple(str(n) for n in style_names)
+        if num_styles < 1:
+            raise ValueError(f"num_styles must be at least 1, got {num_styles}")
+        if num_styles > 1 and style_names is None:
+            style_names = tuple(f"style{i}" for i in range(num_styles))
+        if style_names is not None and (len(style_names) != num_styles
+                                        or len(set(style_names)) != num_styles):
+            raise ValueError(f"style_names must be {num_styles} distinct names, got "
+                             f"{list(style_names)}")
+        if num_styles > 1 and norm != "instance":
+            raise ValueError(f"a multi-style network needs norm='instance', not {norm!r}")
         pixels = keras.Input((None, None, 3), name="pixels")
+        style = keras.Input((num_styles,), name="style_weights") if num_styles > 1 else None
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_input")(pixels)
         x = PadToMultiple(4, name="pad_to_multiple")(x)
-        x = conv_norm_relu(x, filters[0], 9, 1, norm, padding, "down1")
-        x = conv_norm_relu(x, filters[1], 3, 2, norm, padding, "down2")
-        x = conv_norm_relu(x, filters[2], 3, 2, norm, padding, "down3")
+        x = conv_norm_relu(x, filters[0], 9, 1, norm, padding, "down1", style)
+        x = conv_norm_relu(x, filters[1], 3, 2, norm, padding, "down2", style)
+        x = conv_norm_relu(x, filters[2], 3, 2, norm, padding, "down3", style)
         for i in range(num_residual_blocks):
-            x = residual_block(x, filters[2], norm, padding, f"res{i + 1}")
-        x = upsample_norm_relu(x, filters[1], upsample, norm, padding, "up1")
-        x = upsample_norm_relu(x, filters[0], upsample, norm, padding, "up2")
+            x = residual_block(x, filters[2], norm, padding, f"res{i + 1}", style)
+        x = upsample_norm_relu(x, filters[1], upsample, norm, padding, "up1", style)
+        x = upsample_norm_relu(x, filters[0], upsample, norm, padding, "up2", style)
         # The output conv and head stay float32 under mixed precision: bf16 has ~1 level of
         # resolution at pixel values near 255.
         x = _conv(x, 3, 9, 1, padding, "out_conv", dtype="float32")
         x = pixels_from_logits(x)
         outputs = CropToReference(name="crop_to_input", dtype="float32")([x, pixels])
         kwargs.setdefault("name", "style_transfer_network")
-        super().__init__(pixels, outputs, **kwargs)
+        super().__init__(pixels if style is None else [pixels, style], outputs, **kwargs)
         self.filters = filters
         self.num_residual_blocks = int(num_residual_blocks)
         self.norm = norm
         self.upsample = upsample
         self.padding = padding
+        self.num_styles = num_styles
+        self.style_names = style_names
 
     def get_config(self):
-        return {
+        config = {
             "name": self.name,
             "trainable": self.trainable,
             "filters": list(self.filters),
@@ -324,6 +404,12 @@ class StyleTransferNetwork(keras.Model):
             "upsample": self.upsample,
             "padding": self.padding,
         }
+        # A one-style network's config is what it was before multi-style networks existed.
+        if self.num_styles > 1:
+            config["num_styles"] = self.num_styles
+        if self.style_names is not None:
+            config["style_names"] = list(self.style_names)
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -403,3 +489,74 @@ class SuperResolutionNetwork(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def num_styles(network) -> int:
+    """How many styles ``network`` has (1 for every one-input network)."""
+    return int(getattr(network, "num_styles", 1) or 1)
+
+
+def style_names(network) -> tuple[str, ...]:
+    """The names of ``network``'s styles; () where it records none (a one-style network)."""
+    return tuple(getattr(network, "style_names", None) or ())
+
+
+def style_weights(names, spec) -> np.ndarray:
+    """Style weights (N,) for the styles ``names`` from ``spec``: a name, a style index, a
+    weighted mix ``"starry_night:0.7,wave:0.3"`` (weights >= 0, normalised to sum 1; a name
+    without a weight counts 1, so ``"a,b"`` is an even mix), or N numbers. Raises ValueError
+    with one line (an unknown name lists the network's styles)."""
+    names = tuple(names)
+    n = len(names)
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if not 0 <= spec < n:
+            raise ValueError(f"style index {spec} is not in 0..{n - 1}")
+        return np.eye(n, dtype=np.float32)[int(spec)]
+    if not isinstance(spec, str):
+        weights = np.asarray(spec, np.float32).reshape(-1)
+        if weights.shape != (n,):
+            raise ValueError(f"expected {n} style weights, got {weights.shape[0]}")
+    else:
+        weights = np.zeros(n, np.float32)
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            name, _, weight = part.rpartition(":") if ":" in part else (part, "", "1")
+            name = name.strip()
+            if name not in names:
+                if name.isdigit() and int(name) < n:
+                    name = names[int(name)]
+                else:
+                    raise ValueError(f"unknown style {name!r}; this network has: "
+                                     f"{', '.join(names)}")
+            try:
+                value = float(weight)
+            except ValueError:
+                raise ValueError(f"{part!r}: the weight after ':' must be a number") from None
+            weights[names.index(name)] += value
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(f"style weights must be >= 0 and not all 0, got {spec!r}")
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def bind_style(network, weights, name=None):
+    """The one-style network (``num_styles=1``, the paper's network) of a multi-style network
+    at style weights (N,): the same convolutions, and at every normalisation layer the scale and
+    shift ``weights @ gamma``, ``weights @ beta`` (what the multi-style network computes for
+    those weights). Its weights are copies; a one-style network is returned as it is."""
+    if num_styles(network) == 1:
+        return network
+    weights = np.asarray(weights, np.float32).reshape(-1)
+    bound = StyleTransferNetwork(network.filters, network.num_residual_blocks, network.norm,
+                                 network.upsample, network.padding,
+                                 name=name or network.name)
+    source = {layer.name: layer for layer in network.layers}
+    for layer in bound.layers:
+        if not layer.weights:
+            continue
+        theirs = source[layer.name]
+        if isinstance(theirs, ConditionalInstanceNormalization):
+            gamma = weights @ keras.ops.convert_to_numpy(theirs.gamma)
+            beta = weights @ keras.ops.convert_to_numpy(theirs.beta)
+            layer.set_weights([gamma, beta])
+        else:
+            layer.set_weights(theirs.get_weights())
+    return bound

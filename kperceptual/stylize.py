@@ -6,6 +6,14 @@ Examples:
     python -m kperceptual.stylize --model=runs/starry_night/starry_night.keras "shots/**/*.png"
     python -m kperceptual.stylize --model=starry_night big.jpg --memory_budget=4G
     python -m kperceptual.stylize --model=starry_night clip.mov --batch_size=8
+    python -m kperceptual.stylize --model=zoo --style=wave photo.jpg
+    python -m kperceptual.stylize --model=zoo --style=starry_night:0.7,wave:0.3 photo.jpg
+    python -m kperceptual.stylize --model=zoo --style=all photo.jpg
+
+A multi-style network needs ``--style``: a style name, a weighted mix of its styles (weights
+normalised to sum 1) or ``all`` (images: every style, in one batch where it fits); outputs are
+``OUTPUT/<stem>_<model>_<style>.png`` (a mix: ``..._starry_night0.7-wave0.3.png``). An unknown
+name gets one line listing the network's styles; ``--style`` on a one-style network is refused.
 
 ``--model`` is a name under ``--models_dir`` (its newest version), a SavedModel folder, a
 ``.keras`` file or a ``.tflite`` file. Inputs are image files, folders (searched recursively),
@@ -60,6 +68,8 @@ flags.DEFINE_enum("histogram_match", "auto", list(choices.HISTOGRAM_MATCH),
                   "paper's post-processing); auto: on for models trained with l_feat.")
 flags.DEFINE_integer("batch_size", 4, "Video frames per network call.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files (never an input).")
+flags.DEFINE_string("style", "", "Multi-style networks: a style name, a mix NAME:WEIGHT,... "
+                                 "(e.g. starry_night:0.7,wave:0.3), or all (images only).")
 FLAGS = flags.FLAGS
 
 _GLOB_CHARACTERS = "*?["
@@ -124,19 +134,52 @@ def _check_flags(inputs):
         cli.fail(PROGRAM, f"--{e}")
 
 
+ALL_STYLES = "all"
+
+
 def _stylizer() -> inference.Stylizer:
     try:
         model = inference.as_loaded_model(FLAGS.model, FLAGS.models_dir)
     except (FileNotFoundError, ValueError, OSError, ImportError) as e:
         cli.fail(PROGRAM, f"--model: {e}")
+    style = FLAGS.style or None
+    if style == ALL_STYLES:
+        names = inference.model_style_names(model)
+        if not names:
+            cli.fail(PROGRAM, f"--style: {model.path or model.name} has one style; --style is "
+                              "for multi-style networks")
+        style = 0
     try:
         return inference.Stylizer(
             model, max_size=FLAGS.max_size, tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap,
             memory_budget=None if FLAGS.memory_budget == "auto" else FLAGS.memory_budget,
             preserve_color=FLAGS.preserve_color, strength=FLAGS.strength,
-            histogram_match=FLAGS.histogram_match, warn=lambda line: print(f"{PROGRAM}: --{line}", file=sys.stderr))
+            histogram_match=FLAGS.histogram_match, style=style,
+            warn=lambda line: print(f"{PROGRAM}: --{line}", file=sys.stderr))
     except inference.OptionError as e:
         cli.fail(PROGRAM, f"--{e}")
+
+
+def _stylize_all_styles(stylizer, path: str, relative: str, sources) -> list[str]:
+    """Every style of the network for the image ``path``; returns the files written."""
+    if video.is_video(path):
+        raise images.ImageError(f"{path}: --style=all takes images; give a video one --style")
+    model = stylizer.source_model.name
+    targets = {name: output_path(FLAGS.output, relative, f"{model}_{name}")
+               for name in inference.model_style_names(stylizer.source_model)}
+    for target in targets.values():
+        if os.path.realpath(target) in sources:
+            raise images.ImageError(f"{path}: its output {target} is an input; not replaced")
+        if os.path.exists(target) and not FLAGS.overwrite:
+            raise images.ImageError(f"{target}: already exists (pass --overwrite)")
+    rgb, alpha = images.read_image_and_alpha(path)
+    try:
+        outputs = stylizer.all_styles(rgb if alpha is None else np.dstack([rgb, alpha]))
+    except (inference.MemoryBudgetError, inference.InputError) as e:
+        raise images.ImageError(f"{path}: {e}") from None
+    for name, target in targets.items():
+        images.write_image(target, outputs[name], overwrite=FLAGS.overwrite)
+    return list(targets.values())
 
 
 def _stylize_one(stylizer, path: str, target: str):
@@ -162,6 +205,14 @@ def main(argv):
     claimed = {}
     failed = len(errors)
     for path, relative in inputs:
+        if FLAGS.style == ALL_STYLES:
+            try:
+                written = _stylize_all_styles(stylizer, path, relative, sources)
+                print(f"{path} -> {', '.join(written)}")
+            except images.ImageError as e:
+                print(f"{PROGRAM}: {e}", file=sys.stderr)
+                failed += 1
+            continue
         target = output_path(FLAGS.output, relative, stylizer.model.name)
         key = os.path.realpath(target)
         try:

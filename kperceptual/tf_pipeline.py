@@ -11,7 +11,7 @@ deterministic order; bad files are filtered out after decoding, so they never st
 
 from __future__ import annotations
 
-from kperceptual.data import DataError, TrainingImages, import_tensorflow
+from kperceptual.data import DataError, MultiStyleImages, TrainingImages, import_tensorflow
 
 tf = import_tensorflow()  # GPUs hidden from it under the JAX and PyTorch backends
 
@@ -99,11 +99,13 @@ def dataset(source: TrainingImages, batch_size: int, seed: int = 0, start_step: 
     ds = _examples(source, seed, start_step * batch_size, keep)
     ds = ds.filter(_is_ok).map(_example_only)
     ds = ds.batch(per_shard, drop_remainder=True)
+    if isinstance(source, MultiStyleImages):  # {"pixels": ..., "style": ...}
+        ds = ds.map(source.batch_structure)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _to_float32(*arrays):
-    arrays = tuple(tf.cast(a, tf.float32) for a in arrays)
+    arrays = tf.nest.map_structure(lambda a: tf.cast(a, tf.float32), arrays)
     return arrays if len(arrays) > 1 else arrays[0]
 
 

@@ -30,6 +30,10 @@ full pass; for the default network (15 instance-norm layers, most of the work in
 blocks at quarter resolution) about 7.4 untiled runs' worth of arithmetic, times the windows'
 overlap. Networks without whole-image statistics (batch normalisation) need only the last pass.
 
+A multi-style network (conditional instance normalisation) tiles once bound to a style or mix
+(``networks.bind_style``: the one-style network with those scales and shifts, whose
+``GroupNormalization`` layers are fixed here as any others); ``Tiler`` refuses it unbound.
+
 Per-window statistics instead (what a ``.tflite`` file without its Keras network would give)
 are far off: 19 dB PSNR against the untiled output for the Starry Night network on a 601x543
 photo in 320-pixel windows, against 76 dB for the exact tiling; so tiling needs the Keras
@@ -336,6 +340,9 @@ class Tiler:
     """Runs a Keras network window by window over large images (see the module docstring)."""
 
     def __init__(self, network):
+        if len(network.inputs) != 1:
+            raise ValueError(f"{network.name}: tiling takes a one-input network; bind a "
+                             "multi-style network to a style first (networks.bind_style)")
         self.network = network
         self.forward = keras_forward(network)
         self.geometry = network_geometry(network)

@@ -4,6 +4,8 @@ Examples:
     python -m kperceptual.train --flagfile=pipelines/quickstart.flags
     python -m kperceptual.train --flagfile=pipelines/starry_night.flags
     python -m kperceptual.train --style_image=my_style.jpg --train_data=photos/ --steps=40000
+    python -m kperceptual.train --style_image=styles/ --name=zoo          # one network, N styles
+    python -m kperceptual.train --init_from=zoo --style_image=new.jpg --name=zoo2   # add a style
     python -m kperceptual.train --flagfile=pipelines/sr_x4_feat.flags --steps=2000
     python -m kperceptual.train --task=super_resolution --scale=8 --loss=pixel --train_data=photos/
 
@@ -40,7 +42,9 @@ def _by_task(field: str) -> str:
 
 flags.DEFINE_enum("task", "style", list(CONFIGS), "What to train: a style transformation "
                   "network, or a super-resolution network.")
-flags.DEFINE_string("style_image", None, "Style image file, or skimage:NAME for a bundled photo.")
+flags.DEFINE_string("style_image", None, "Style image file, or skimage:NAME for a bundled photo; "
+                    "several (a comma-separated list or a folder): one multi-style network "
+                    "(conditional instance normalisation), each style named by its file stem.")
 flags.DEFINE_integer("scale", _SR["scale"].default,
                      "Super-resolution factor, a power of two (the paper: 4 and 8).")
 flags.DEFINE_string("loss", _SR["loss"].default,
@@ -72,7 +76,9 @@ flags.DEFINE_float("ema", _D["ema"].default,
                    "the .keras file and the export get (e.g. 0.999; 0: none).")
 flags.DEFINE_string("init_from", _D["init_from"].default,
                     "Start a new run from this model's weights (a .keras file, a SavedModel "
-                    "folder or a model name; same architecture). Ignored when resuming.")
+                    "folder or a model name; same architecture). A multi-style network with "
+                    "only new --style_image styles: adds them, training only their scales and "
+                    "shifts. Ignored when resuming.")
 flags.DEFINE_string("residual", _SR["residual"].default,
                     "Super-resolution: bicubic (the network corrects the bicubic upsampling of "
                     "its input; untrained, it is bicubic) or none (the paper).")

@@ -55,6 +55,7 @@ class PerceptualTrainer(keras.Model):
         super().__init__(**kwargs)
         self.network = network
         self.objective = objective
+        self.num_styles = networks.num_styles(network)
         if objective.loss_network is not None:
             self.loss_network = objective.loss_network  # tracked, frozen
         self.trackers = {name: keras.metrics.Mean(name=f"{name}_loss" if name != "total"
@@ -75,14 +76,26 @@ class PerceptualTrainer(keras.Model):
         return data, None
 
     def call(self, images, training=False):
+        """The network's output; a multi-style network's batches are dicts of the pixels and
+        each example's style index (``data.MultiStyleImages``), trained one-hot."""
+        if isinstance(images, dict):
+            style = keras.ops.one_hot(keras.ops.cast(images[data.STYLE_KEY], "int32"),
+                                      self.num_styles)
+            return self.network([keras.ops.cast(images[data.PIXELS_KEY], "float32"), style],
+                                training=training)
         return self.network(keras.ops.cast(images, "float32"), training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The objective's mean over this batch of outputs ``y_pred`` for inputs ``x`` against
-        targets ``y`` (``x`` itself when None); updates the per-term metrics."""
+        targets ``y`` (``x`` itself when None; a multi-style batch's pixels, each example
+        against its style's Gram matrices); updates the per-term metrics."""
+        styles = None
+        if isinstance(x, dict):
+            x, styles = x[data.PIXELS_KEY], keras.ops.cast(x[data.STYLE_KEY], "int32")
         targets = self.objective.content_targets(
             keras.ops.cast(x if y is None else y, "float32"))
-        terms = self.objective(keras.ops.cast(y_pred, "float32"), targets)
+        style_kwargs = {} if styles is None else {"styles": styles}
+        terms = self.objective(keras.ops.cast(y_pred, "float32"), targets, **style_kwargs)
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])
         return keras.ops.mean(terms["total"])
@@ -232,20 +245,40 @@ class TrainingMonitor(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def write_samples(self, step):
+        """Each sample input beside its output (a multi-style network's: in every style)."""
         pairs = {}
+        network = self.model.network
+        n = networks.num_styles(network)
         for i, x in enumerate(self.sample_images):
-            y = keras.ops.convert_to_numpy(self.model.network(
-                keras.ops.convert_to_tensor(x[None], "float32"), training=False))[0]
-            factor = y.shape[0] // x.shape[0]  # super-resolution: shown at the output's size
+            batch = keras.ops.convert_to_tensor(np.repeat(x[None], n, axis=0), "float32")
+            inputs = batch if n == 1 else [batch, keras.ops.eye(n, dtype="float32")]
+            ys = keras.ops.convert_to_numpy(network(inputs, training=False))
+            factor = ys.shape[1] // x.shape[0]  # super-resolution: shown at the output's size
             x = np.repeat(np.repeat(x, factor, axis=0), factor, axis=1)
             pairs[f"sample_{i}"] = np.concatenate(
-                [x, np.clip(np.round(y), 0, 255).astype(np.uint8)], axis=1)
+                [x] + [np.clip(np.round(y), 0, 255).astype(np.uint8) for y in ys], axis=1)
         self.writer.images(step, pairs)
 
 
 # -- the job ----------------------------------------------------------------------------------
 def load_style_image(config) -> np.ndarray:
-    return images.resize_long_side(images.read_image(config.style_image), config.style_size)
+    """The (first) style image, resized to ``style_size`` on its long side."""
+    return load_style_images(config)[0]
+
+
+def load_style_images(config) -> list[np.ndarray]:
+    """The style images of ``config.style_image``, in the order of its new styles."""
+    return [images.resize_long_side(images.read_image(path), config.style_size)
+            for path in config.style_images()]
+
+
+def trained_styles(config) -> tuple[int, ...]:
+    """The indices of the styles a run trains: all of a new network's; only the new ones of a
+    network that adds styles to an ``init_from`` multi-style network."""
+    if config.task != "style":
+        return ()
+    first = len(config.inherited_styles)
+    return tuple(range(first, first + len(config.new_style_names())))
 
 
 def make_network(config, **kwargs):
@@ -260,6 +293,9 @@ def make_source(config) -> data.TrainingImages:
     if config.task == "super_resolution":
         return data.SuperResolutionPairs(config.train_data, config.image_size, config.scale,
                                          config.blur_sigma, config.tfds_data_dir)
+    if len(config.style_names()) > 1:
+        return data.MultiStyleImages(config.train_data, config.image_size,
+                                     trained_styles(config), config.tfds_data_dir)
     return data.TrainingImages(config.train_data, config.image_size, config.tfds_data_dir)
 
 
@@ -281,11 +317,18 @@ def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
     Under ``mixed_float16`` Keras wraps the optimizer for loss scaling."""
     strategy = strategy or distribute.make_distribution(config.strategy)
     with strategy.scope():
-        style = (load_style_image(config).astype(np.float32)
-                 if config.task == "style" else None)
+        style = None
+        if config.task == "style":
+            style = [s.astype(np.float32) for s in load_style_images(config)]
+            # Targets for every style of the network; inherited ones never train (any will do).
+            style = [style[0]] * len(config.inherited_styles) + style
+            style = style if len(style) > 1 else style[0]
         objective = losses.objective_from_config(config, style, loss_net)
         network = make_network(config)
+        if config.task == "style" and config.inherited_styles:
+            freeze_shared_weights(network)
         trainer = PerceptualTrainer(network, objective)
+        trainer.trained_styles = trained_styles(config)
         trainer.compile(optimizer=optimizer() if optimizer else make_optimizer(config),
                         jit_compile=jit_compile)
     return trainer
@@ -308,11 +351,48 @@ def ema_weights(trainer) -> list:
     if not getattr(optimizer, "use_ema", False) or not averages:
         return values
     trainable = {id(v): v for v in trainer.network.trainable_variables}
+    # A network adding styles: the rows of the styles it does not train keep their values
+    # (their gradients are exactly zero, but an average of a constant need not be it exactly,
+    # and Keras writes the averages into the variables at the end of ``fit``).
+    kept = _untrained_style_rows(trainer)
+    untrained = getattr(trainer, "untrained_values", {})
     for i, variable in enumerate(trainer.network.weights):
         if id(variable) in trainable:
-            average = averages[optimizer._get_variable_index(variable)]
-            values[i] = keras.ops.convert_to_numpy(average)
+            average = keras.ops.convert_to_numpy(averages[optimizer._get_variable_index(variable)])
+            if kept is not None and average.ndim == 2:
+                average[kept] = untrained.get(i, values[i][kept])
+            values[i] = average
     return values
+
+
+def keep_untrained_values(trainer) -> None:
+    """Records the values of the style rows this run does not train (a network adding
+    styles), as they are now (after initialising or restoring), for ``ema_weights``."""
+    kept = _untrained_style_rows(trainer)
+    if kept is None:
+        return
+    trainable = {id(v) for v in trainer.network.trainable_variables}
+    trainer.untrained_values = {
+        i: keras.ops.convert_to_numpy(v)[kept] for i, v in enumerate(trainer.network.weights)
+        if id(v) in trainable and len(v.shape) == 2}
+
+
+def _untrained_style_rows(trainer):
+    """Indices of the styles a multi-style network has but this run does not train, or None."""
+    n = networks.num_styles(trainer.network)
+    trained = getattr(trainer, "trained_styles", ())
+    if n == 1 or not trained or len(trained) == n:
+        return None
+    return np.array([i for i in range(n) if i not in trained], np.int64)
+
+
+def freeze_shared_weights(network) -> None:
+    """Makes every layer but the conditional instance normalisations untrainable: adding a
+    style trains only the styles' scales and shifts (of those, only the new styles' rows get
+    gradients, as only they are in the batches)."""
+    for layer in network.layers:
+        if not isinstance(layer, networks.ConditionalInstanceNormalization):
+            layer.trainable = False
 
 
 def network_from_checkpoint(config, path: str):
@@ -323,6 +403,7 @@ def network_from_checkpoint(config, path: str):
         trainer = build_trainer(dataclasses.replace(config, precision="float32"), distribution,
                                 jit_compile=False)
         restore_checkpoint(trainer, path)
+        keep_untrained_values(trainer)
         values = ema_weights(trainer)
     with dtype_policy("float32"):
         network = make_network(config, name=config.name)
@@ -330,10 +411,9 @@ def network_from_checkpoint(config, path: str):
     return network
 
 
-def init_network_from(network, spec: str, models_dir: str = "savedmodels") -> None:
-    """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
-    model name) into ``network``; raises ``ConfigError`` (``init_from``) unless every weight
-    has the same shape."""
+def load_init_network(spec: str, models_dir: str = "savedmodels"):
+    """The Keras network of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
+    model name in ``models_dir``); raises ``ConfigError`` (``init_from``)."""
     from kperceptual import models
 
     try:
@@ -342,6 +422,70 @@ def init_network_from(network, spec: str, models_dir: str = "savedmodels") -> No
         raise config_lib.ConfigError("init_from", str(e)) from e
     if source is None:
         raise config_lib.ConfigError("init_from", f"{spec}: holds no Keras network")
+    return source
+
+
+def resolve_init_from(config):
+    """``config`` for a style run whose ``init_from`` is a multi-style network and whose style
+    images are all new styles: with that network's styles as ``inherited_styles`` (the run
+    adds its styles to them, training only theirs). Any other ``init_from`` is fine-tuning (the
+    same shape, every weight trains) and leaves ``config`` as it is. Raises ``ConfigError``
+    where the style images repeat some of the network's styles but not exactly all."""
+    if config.task != "style" or not config.init_from or config.inherited_styles:
+        return config
+    saved = os.path.join(config.model_dir, "config.json")
+    if list_checkpoints(os.path.join(config.model_dir, "checkpoints")) and os.path.isfile(saved):
+        with open(saved) as f:  # resuming: the run's own record (init_from is not read again)
+            inherited = tuple(json.load(f).get("inherited_styles", ()))
+        return dataclasses.replace(config, inherited_styles=inherited) if inherited else config
+    source = load_init_network(config.init_from, config.export_dir)
+    theirs = networks.style_names(source) if networks.num_styles(source) > 1 else ()
+    ours = config.new_style_names()
+    if not theirs or tuple(ours) == theirs:
+        return config
+    repeated = [n for n in ours if n in theirs]
+    if repeated:
+        raise config_lib.ConfigError(
+            "style_image", f"{', '.join(repeated)}: already a style of {config.init_from} "
+                           f"({', '.join(theirs)}); give only new styles to add them, or "
+                           "exactly its styles to fine-tune it")
+    return dataclasses.replace(config, inherited_styles=theirs)
+
+
+def add_styles_from(network, source) -> None:
+    """Copies a multi-style ``source`` into ``network``, which has its styles first and then
+    new ones: every shared weight, and each normalisation layer's gamma and beta rows of the
+    source's styles; the new styles start from the mean of the source's (a style near all of
+    them rather than none). Raises ``ConfigError`` (``init_from``) where the shapes differ."""
+    ours = {layer.name: layer for layer in network.layers}
+    n = networks.num_styles(source)
+    for theirs in source.layers:
+        if not theirs.weights:
+            continue
+        layer = ours.get(theirs.name)
+        values = theirs.get_weights()
+        if isinstance(theirs, networks.ConditionalInstanceNormalization) and layer is not None:
+            values = [np.concatenate([v, np.repeat(v.mean(axis=0, keepdims=True),
+                                                   layer.num_styles - n, axis=0)])
+                      for v in values]
+        if layer is None or [tuple(v.shape) for v in values] != \
+                [tuple(w.shape) for w in layer.weights]:
+            raise config_lib.ConfigError(
+                "init_from", f"{source.name}: its layer {theirs.name} does not fit this network "
+                             "(another --norm, --upsample, --padding or size?)")
+        layer.set_weights(values)
+
+
+def init_network_from(network, spec: str, inherited_styles=(),
+                      models_dir: str = "savedmodels") -> None:
+    """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
+    model name) into ``network``; raises ``ConfigError`` (``init_from``) unless every weight
+    has the same shape. With ``inherited_styles`` (a network adding styles to ``spec``'s):
+    ``add_styles_from``."""
+    source = load_init_network(spec, models_dir)
+    if inherited_styles:
+        add_styles_from(network, source)
+        return
     theirs = source.get_weights()
     ours = network.weights
     shapes = [tuple(w.shape) for w in theirs]
@@ -350,6 +494,19 @@ def init_network_from(network, spec: str, models_dir: str = "savedmodels") -> No
             "init_from", f"{spec}: its weights do not fit this network (another --scale, "
                          "--norm, --upsample or size?); start from a model of the same shape")
     network.set_weights(theirs)
+
+
+def _check_same_styles(config, saved: dict) -> None:
+    """A model_dir of a multi-style network resumes only with the same styles (a one-style run
+    may resume with another style image, as before multi-style networks)."""
+    theirs = dataclasses.replace(
+        config, style_image=saved.get("style_image", config.style_image),
+        inherited_styles=tuple(saved.get("inherited_styles", ()))).style_names()
+    ours = config.style_names()
+    if (len(theirs) > 1 or len(ours) > 1) and theirs != ours:
+        raise config_lib.ConfigError(
+            "style_image", f"{config.model_dir} holds a network for the styles "
+                           f"{', '.join(theirs)}; use another --model_dir or the same styles")
 
 
 def _check_model_dir(config, write: bool = True) -> None:
@@ -365,7 +522,11 @@ def _check_model_dir(config, write: bool = True) -> None:
             raise config_lib.ConfigError(
                 "model_dir", f"{config.model_dir} holds a {task} network; "
                              f"use another --model_dir for --task={config.task}")
+        if task == "style":
+            _check_same_styles(config, saved)
         for key, value in config.network_config().items():
+            if key in ("num_styles", "style_names"):  # _check_same_styles
+                continue
             if saved.get(key, NETWORK_DEFAULTS.get(key)) != value:
                 raise config_lib.ConfigError(
                     key, f"{config.model_dir} holds a network trained with {key}={saved.get(key)}"
@@ -390,6 +551,9 @@ def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
     config_lib.validate(config)
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
     distribution = distribution or distribute.make_distribution(config.strategy)
+    config = resolve_init_from(config)
+    if config.task == "style" and config.inherited_styles:
+        config_lib.validate(config)  # the names again, with the inherited ones
     if config.batch_size % distribution.replicas:
         raise config_lib.ConfigError(
             "batch_size", f"{config.batch_size} does not split evenly over "
@@ -431,8 +595,15 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
                 trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
             logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
         elif config.init_from:
-            init_network_from(trainer.network, config.init_from, config.export_dir)
-            logging.info("starting from the weights of %s", config.init_from)
+            inherited = getattr(config, "inherited_styles", ())
+            init_network_from(trainer.network, config.init_from, inherited, config.export_dir)
+            if inherited:
+                logging.info("adding styles %s to %s (%s): training only their parameters",
+                             ", ".join(config.new_style_names()), config.init_from,
+                             ", ".join(inherited))
+            else:
+                logging.info("starting from the weights of %s", config.init_from)
+        keep_untrained_values(trainer)
     monitor = TrainingMonitor(checkpoint_dir, config.checkpoint_every,
                               os.path.join(config.model_dir, "logs"), config.log_every,
                               config.sample_every, sample_inputs(config) if chief else [],

@@ -11,6 +11,11 @@ Examples:
 ``EXPORT_DIR/models.config`` for TF Serving. ``--format=tflite`` writes
 ``EXPORT_DIR/<name>_<quantize>[_<input_size>].tflite``, replacing nothing without
 ``--overwrite``. Every bad flag gets one line naming it and exit status 2.
+
+A multi-style network exports with the style as an input (SavedModel: ``style_weights`` and
+``serving_style_index``; TFLite: ``style_weights``). ``--style=NAME`` or a mix
+(``--style=starry_night:0.7,wave:0.3``) fixes it instead: the export is the one-style network of
+that style (needed for int8 and int16x8 TFLite).
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ flags.DEFINE_integer("calibration_steps", 32, "tflite int8/int16x8: calibration 
 flags.DEFINE_integer("calibration_size", 256, "tflite int8/int16x8: side of the square "
                      "calibration crops when --input_size is 0.")
 flags.DEFINE_bool("overwrite", False, "tflite: replace an existing file.")
+flags.DEFINE_string("style", "", "Multi-style networks: export fixed to this style or mix "
+                    "(NAME, or NAME:WEIGHT,... e.g. starry_night:0.7,wave:0.3); default: the "
+                    "style is an input of the export.")
 FLAGS = flags.FLAGS
 
 
@@ -133,7 +141,22 @@ def load_network():
     name = FLAGS.name or loaded.name
     if name_problem(name):
         cli.fail(PROGRAM, f"--name: the model's own name {name_problem(name)}; pass --name")
-    return name, loaded.network
+    network = loaded.network
+    from kperceptual import networks
+
+    if FLAGS.style:
+        if networks.num_styles(network) == 1:
+            cli.fail(PROGRAM, f"--style: {FLAGS.model} has one style; it takes no --style")
+        try:
+            weights = networks.style_weights(networks.style_names(network), FLAGS.style)
+        except ValueError as e:
+            cli.fail(PROGRAM, f"--style: {e}")
+        network = networks.bind_style(network, weights, name=network.name)
+    elif (networks.num_styles(network) > 1 and FLAGS.format == "tflite"
+          and FLAGS.quantize in tflite.CALIBRATED):
+        cli.fail(PROGRAM, f"--quantize: {FLAGS.quantize} needs one style fixed; pass --style "
+                          f"(one of {', '.join(networks.style_names(network))})")
+    return name, network
 
 
 def export_saved_model(name, network):

@@ -15,6 +15,11 @@ Signatures (any batch, height and width):
 * ``serving_bytes``:   ``image_bytes`` string (B,), each an encoded JPEG, PNG, BMP or GIF (first
   frame) of its own size -> ``png_bytes`` string (B,), PNG-encoded outputs. The ``_bytes``
   suffixes make TF Serving's REST API take and give ``{"b64": ...}`` values.
+
+A multi-style network's (``num_styles`` N > 1) signatures take the style as a second input:
+``style_weights`` float32 (B, N) in each of the three above (one-hot for one style, a convex mix
+to interpolate), and ``serving_style_index`` takes ``images`` uint8 and ``style`` int32 (B,), an
+index into the network's styles (``assets/network.keras`` records their names).
 """
 
 from __future__ import annotations
@@ -77,24 +82,41 @@ def export_saved_model(network: keras.Model, export_dir: str, name: str,
 
     archive = keras.export.ExportArchive()
     archive.track(network)
+    num_styles = int(getattr(network, "num_styles", 1) or 1)
+    style_spec = [tf.TensorSpec((None, num_styles), tf.float32, name="style_weights")] \
+        if num_styles > 1 else []
 
-    def stylise(images):
-        return {"outputs": _to_uint8(network(tf.cast(images, tf.float32), training=False))}
+    def run(pixels, *style_weights):
+        inputs = [pixels, *style_weights] if style_weights else pixels
+        return network(inputs, training=False)
 
-    def stylise_one_encoded(data):
+    def stylise(images, *style_weights):
+        return {"outputs": _to_uint8(run(tf.cast(images, tf.float32), *style_weights))}
+
+    def stylise_one_encoded(data, *style_weights):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        pixels = network(tf.cast(image, tf.float32)[None], training=False)
+        pixels = run(tf.cast(image, tf.float32)[None], *(w[None] for w in style_weights))
         return tf.io.encode_png(_to_uint8(pixels)[0])
 
-    def stylise_encoded(image_bytes):
-        return {"png_bytes": tf.map_fn(stylise_one_encoded, image_bytes,
-                                       fn_output_signature=tf.string)}
+    def stylise_encoded(image_bytes, *style_weights):
+        if style_weights:
+            encoded = tf.map_fn(lambda pair: stylise_one_encoded(*pair),
+                                (image_bytes, style_weights[0]), fn_output_signature=tf.string)
+        else:
+            encoded = tf.map_fn(stylise_one_encoded, image_bytes, fn_output_signature=tf.string)
+        return {"png_bytes": encoded}
 
     for endpoint, dtype in (("serving_default", tf.uint8), ("serving_float", tf.float32)):
         archive.add_endpoint(endpoint, stylise, input_signature=[
-            tf.TensorSpec((None, None, None, 3), dtype, name="images")])
-    archive.add_endpoint("serving_bytes", stylise_encoded,
-                         input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
+            tf.TensorSpec((None, None, None, 3), dtype, name="images"), *style_spec])
+    archive.add_endpoint("serving_bytes", stylise_encoded, input_signature=[
+        tf.TensorSpec((None,), tf.string, name="image_bytes"), *style_spec])
+    if num_styles > 1:
+        archive.add_endpoint(
+            "serving_style_index",
+            lambda images, style: stylise(images, tf.one_hot(style, num_styles)),
+            input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, name="images"),
+                             tf.TensorSpec((None,), tf.int32, name="style")])
     tmp = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=model_dir)
     try:
         archive.write_out(tmp, verbose=False)
@@ -115,13 +137,24 @@ def latest_version_path(export_dir: str, name: str) -> str | None:
 
 
 def load_saved_model(path: str):
-    """A callable: float32 pixels (B, H, W, 3) in [0, 255] -> uint8 outputs, from a SavedModel
-    written by ``export_saved_model``; ValueError naming ``path`` for any other SavedModel."""
+    """A callable: float32 pixels (B, H, W, 3) in [0, 255] (and, for a multi-style network,
+    ``style_weights`` (B, N)) -> uint8 outputs, from a SavedModel written by
+    ``export_saved_model``; ValueError naming ``path`` for any other SavedModel."""
     signature = tf.saved_model.load(path).signatures.get("serving_float")
     if signature is None:
         raise ValueError(f"{path}: no serving_float signature (not a SavedModel exported by "
                          "kperceptual)")
-    return lambda pixels: signature(images=tf.constant(pixels, tf.float32))["outputs"].numpy()
+    takes_style = "style_weights" in signature.structured_input_signature[1]
+
+    def run(pixels, style_weights=None):
+        inputs = {"images": tf.constant(pixels, tf.float32)}
+        if takes_style:
+            if style_weights is None:
+                raise ValueError(f"{path}: a multi-style model; give style weights")
+            inputs["style_weights"] = tf.constant(style_weights, tf.float32)
+        return signature(**inputs)["outputs"].numpy()
+
+    return run
 
 
 # -- TF Serving's model_config_list ----------------------------------------------------------

@@ -2,7 +2,9 @@
 ``kperceptual.litert``).
 
 The model takes float32 pixels (1, H, W, 3) in [0, 255] and returns float32 pixels of the same
-shape, whatever the quantisation. ``input_size=0`` keeps height and width dynamic (the runtime
+shape, whatever the quantisation. A multi-style network's model also takes ``style_weights``
+(1, N), unless it is fixed to one style or mix (``style_weights`` given at conversion: the
+network bound to it, ``networks.bind_style``); calibrated quantisation needs it fixed. ``input_size=0`` keeps height and width dynamic (the runtime
 resizes the input tensor); N fixes them to N x N.
 
 Quantisation (``QUANTIZATIONS``):
@@ -49,22 +51,39 @@ def tflite_filename(name: str, quantize: str, input_size: int = 0) -> str:
 
 
 def convert_tflite(network: keras.Model, quantize: str = "none", input_size: int = 0,
-                   calibration: Iterable[np.ndarray] | None = None) -> bytes:
-    """The TFLite flatbuffer of ``network``.
+                   calibration: Iterable[np.ndarray] | None = None,
+                   style_weights=None) -> bytes:
+    """The TFLite flatbuffer of ``network`` (a multi-style one fixed to ``style_weights`` (N,)
+    when given, else with a ``style_weights`` input).
 
     ``calibration`` (for ``int8`` and ``int16x8``) yields float32 batches (1, H, W, 3) in
     [0, 255]; it is iterated once.
     """
+    from kperceptual import networks
+
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantisation {quantize!r}; expected one of {QUANTIZATIONS}")
     if quantize in CALIBRATED and calibration is None:
         raise ValueError(f"{quantize} quantisation needs calibration images")
+    if style_weights is not None:
+        network = networks.bind_style(network, style_weights)
+    num_styles = networks.num_styles(network)
+    if num_styles > 1 and quantize in CALIBRATED:
+        raise ValueError(f"{quantize} quantisation of a multi-style network needs one style "
+                         "fixed (style_weights; --style)")
     side = input_size or None
     archive = keras.export.ExportArchive()
     archive.track(network)
-    archive.add_endpoint("serving_default", lambda pixels: network(pixels, training=False),
-                         input_signature=[tf.TensorSpec((1, side, side, 3), tf.float32,
-                                                        name="pixels")])
+    pixels_spec = tf.TensorSpec((1, side, side, 3), tf.float32, name="pixels")
+    if num_styles > 1:
+        archive.add_endpoint(
+            "serving_default", lambda pixels, style_weights: network(
+                [pixels, style_weights], training=False),
+            input_signature=[pixels_spec, tf.TensorSpec((1, num_styles), tf.float32,
+                                                        name="style_weights")])
+    else:
+        archive.add_endpoint("serving_default", lambda pixels: network(pixels, training=False),
+                             input_signature=[pixels_spec])
     with tempfile.TemporaryDirectory(prefix="kperceptual-tflite-") as tmp:
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
