@@ -102,17 +102,29 @@ def _variables(trainer):
     return list(trainer.network.weights), list(trainer.optimizer.variables)
 
 
-def save_checkpoint(trainer, directory: str, step: int, keep: int = 2) -> str:
-    """Writes network and optimizer state atomically as ``ckpt-<step>.npz``; keeps the last few."""
-    os.makedirs(directory, exist_ok=True)
+class CheckpointError(ValueError):
+    """A checkpoint file is damaged (truncated, not an npz) or holds NaN or infinite values."""
+
+
+def _finite(arrays) -> bool:
+    return all(np.isfinite(a).all() for a in arrays.values()
+               if np.issubdtype(a.dtype, np.inexact))
+
+
+def save_checkpoint(trainer, directory: str, step: int, keep: int = 2) -> str | None:
+    """Writes network and optimizer state atomically as ``ckpt-<step>.npz``; keeps the last few.
+    State holding NaN or infinite values is not written (nothing is removed): returns None."""
+    from kperceptual import files
+
     net_vars, opt_vars = _variables(trainer)
     arrays = {f"net_{i}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(net_vars)}
     arrays.update({f"opt_{i}": keras.ops.convert_to_numpy(v.value)
                    for i, v in enumerate(opt_vars)})
+    if not _finite(arrays):
+        return None
     path = os.path.join(directory, f"ckpt-{step:08d}.npz")
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
     for old in sorted(list_checkpoints(directory))[:-keep]:
         os.remove(old[1])
     return path
@@ -122,30 +134,75 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
     """Complete checkpoints in ``directory`` as sorted (step, path) pairs."""
     found = []
     for path in glob.glob(os.path.join(directory, "ckpt-*.npz")):
-        match = _CKPT.search(os.path.basename(path))
+        match = _CKPT.fullmatch(os.path.basename(path))
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
+def read_checkpoint(path: str) -> dict:
+    """A checkpoint's arrays by name; raises ``CheckpointError`` (one line naming ``path``) for
+    a damaged file or one holding NaN or infinite values."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: damaged checkpoint ({reason})") from e
+    if not _finite(arrays):
+        raise CheckpointError(f"{path}: holds NaN or infinite values")
+    return arrays
+
+
 def restore_checkpoint(trainer, path: str) -> int:
     """Loads a checkpoint into the trainer (optimizer built first); returns its step (the
     training batches behind it; ``mixed_float16`` skips the optimizer's update on overflow, so
-    the optimizer may count fewer)."""
+    the optimizer may count fewer). Raises ``CheckpointError`` for a damaged one (nothing is
+    assigned then)."""
     trainer.optimizer.build(trainer.network.trainable_variables)
     net_vars, opt_vars = _variables(trainer)
-    with np.load(path) as f:
-        if len([k for k in f.files if k.startswith("net_")]) != len(net_vars) or \
-                len([k for k in f.files if k.startswith("opt_")]) != len(opt_vars):
-            raise config_lib.ConfigError(
-                "model_dir", f"{path}: does not match this network or optimizer (another "
-                             "--precision? mixed_float16 adds loss-scale state); use another "
-                             "--model_dir or the run's own settings")
-        for i, v in enumerate(net_vars):
-            v.assign(f[f"net_{i}"])
-        for i, v in enumerate(opt_vars):
-            v.assign(f[f"opt_{i}"])
-    return int(_CKPT.search(os.path.basename(path)).group(1))
+    f = read_checkpoint(path)
+    if len([k for k in f if k.startswith("net_")]) != len(net_vars) or \
+            len([k for k in f if k.startswith("opt_")]) != len(opt_vars):
+        raise config_lib.ConfigError(
+            "model_dir", f"{path}: does not match this network or optimizer (another "
+                         "--precision? mixed_float16 adds loss-scale state); use another "
+                         "--model_dir or the run's own settings")
+    for i, v in enumerate(net_vars):
+        v.assign(f[f"net_{i}"])
+    for i, v in enumerate(opt_vars):
+        v.assign(f[f"opt_{i}"])
+    return int(_CKPT.fullmatch(os.path.basename(path)).group(1))
+
+
+def restore_newest_checkpoint(trainer, directory: str) -> tuple[int, str | None]:
+    """Restores the newest readable checkpoint in ``directory``, logging one line for each newer
+    damaged one it passes over (which is kept); returns (step, path), (0, None) when there is
+    none. Raises ``ConfigError`` when checkpoints exist and none of them can be read."""
+    found = list_checkpoints(directory)
+    for step, path in reversed(found):
+        try:
+            return restore_checkpoint(trainer, path), path
+        except CheckpointError as e:
+            logging.warning("skipping %s; trying an older checkpoint", e)
+    if found:
+        raise config_lib.ConfigError(
+            "model_dir", f"{directory}: no readable checkpoint ({len(found)} damaged); move "
+                         "them away to start again, or use another --model_dir")
+    return 0, None
+
+
+def last_good_checkpoint(directory: str) -> str | None:
+    """The newest checkpoint in ``directory`` that reads and holds only finite values."""
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            read_checkpoint(path)
+            return path
+        except CheckpointError:
+            pass
+    return None
 
 
 # -- callbacks --------------------------------------------------------------------------------
@@ -218,6 +275,12 @@ class TrainingMonitor(keras.callbacks.Callback):
             self.diverged_at = step
             self.model.stop_training = True
             return
+        checkpoint = self.chief and (step % self.checkpoint_every == 0
+                                     or step >= self.total_steps)
+        if checkpoint and save_checkpoint(self.model, self.checkpoint_dir, step) is None:
+            self.diverged_at = step  # finite loss, but this step's update was not
+            self.model.stop_training = True
+            return
         if step % self.log_every == 0:
             elapsed = time.perf_counter() - self._window_start
             if self.chief:
@@ -226,8 +289,6 @@ class TrainingMonitor(keras.callbacks.Callback):
             self._window_start = time.perf_counter()
         if self.chief and step % self.sample_every == 0:
             self.write_samples(step)
-        if self.chief and (step % self.checkpoint_every == 0 or step >= self.total_steps):
-            save_checkpoint(self.model, self.checkpoint_dir, step)
         if step >= self.total_steps:
             self.model.stop_training = True
 
@@ -421,15 +482,14 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
         trainer = build_trainer(config, distribution, optimizer=optimizer,
                                 jit_compile=choices.JIT_COMPILE[config.jit_compile])
         if chief:
-            for partial in glob.glob(os.path.join(checkpoint_dir, "*.tmp.npz")):
+            for partial in glob.glob(os.path.join(checkpoint_dir, "*.tmp*.npz")):
                 os.remove(partial)  # left by a run killed while writing a checkpoint
-        checkpoints = list_checkpoints(checkpoint_dir)
-        start = restore_checkpoint(trainer, checkpoints[-1][1]) if checkpoints else 0
+        start, resumed = restore_newest_checkpoint(trainer, checkpoint_dir)
         distribution.check_same_step(start, config.model_dir)
-        if checkpoints:
+        if resumed:
             if isinstance(trainer.optimizer.learning_rate, keras.Variable):
                 trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
-            logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
+            logging.info("resuming from %s at step %d", resumed, start)
         elif config.init_from:
             init_network_from(trainer.network, config.init_from)
             logging.info("starting from the weights of %s", config.init_from)
@@ -455,10 +515,11 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
     if source.skipped:
         logging.warning("skipped %d unreadable training images", len(source.skipped))
     if monitor.diverged_at is not None:
-        last = list_checkpoints(checkpoint_dir)
-        kept = f"the last good checkpoint is {last[-1][1]}" if last else "no checkpoint was saved"
-        raise TrainingDiverged(f"loss became NaN or infinite at step {monitor.diverged_at}; "
-                               f"{kept}; try a lower --learning_rate or loss weights")
+        last = last_good_checkpoint(checkpoint_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no good checkpoint was saved"
+        raise TrainingDiverged(f"training diverged (loss or weights NaN or infinite) at step "
+                               f"{monitor.diverged_at}; {kept}; try a lower --learning_rate or "
+                               "loss weights")
     # A fresh, strategy-free float32 copy of the network for saving and export.
     with dtype_policy("float32"):
         network = make_network(config, name=config.name)
