@@ -506,8 +506,13 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
                                                 loader, config.steps - start)
         try:
             with distribution.running():
-                trainer.fit(batches, epochs=1, steps_per_epoch=config.steps - start,
-                            shuffle=False, callbacks=[monitor], verbose=verbose)
+                try:
+                    trainer.fit(batches, epochs=1, steps_per_epoch=config.steps - start,
+                                shuffle=False, callbacks=[monitor], verbose=verbose)
+                except StopIteration:  # tf.data ended before its first batch
+                    source.check_readable()
+                    raise
+            source.check_readable()  # tf.data ends its stream when no file can be read
         except data.DataError as e:  # e.g. no file of the folder can be read
             raise config_lib.ConfigError("train_data", str(e)) from e
     elapsed = time.perf_counter() - started

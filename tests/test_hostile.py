@@ -75,3 +75,17 @@ def test_a_checkpoint_with_nan_is_not_resumed_from(tmp_path, vgg_weights_path):
         trainer.read_checkpoint(newest)
     result = trainer.train(small_config(tmp_path, steps=3), verbose=0)
     assert result["trained_steps"] == 2
+
+
+# -- 4: a folder in which no image can be read stops with one line, on both loaders ----------
+@pytest.mark.parametrize("loader", ["tf_data", "py_dataset"])
+def test_a_folder_of_unreadable_images_stops_with_one_line(tmp_path, vgg_weights_path, loader):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "b.png").write_bytes(b"")
+    config = small_config(tmp_path, steps=3, train_data=str(folder), loader=loader)
+    with pytest.raises(config_lib.ConfigError, match="none of its images can be read") as e:
+        trainer.train(config, verbose=0)
+    assert str(e.value).startswith("--train_data: ") and "\n" not in str(e.value)
+    assert not os.path.exists(tmp_path / "export")  # nothing exported
