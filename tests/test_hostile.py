@@ -89,3 +89,68 @@ def test_a_folder_of_unreadable_images_stops_with_one_line(tmp_path, vgg_weights
         trainer.train(config, verbose=0)
     assert str(e.value).startswith("--train_data: ") and "\n" not in str(e.value)
     assert not os.path.exists(tmp_path / "export")  # nothing exported
+
+
+# -- 5: files that are not files: links to devices, FIFOs; a size bound before reading -------
+def _not_files(folder):
+    os.symlink("/dev/zero", folder / "zero.png")
+    os.mkfifo(folder / "pipe.jpg")
+
+
+def test_devices_and_fifos_are_refused_without_reading(tmp_path, monkeypatch):
+    from kperceptual import images
+
+    _not_files(tmp_path)
+    with pytest.raises(images.ImageError, match="character device, not a regular file"):
+        images.read_image(str(tmp_path / "zero.png"))
+    with pytest.raises(images.ImageError, match="named pipe"):
+        images.read_image(str(tmp_path / "pipe.jpg"))  # would block in open() without O_NONBLOCK
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * 2000)
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(images.ImageError, match="over the limit of 1000"):
+        images.read_image(str(big))
+
+
+def test_stylize_goes_on_past_a_device_link_and_a_fifo(tmp_path, photos, tiny_style_model):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from kperceptual import images
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    images.write_image(str(folder / "good.png"), images.resize_long_side(photos["chelsea"], 32))
+    _not_files(folder)
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-m", "kperceptual.stylize",
+                             f"--model={tiny_style_model}", f"--output={tmp_path / 'out'}",
+                             str(folder)], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert sum("zero.png: a character device" in line for line in lines) == 1, lines
+    assert sum("pipe.jpg: a named pipe" in line for line in lines) == 1, lines
+    assert os.path.isfile(tmp_path / "out" / "good_tiny_style.png")
+
+
+def test_a_fifo_named_as_a_video_is_refused(tmp_path, tiny_style_model):
+    from kperceptual import video
+
+    os.mkfifo(tmp_path / "clip.mp4")
+    with pytest.raises(video.VideoError, match="named pipe"):
+        video.stylize_video(tiny_style_model, str(tmp_path / "clip.mp4"),
+                            str(tmp_path / "out.mp4"))
+
+
+def test_training_skips_device_links_and_fifos(tmp_path):
+    from kperceptual import data, images
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images.write_image(str(folder / "good.png"), np.zeros((40, 40, 3), np.uint8))
+    _not_files(folder)
+    source = data.TrainingImages(str(folder), 32)
+    batch = source.py_dataset(2, num_batches=1, workers=1)[0]
+    assert batch.shape == (2, 32, 32, 3)
+    assert sorted(os.path.basename(k) for k in source.skipped) == ["pipe.jpg", "zero.png"]
