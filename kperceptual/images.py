@@ -230,8 +230,10 @@ def write_image(path: str, image, overwrite: bool = False) -> str:
     if image.dtype != np.uint8:
         image = to_uint8(image)
     try:
-        with files.atomic_path(path) as tmp:
+        with files.atomic_path(path, overwrite=overwrite) as tmp:
             Image.fromarray(image).save(tmp)
+    except FileExistsError as e:
+        raise ImageError(f"{path}: already exists (pass overwrite to replace it)") from e
     except (OSError, ValueError) as e:
         raise ImageError(f"{path}: cannot write ({e})") from e
     return path

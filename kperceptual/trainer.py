@@ -34,7 +34,8 @@ from absl import logging
 
 from kperceptual import choices
 from kperceptual import config as config_lib
-from kperceptual import data, degradation, distribute, images, losses, networks, schedules
+from kperceptual import (data, degradation, distribute, files, images, losses, networks,
+                         schedules)
 from kperceptual.precision import dtype_policy, resolve_precision
 
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
@@ -114,8 +115,6 @@ def _finite(arrays) -> bool:
 def save_checkpoint(trainer, directory: str, step: int, keep: int = 2) -> str | None:
     """Writes network and optimizer state atomically as ``ckpt-<step>.npz``; keeps the last few.
     State holding NaN or infinite values is not written (nothing is removed): returns None."""
-    from kperceptual import files
-
     net_vars, opt_vars = _variables(trainer)
     arrays = {f"net_{i}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(net_vars)}
     arrays.update({f"opt_{i}": keras.ops.convert_to_numpy(v.value)
@@ -432,10 +431,8 @@ def _check_model_dir(config, write: bool = True) -> None:
                     key, f"{config.model_dir} holds a network trained with {key}={saved.get(key)}"
                          f"; use another --model_dir or the same --{key}")
     elif write:
-        os.makedirs(config.model_dir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:  # other workers may be reading it
-            json.dump(config.to_dict(), f, indent=2)
-        os.replace(path + ".tmp", path)
+        files.write_atomically(path, json.dumps(config.to_dict(), indent=2).encode(),
+                               overwrite=True)  # other workers may be reading it
 
 
 def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
@@ -481,9 +478,8 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
     with distribution.scope():
         trainer = build_trainer(config, distribution, optimizer=optimizer,
                                 jit_compile=choices.JIT_COMPILE[config.jit_compile])
-        if chief:
-            for partial in glob.glob(os.path.join(checkpoint_dir, "*.tmp*.npz")):
-                os.remove(partial)  # left by a run killed while writing a checkpoint
+        if chief:  # left by a run killed while writing a checkpoint
+            files.remove_stale_temporaries(checkpoint_dir)
         start, resumed = restore_newest_checkpoint(trainer, checkpoint_dir)
         distribution.check_same_step(start, config.model_dir)
         if resumed:
@@ -532,7 +528,8 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
     keras_path = export_path = None
     if chief:
         keras_path = os.path.join(config.model_dir, f"{config.name}.keras")
-        network.save(keras_path)
+        with files.atomic_path(keras_path) as tmp:  # the previous one stays until it is whole
+            network.save(tmp)
         export_path = export_saved_model(network, keras_path, config.export_dir, config.name)
     return {
         "steps": step,

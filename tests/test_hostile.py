@@ -154,3 +154,42 @@ def test_training_skips_device_links_and_fifos(tmp_path):
     batch = source.py_dataset(2, num_batches=1, workers=1)[0]
     assert batch.shape == (2, 32, 32, 3)
     assert sorted(os.path.basename(k) for k in source.skipped) == ["pipe.jpg", "zero.png"]
+
+
+# -- 7: results are written atomically: an interrupted save leaves the previous file whole ---
+def test_an_interrupted_final_save_keeps_the_previous_keras_file(tmp_path, vgg_weights_path,
+                                                                 monkeypatch):
+    first = trainer.train(small_config(tmp_path, steps=1), verbose=0)
+    before = open(first["keras_path"], "rb").read()
+
+    def dies_half_way(self, path, *args, **kwargs):  # as kill -9 or a full disk would
+        with open(path, "wb") as f:
+            f.write(before[:100])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", dies_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.train(small_config(tmp_path, steps=2), verbose=0)
+    assert open(first["keras_path"], "rb").read() == before
+    assert not [n for n in os.listdir(tmp_path / "run") if n.startswith(".tmp-")]
+
+
+def test_atomic_writes_never_clobber_and_use_unique_temporaries(tmp_path):
+    from kperceptual import files
+
+    target = tmp_path / "a.weights.h5"
+    names = {files.temporary_name(str(target)) for _ in range(3)}
+    assert len(names) == 3 and all(n.endswith("a.weights.h5") for n in names)
+    files.write_atomically(str(target), b"first")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        with files.atomic_path(str(target), overwrite=False) as tmp:
+            open(tmp, "wb").write(b"second")
+            target.write_bytes(b"another process won the race")
+    assert target.read_bytes() == b"another process won the race"
+    assert os.listdir(tmp_path) == ["a.weights.h5"]
+    stale = tmp_path / f"{files.TEMPORARY_PREFIX}999999999-abcd-x.npz"
+    stale.write_bytes(b"left by kill -9")
+    live = tmp_path / files.temporary_name("x.npz").rpartition("/")[2]
+    live.write_bytes(b"being written")
+    files.remove_stale_temporaries(str(tmp_path))
+    assert not stale.exists() and live.exists()
