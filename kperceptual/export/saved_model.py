@@ -15,6 +15,12 @@ Signatures (any batch, height and width):
 * ``serving_bytes``:   ``image_bytes`` string (B,), each an encoded JPEG, PNG, BMP or GIF (first
   frame) of its own size -> ``png_bytes`` string (B,), PNG-encoded outputs. The ``_bytes``
   suffixes make TF Serving's REST API take and give ``{"b64": ...}`` values.
+
+Limits fixed at export (``max_pixels`` per image, ``max_batch_pixels`` per request) bound what one
+request can cost: ``serving_bytes`` reads each image's size from its header (JPEG, PNG, GIF, BMP)
+before anything is decoded, and a request over a limit fails with an ``InvalidArgumentError``
+saying which image and which limit, instead of taking the server's memory (a 4 KB PNG can declare
+6000 x 6000 pixels). The pixel signatures bound batch x height x width the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +37,49 @@ from kperceptual.files import write_atomically
 from kperceptual.models import NETWORK_ASSET
 
 MODELS_CONFIG = "models.config"
+# Per image: 2048 x 2048 (about 4 GB of activations on a CPU for the default style network).
+DEFAULT_MAX_PIXELS = 2048 * 2048
+BATCH_IMAGES = 4  # the default max_batch_pixels is this many images at max_pixels
+
+
+def _big_endian(data, start: int, length: int):
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, start, length), tf.uint8), tf.int64)
+    return tf.reduce_sum(raw * tf.bitwise.left_shift(
+        tf.constant(1, tf.int64), tf.range(8 * (length - 1), -1, -8, dtype=tf.int64)))
+
+
+def _little_endian(data, start: int, length: int):
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, start, length), tf.uint8), tf.int64)
+    return tf.reduce_sum(raw * tf.bitwise.left_shift(
+        tf.constant(1, tf.int64), tf.range(0, 8 * length, 8, dtype=tf.int64)))
+
+
+def declared_pixels(data):
+    """The pixel count an encoded JPEG, PNG, GIF or BMP declares in its header (read without
+    decoding anything); -1 for bytes of another kind or too short for their header."""
+    length = tf.strings.length(data)
+    head = tf.strings.substr(data, 0, 8)
+    is_png = tf.logical_and(tf.equal(head, b"\x89PNG\r\n\x1a\n"), length >= 24)
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff")
+    is_gif = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 3), b"GIF"), length >= 10)
+    is_bmp = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 2), b"BM"), length >= 26)
+
+    def png():
+        return _big_endian(data, 16, 4) * _big_endian(data, 20, 4)
+
+    def jpeg():  # reads markers up to the frame header only
+        return tf.reduce_prod(tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64))
+
+    def gif():  # the logical screen, which every frame is decoded into
+        return _little_endian(data, 6, 2) * _little_endian(data, 8, 2)
+
+    def bmp():  # a top-down BMP has a negative height
+        height = _little_endian(data, 22, 4)
+        height = tf.where(height >= 2 ** 31, 2 ** 32 - height, height)
+        return _little_endian(data, 18, 4) * height
+
+    return tf.case([(is_png, png), (is_jpeg, jpeg), (is_gif, gif), (is_bmp, bmp)],
+                   default=lambda: tf.constant(-1, tf.int64), exclusive=False)
 
 
 def versions(model_dir: str) -> list[int]:
@@ -64,8 +113,11 @@ def _to_uint8(pixels):
 
 
 def export_saved_model(network: keras.Model, export_dir: str, name: str,
-                       version: int | None = None) -> str:
-    """Exports ``network`` to ``export_dir/name/version``; returns that path."""
+                       version: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                       max_batch_pixels: int | None = None) -> str:
+    """Exports ``network`` to ``export_dir/name/version``; returns that path. Requests over
+    ``max_pixels`` an image or ``max_batch_pixels`` in all (default: ``BATCH_IMAGES`` images at
+    ``max_pixels``) are refused (see the module's doc)."""
     model_dir = os.path.join(export_dir, name)
     existing = versions(model_dir)
     if version is None:
@@ -75,11 +127,27 @@ def export_saved_model(network: keras.Model, export_dir: str, name: str,
         raise FileExistsError(f"{target}: already exists; choose another version")
     os.makedirs(model_dir, exist_ok=True)
 
+    max_pixels = int(max_pixels)
+    max_batch_pixels = int(max_batch_pixels or BATCH_IMAGES * max_pixels)
+    if max_pixels <= 0 or max_batch_pixels < max_pixels:
+        raise ValueError(f"max_pixels {max_pixels} must be positive and max_batch_pixels "
+                         f"{max_batch_pixels} at least as large")
     archive = keras.export.ExportArchive()
     archive.track(network)
+    limits = (f"(this model's limits, set at export: {max_pixels} pixels an image, "
+              f"{max_batch_pixels} a request)")
+
+    def check_pixels(images):
+        shape = tf.cast(tf.shape(images), tf.int64)
+        total = shape[0] * shape[1] * shape[2]
+        return tf.debugging.Assert(total <= max_batch_pixels, [tf.strings.format(
+            "images: {} x {} x {} = {} pixels, over the request limit " + limits,
+            (shape[0], shape[1], shape[2], total))])
 
     def stylise(images):
-        return {"outputs": _to_uint8(network(tf.cast(images, tf.float32), training=False))}
+        with tf.control_dependencies([check_pixels(images)]):
+            pixels = network(tf.cast(images, tf.float32), training=False)
+        return {"outputs": _to_uint8(pixels)}
 
     def stylise_one_encoded(data):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -87,6 +155,22 @@ def export_saved_model(network: keras.Model, export_dir: str, name: str,
         return tf.io.encode_png(_to_uint8(pixels)[0])
 
     def stylise_encoded(image_bytes):
+        sizes = tf.map_fn(declared_pixels, image_bytes, fn_output_signature=tf.int64)
+        index = tf.cast(tf.argmax(tf.concat([sizes, [0]], 0)), tf.int64)
+        unknown = tf.cast(tf.argmin(tf.concat([sizes, [0]], 0)), tf.int64)
+        checks = [
+            tf.debugging.Assert(tf.reduce_all(sizes >= 0), [tf.strings.format(
+                "image_bytes[{}]: not a JPEG, PNG, GIF or BMP image (or cut short)",
+                unknown)]),
+            tf.debugging.Assert(tf.reduce_all(sizes <= max_pixels), [tf.strings.format(
+                "image_bytes[{}]: declares {} pixels, over the image limit " + limits,
+                (index, tf.reduce_max(tf.concat([sizes, [0]], 0))))]),
+            tf.debugging.Assert(tf.reduce_sum(sizes) <= max_batch_pixels, [tf.strings.format(
+                "image_bytes: {} images declare {} pixels in all, over the request limit "
+                + limits, (tf.size(sizes), tf.reduce_sum(sizes)))]),
+        ]
+        with tf.control_dependencies(checks):
+            image_bytes = tf.identity(image_bytes)
         return {"png_bytes": tf.map_fn(stylise_one_encoded, image_bytes,
                                        fn_output_signature=tf.string)}
 
