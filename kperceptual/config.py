@@ -154,6 +154,13 @@ class SuperResolutionConfig(TrainingConfig):
                 "residual": self.residual}
 
 
+# What a run in a model_dir is trained to minimise: resuming it with other values would mix two
+# objectives in one network (and config.json would name only the first).
+OBJECTIVE_FIELDS = ("style_image", "style_size", "content_weight", "style_weight", "tv_weight",
+                    "style_reduction", "content_layers", "style_layers", "vgg_weights",
+                    "blur_sigma", "pixel_loss", "chroma_weight")
+
+
 # The super-resolution network's first 9x9 conv reflects 4 pixels: low-res sides must exceed it.
 MIN_LOW_RES_SIDE = 5
 

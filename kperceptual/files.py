@@ -105,3 +105,35 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str):
+    """Holds an exclusive lock on the file ``path`` (created if needed; it records this
+    process's id and host) for the block, or raises ``LockedError`` naming the holder at once.
+    The operating system releases the lock when its process ends in any way (``kill -9``
+    too), so a killed run's lock file is never stale: the next run simply takes it."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): not locked
+        yield
+        return
+    import socket
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise LockedError(f"{path}: held by {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

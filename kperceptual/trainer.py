@@ -430,9 +430,25 @@ def _check_model_dir(config, write: bool = True) -> None:
                 raise config_lib.ConfigError(
                     key, f"{config.model_dir} holds a network trained with {key}={saved.get(key)}"
                          f"; use another --model_dir or the same --{key}")
+        ours = json.loads(json.dumps(config.to_dict()))
+        for key in config_lib.OBJECTIVE_FIELDS:
+            if key in saved and key in ours and saved[key] != ours[key] and not (
+                    key == "style_image" and _same_file(saved[key], ours[key])):
+                raise config_lib.ConfigError(
+                    key, f"{config.model_dir} holds a run trained with --{key}="
+                         f"{_flag_value(saved[key])}; resume it with the same value, or use "
+                         "another --model_dir (or --name) for a new run")
     elif write:
         files.write_atomically(path, json.dumps(config.to_dict(), indent=2).encode(),
                                overwrite=True)  # other workers may be reading it
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def _flag_value(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
@@ -465,10 +481,24 @@ def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
             "loader", "py_dataset cannot read tensorflow-datasets sources" if
             source.kind == "tfds" else "multi_worker reads its shards through tf.data; "
                                        "use --loader=auto")
-    _check_model_dir(config, write=distribution.is_chief)
-    precision = resolve_precision(config.precision)
-    with dtype_policy(precision):
-        return _train(config, distribution, source, loader, precision, verbose, optimizer)
+    lock = os.path.join(config.model_dir, ".lock")
+    try:  # one run at a time in a model_dir (the chief's lock; the workers share the folder)
+        with files.exclusive_lock(lock) if distribution.is_chief else _no_lock():
+            _check_model_dir(config, write=distribution.is_chief)
+            precision = resolve_precision(config.precision)
+            with dtype_policy(precision):
+                return _train(config, distribution, source, loader, precision, verbose,
+                              optimizer)
+    except files.LockedError as e:
+        raise config_lib.ConfigError(
+            "model_dir", f"{config.model_dir} is in use by another training run ({e}); wait "
+                         "for it to end, or use another --model_dir") from None
+
+
+def _no_lock():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _train(config, distribution, source, loader, precision, verbose, optimizer) -> dict:

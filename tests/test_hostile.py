@@ -193,3 +193,31 @@ def test_atomic_writes_never_clobber_and_use_unique_temporaries(tmp_path):
     live.write_bytes(b"being written")
     files.remove_stale_temporaries(str(tmp_path))
     assert not stale.exists() and live.exists()
+
+
+# -- 8: runs that collide: another objective in a model_dir, two runs at once -----------------
+def test_another_style_in_an_existing_model_dir_is_refused(tmp_path, vgg_weights_path):
+    first = trainer.train(small_config(tmp_path, steps=1), verbose=0)
+    before = open(first["keras_path"], "rb").read()
+    with pytest.raises(config_lib.ConfigError, match=r"^--style_image: .*skimage:hubble_deep_"
+                                                     r"field; resume it with the same value"):
+        trainer.train(small_config(tmp_path, steps=2, style_image="skimage:coffee"), verbose=0)
+    with pytest.raises(config_lib.ConfigError, match="^--style_weight: "):
+        trainer.train(small_config(tmp_path, steps=2, style_weight=5.0), verbose=0)
+    assert open(first["keras_path"], "rb").read() == before
+    assert [s for s, _ in _checkpoints(tmp_path)] == [1]
+
+
+def test_a_model_dir_in_use_is_refused_and_a_killed_runs_lock_is_not(tmp_path,
+                                                                    vgg_weights_path):
+    from kperceptual import files
+
+    lock = tmp_path / "run" / ".lock"
+    with files.exclusive_lock(str(lock)):  # as another live run holds it
+        with pytest.raises(config_lib.ConfigError, match=r"^--model_dir: .* is in use by "
+                                                         r"another training run \(.*held by pid "
+                                                         rf"{os.getpid()} on "):
+            trainer.train(small_config(tmp_path, steps=1), verbose=0)
+    assert not _checkpoints(tmp_path)
+    lock.write_text("pid 999999999 on a machine whose run was killed\n")  # stale: nobody holds it
+    assert trainer.train(small_config(tmp_path, steps=1), verbose=0)["steps"] == 1
