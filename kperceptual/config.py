@@ -171,11 +171,18 @@ STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers"
 SR_ONLY_FIELDS = ("scale", "loss", "blur_sigma", "residual", "pixel_loss", "chroma_weight")
 
 
+MAX_INT = 2 ** 31 - 1  # counts and sizes beyond this reach no tensor (int32 indices)
+
+
 def _positive(config, *fields):
     for field in fields:
         value = getattr(config, field)
         if not value > 0:
             raise ConfigError(field, f"must be positive, got {value}")
+        if isinstance(value, int) and value > MAX_INT:
+            raise ConfigError(field, f"must be at most {MAX_INT}, got {value}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(field, f"must be finite, got {value}")
 
 
 def _choice(config, field, allowed):

@@ -47,6 +47,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C (SIGINT) stopped training; the state was checkpointed."""
+
+
 class PerceptualTrainer(keras.Model):
     """Trains ``network`` against an objective of ``kperceptual.losses`` (its loss network, if
     any, is frozen). Batches are images (style transfer: the input is its own content target)
@@ -417,8 +421,15 @@ def _check_model_dir(config, write: bool = True) -> None:
     Writes the config there when it has none and ``write`` (the chief)."""
     path = os.path.join(config.model_dir, "config.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            saved = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too
+            raise config_lib.ConfigError(
+                "model_dir", f"{path}: unreadable ({str(e).splitlines()[0]}); restore it, or "
+                             "use another --model_dir") from None
         # Early super-resolution runs did not record the task; their config has a scale.
         task = saved.get("task") or ("super_resolution" if "scale" in saved else "style")
         if task != config.task:
@@ -538,6 +549,14 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
                 except StopIteration:  # tf.data ended before its first batch
                     source.check_readable()
                     raise
+                except KeyboardInterrupt:  # Ctrl-C: keep what was trained, then stop
+                    saved = (save_checkpoint(trainer, checkpoint_dir, monitor.step)
+                             if chief and monitor.step > start else None)
+                    last = saved or last_good_checkpoint(checkpoint_dir)
+                    raise TrainingInterrupted(
+                        f"interrupted at step {monitor.step}; "
+                        + (f"checkpoint {last} kept" if last else "no checkpoint yet")
+                        + "; run the same command again to resume") from None
             source.check_readable()  # tf.data ends its stream when no file can be read
         except data.DataError as e:  # e.g. no file of the folder can be read
             raise config_lib.ConfigError("train_data", str(e)) from e

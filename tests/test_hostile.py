@@ -221,3 +221,71 @@ def test_a_model_dir_in_use_is_refused_and_a_killed_runs_lock_is_not(tmp_path,
     assert not _checkpoints(tmp_path)
     lock.write_text("pid 999999999 on a machine whose run was killed\n")  # stale: nobody holds it
     assert trainer.train(small_config(tmp_path, steps=1), verbose=0)["steps"] == 1
+
+
+# -- 9: one line where a traceback was -------------------------------------------------------
+def test_a_corrupt_config_json_is_one_line(tmp_path, vgg_weights_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_bytes(b'{"task": "style", \xff')
+    with pytest.raises(config_lib.ConfigError, match=r"^--model_dir: .*config.json: unreadable"):
+        trainer.train(small_config(tmp_path, steps=1), verbose=0)
+
+
+def test_counts_beyond_int32_are_refused_before_work(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match=r"^--steps: must be at most 2147483647"):
+        config_lib.validate(small_config(tmp_path, steps=10 ** 20))
+    with pytest.raises(config_lib.ConfigError, match=r"^--learning_rate: must be finite"):
+        config_lib.validate(small_config(tmp_path, learning_rate=float("inf")))
+
+
+def test_a_flagfile_that_is_not_utf8_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    flagfile = tmp_path / "bad.flags"
+    flagfile.write_bytes(b"--steps=5\n--name=\xff\xfe\n")
+    result = subprocess.run([sys.executable, "-m", "kperceptual.train", f"--flagfile={flagfile}",
+                             "--style_image=skimage:coffee"], cwd=tmp_path, capture_output=True,
+                            text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"kperceptual.train: --flagfile: {flagfile}: not UTF-8 text"), result.stderr[-800:]
+
+
+def test_ctrl_c_checkpoints_and_stops_cleanly(tmp_path, vgg_weights_path, monkeypatch):
+    original = trainer.TrainingMonitor.on_train_batch_end
+
+    def interrupted_after_three(self, batch, logs=None):
+        original(self, batch, logs)
+        if self.step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.TrainingMonitor, "on_train_batch_end", interrupted_after_three)
+    config = small_config(tmp_path, steps=6, checkpoint_every=100)
+    with pytest.raises(trainer.TrainingInterrupted, match=r"interrupted at step 3; checkpoint "
+                                                         r".*ckpt-00000003.npz kept; run the "
+                                                         r"same command again"):
+        trainer.train(config, verbose=0)
+    assert [s for s, _ in _checkpoints(tmp_path)] == [3]
+    monkeypatch.setattr(trainer.TrainingMonitor, "on_train_batch_end", original)
+    assert trainer.train(config, verbose=0)["trained_steps"] == 3
+
+
+def test_two_exports_racing_for_a_version_is_one_line(tmp_path, tiny_style_model, monkeypatch):
+    from kperceptual import export, models
+
+    from kperceptual.export import saved_model
+
+    network = models.load_keras_network(tiny_style_model)
+    original = saved_model._open_up
+
+    def another_export_finishes_first(folder):  # just before the rename into place
+        original(folder)
+        os.makedirs(tmp_path / "tiny" / "1" / "variables")
+
+    monkeypatch.setattr(saved_model, "_open_up", another_export_finishes_first)
+    with pytest.raises(FileExistsError, match="another export wrote this version meanwhile"):
+        export.export_saved_model(network, str(tmp_path), "tiny")
+    assert sorted(os.listdir(tmp_path / "tiny")) == ["1"]  # its temporary folder is gone

@@ -186,10 +186,16 @@ def main(argv):
     check_flags()
     logging.set_verbosity(logging.WARNING)  # not TensorFlow's SavedModel chatter
     name, network = load_network()
-    if FLAGS.format == "saved_model":
-        export_saved_model(name, network)
-    else:
-        export_tflite(name, network)
+    try:
+        if FLAGS.format == "saved_model":
+            export_saved_model(name, network)
+        else:
+            export_tflite(name, network)
+    except FileExistsError as e:  # another export took the version or the file meanwhile
+        cli.fail(PROGRAM, str(e))
+    except OSError as e:  # e.g. a full disk; nothing half-written is left
+        cli.fail(PROGRAM, f"{FLAGS.export_dir}: cannot write ({e.strerror or e}); nothing was "
+                 "written", status=1)
 
 
 if __name__ == "__main__":

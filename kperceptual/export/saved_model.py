@@ -185,7 +185,13 @@ def export_saved_model(network: keras.Model, export_dir: str, name: str,
         os.makedirs(os.path.join(tmp, os.path.dirname(NETWORK_ASSET)), exist_ok=True)
         network.save(os.path.join(tmp, NETWORK_ASSET))
         _open_up(tmp)
-        os.replace(tmp, target)
+        try:
+            os.rename(tmp, target)  # fails if another export made this version meanwhile
+        except OSError as e:
+            if os.path.exists(target):
+                raise FileExistsError(f"{target}: another export wrote this version meanwhile; "
+                                      "run again for the next one") from e
+            raise
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
