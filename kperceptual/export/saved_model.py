@@ -26,7 +26,6 @@ saying which image and which limit, instead of taking the server's memory (a 4 K
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 
@@ -215,48 +214,79 @@ def load_saved_model(path: str):
 
 
 # -- TF Serving's model_config_list ----------------------------------------------------------
-
-def _config_entries(text: str, path: str) -> list[str]:
-    """The ``config { ... }`` blocks of a ``model_config_list`` text proto, verbatim."""
-    body = re.fullmatch(r"\s*model_config_list\s*\{(.*)\}\s*", text, re.S)
-    if body is None:
-        raise ValueError(f"{path}: not a TF Serving model_config_list text proto")
-    entries, depth, start = [], 0, None
-    for match in re.finditer(r"\bconfig\s*\{|[{}]", body.group(1)):
-        token = match.group(0)
-        if token != "}":
-            if depth == 0:
-                start = match.start()
-            depth += 1
-        else:
-            depth -= 1
-            if depth < 0:
-                raise ValueError(f"{path}: unbalanced braces")
-            if depth == 0:
-                entries.append(body.group(1)[start:match.end()])
-    if depth:
-        raise ValueError(f"{path}: unbalanced braces")
-    return entries
+# Read and written as what it is, a ModelServerConfig text proto (tensorflow-serving-api ships
+# the message): whatever TF Serving accepts is read, names and paths are escaped by protobuf.
 
 
-def _entry_name(entry: str) -> str | None:
-    found = re.search(r'\bname\s*:\s*"([^"]*)"', entry)
-    return found.group(1) if found else None
+def _parse_models_config(text: str, path: str):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as e:
+        raise ValueError(f"{path}: not a TF Serving model config ({e})") from None
+    if config.WhichOneof("config") == "custom_model_config":
+        raise ValueError(f"{path}: holds a custom_model_config; add {MODELS_CONFIG} entries to "
+                         "it yourself")
+    return config
+
+
+def _closing_brace(text: str) -> tuple[int, int] | None:
+    """(line, column) of the last ``}`` token of a text proto (comments and strings skipped by
+    protobuf's own tokenizer): the end of ``model_config_list``."""
+    from google.protobuf import text_format
+
+    tokenizer = text_format.Tokenizer(text.split("\n"))
+    last = None
+    while not tokenizer.AtEnd():
+        if tokenizer.token == "}":
+            last = (tokenizer._line, tokenizer._column)
+        tokenizer.NextToken()
+    return last
 
 
 def update_models_config(export_dir: str, name: str, base_path: str) -> tuple[str, bool]:
     """Adds ``name`` (``base_path``, platform tensorflow) to ``export_dir/models.config``,
-    creating the file if needed; other models' entries are kept as they are and an entry already
-    there for ``name`` is left unchanged. Written atomically. Returns (path, whether added)."""
+    creating the file if needed; other models' entries, and comments, are kept as they are, and
+    an entry already there for ``name`` is left unchanged. Raises ``ValueError`` (one line
+    naming the file) for a file TF Serving would not read. Written atomically. Returns (path,
+    whether added)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
     path = os.path.join(export_dir, MODELS_CONFIG)
-    entries = []
+    text = ""
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            entries = _config_entries(f.read(), path)
-        if any(_entry_name(e) == name for e in entries):
-            return path, False
-    entries.append(f'config {{\n    name: "{name}"\n    base_path: "{base_path}"\n'
-                   f'    model_platform: "tensorflow"\n  }}')
-    text = "model_config_list {\n" + "".join(f"  {e}\n" for e in entries) + "}\n"
-    write_atomically(path, text.encode("utf-8"), overwrite=True)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: unreadable ({e})") from None
+    config = _parse_models_config(text, path)
+    if any(entry.name == name for entry in config.model_config_list.config):
+        return path, False
+    entry = model_server_config_pb2.ModelConfig(name=name, base_path=base_path,
+                                                model_platform="tensorflow")
+    expected = model_server_config_pb2.ModelServerConfig()
+    expected.CopyFrom(config)
+    expected.model_config_list.config.append(entry)
+    block = "  config {\n" + text_format.MessageToString(entry, indent=4) + "  }\n"
+    brace = _closing_brace(text) if config.HasField("model_config_list") else None
+    new_text = None
+    if brace is not None:  # inserted before model_config_list's closing brace, all else kept
+        lines = text.split("\n")
+        line, column = brace
+        before = "\n".join(lines[:line] + [lines[line][:column]])
+        after = "\n".join([lines[line][column:]] + lines[line + 1:])
+        new_text = before.rstrip(" ") + ("" if before.endswith("\n") or not before.strip()
+                                         else "\n") + block + after
+        if _parse_models_config(new_text, path) != expected:
+            new_text = None
+    if new_text is None:  # a new file, or one holding only comments
+        body = text_format.MessageToString(expected)
+        new_text = (text if text.strip() and not config.HasField("model_config_list") else "") \
+            + body
+    write_atomically(path, new_text.encode("utf-8"), overwrite=True)
     return path, True
