@@ -289,3 +289,42 @@ def test_two_exports_racing_for_a_version_is_one_line(tmp_path, tiny_style_model
     with pytest.raises(FileExistsError, match="another export wrote this version meanwhile"):
         export.export_saved_model(network, str(tmp_path), "tiny")
     assert sorted(os.listdir(tmp_path / "tiny")) == ["1"]  # its temporary folder is gone
+
+
+# -- 12: trust: a SavedModel's Keras asset is used (safe_mode), its graph is never loaded ----
+def test_a_saved_model_with_its_network_runs_without_loading_the_graph(tmp_path,
+                                                                      tiny_style_model):
+    from kperceptual import export, inference, models
+
+    network = models.load_keras_network(tiny_style_model)
+    path = export.export_saved_model(network, str(tmp_path), "tiny")
+    stylizer = inference.Stylizer(path)
+    out = stylizer.image(np.full((24, 24, 3), 100, np.uint8))
+    assert out.shape == (24, 24, 3)
+    assert not stylizer.model.fn.loaded  # the graph (a program) was never loaded
+
+
+def test_a_keras_file_holding_python_code_is_refused(tmp_path):
+    from kperceptual import models
+
+    inputs = keras.Input((None, None, 3))
+    unsafe = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    path = str(tmp_path / "unsafe.keras")
+    unsafe.save(path)
+    with pytest.raises(ValueError, match="safe_mode") as e:
+        models.load_model(path)
+    assert str(e.value).startswith(f"{path}: cannot load (") and "\n" not in str(e.value)
+
+
+def test_malformed_keras_files_are_one_line_naming_them(tmp_path):
+    import zipfile
+
+    from kperceptual import models
+
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    with zipfile.ZipFile(tmp_path / "broken.keras", "w") as archive:
+        archive.writestr("config.json", "{not json")
+    for name, why in (("bad.keras", "not a Keras archive"), ("broken.keras", "cannot load")):
+        with pytest.raises(ValueError, match=why) as e:
+            models.load_model(str(tmp_path / name))
+        assert str(e.value).startswith(str(tmp_path / name)) and "\n" not in str(e.value)
