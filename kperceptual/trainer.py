@@ -515,6 +515,12 @@ def _no_lock():
 def _train(config, distribution, source, loader, precision, verbose, optimizer) -> dict:
     checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
     chief = distribution.is_chief
+    if getattr(config, "loss", None) != "pixel":
+        from kperceptual import weights
+
+        # Before the seed: converting fetched weights builds a VGG16, which would move the
+        # random state, and the run would start elsewhere than every later one.
+        weights.vgg16_weights(config.vgg_weights)
     keras.utils.set_random_seed(config.seed)  # the initial weights; every worker the same
     with distribution.scope():
         trainer = build_trainer(config, distribution, optimizer=optimizer,

@@ -328,3 +328,25 @@ def test_malformed_keras_files_are_one_line_naming_them(tmp_path):
         with pytest.raises(ValueError, match=why) as e:
             models.load_model(str(tmp_path / name))
         assert str(e.value).startswith(str(tmp_path / name)) and "\n" not in str(e.value)
+
+
+# -- 11: a seed gives one run, whether or not the VGG16 weights were fetched in this process --
+def test_the_seed_gives_the_same_run_when_the_weights_are_converted_in_process(
+        tmp_path, vgg_weights_path, monkeypatch):
+    from kperceptual import weights
+
+    cached = trainer.train(small_config(tmp_path / "a", steps=1, sample_every=100), verbose=0)
+    real_fetch = weights.fetch_torchvision_weights
+    calls = []
+
+    def converting_fetch(force=False):  # as a first use does: it builds a VGG16 to convert
+        if not calls:
+            keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+        calls.append(1)
+        return real_fetch(force)
+
+    monkeypatch.setattr(weights, "fetch_torchvision_weights", converting_fetch)
+    fetched = trainer.train(small_config(tmp_path / "b", steps=1, sample_every=100), verbose=0)
+    assert calls
+    for a, b in zip(cached["network"].get_weights(), fetched["network"].get_weights()):
+        np.testing.assert_array_equal(a, b)
