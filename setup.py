@@ -21,6 +21,7 @@ setup(
         "ai-edge-litert>=1.2",  # runs exported .tflite models (LiteRT)
         "imageio>=2.31",  # video frames in and out, with
         "imageio-ffmpeg>=0.5",  # its ffmpeg binary from PyPI
+        "tensorflow-serving-api>=2.16",  # models.config's ModelServerConfig message
     ],
     extras_require={
         # The other Keras backends: training runs on them too (KERAS_BACKEND=jax or torch).

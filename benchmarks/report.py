@@ -71,8 +71,9 @@ def write_section(title: str, body: str, argv, doc: str = DOC) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda m: section + "\n", text) if pattern.search(text) else (
         text.rstrip("\n") + "\n\n" + section)
-    with open(doc, "w") as f:
-        f.write(text.rstrip("\n") + "\n")
+    from kperceptual import files
+
+    files.write_atomically(doc, (text.rstrip("\n") + "\n").encode("utf-8"), overwrite=True)
 
 
 def median_seconds(fn, batch, runs: int, warmup: int = 2) -> float:

@@ -146,7 +146,10 @@ def plot(runs: list[str]) -> str:
         draw.text((pad, top + height - pad + 8), f"0 .. {max_minutes:.0f} minutes",
                   fill="black")
     os.makedirs(os.path.dirname(PLOT), exist_ok=True)
-    image.save(PLOT)
+    from kperceptual import files
+
+    with files.atomic_path(PLOT) as tmp:
+        image.save(tmp)
     lines = ["| run | step | minutes | PSNR (dB) | SSIM | LPIPS |", "|---|---|---|---|---|---|"]
     for name, rows in data.items():
         for r in rows:

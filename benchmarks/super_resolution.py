@@ -111,8 +111,11 @@ def run_set(name: str, scale: int, model_specs) -> tuple[dict, str]:
     grid_path = os.path.join(report.REPO, "docs", "images", f"sr_{name.lower()}_x{scale}.jpg")
     from PIL import Image
 
+    from kperceptual import files
+
     os.makedirs(os.path.dirname(grid_path), exist_ok=True)
-    Image.fromarray(grid).save(grid_path, quality=90)
+    with files.atomic_path(grid_path) as tmp:
+        Image.fromarray(grid).save(tmp, quality=90)
     source = "LR_x4 (MATLAB bicubic)" if lr else "HR blurred (sigma 1) and bicubic /8"
     grid_link = os.path.relpath(grid_path, os.path.dirname(DOC))
     return results, f"{title}: inputs {source}, {len(pairs)} images; crops: `{grid_link}`"

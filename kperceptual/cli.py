@@ -22,6 +22,9 @@ def flags_parser(program: str):
     def parse(argv):
         try:
             return flags.FLAGS(argv)
+        except UnicodeDecodeError as e:
+            fail(program, f"{_undecodable_flagfile(argv) or 'a flagfile'}: not UTF-8 text "
+                          f"(byte {e.start}: {e.reason})")
         except flags.UnrecognizedFlagError as e:
             fail(program, f"--{e.flagname}: unknown flag")
         except flags.Error as e:
@@ -35,6 +38,22 @@ def flags_parser(program: str):
             fail(program, message)
 
     return parse
+
+
+def _undecodable_flagfile(argv) -> str | None:
+    """``--flagfile=FILE`` of ``argv`` that is not UTF-8 text (absl does not say which)."""
+    for arg in argv[1:]:
+        for prefix in ("--flagfile=", "-flagfile="):
+            if arg.startswith(prefix):
+                path = arg[len(prefix):]
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        f.read()
+                except UnicodeDecodeError:
+                    return f"--flagfile: {path}"
+                except OSError:
+                    pass
+    return None
 
 
 def define_objective_flags():

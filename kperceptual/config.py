@@ -201,6 +201,13 @@ class SuperResolutionConfig(TrainingConfig):
                 "residual": self.residual}
 
 
+# What a run in a model_dir is trained to minimise: resuming it with other values would mix two
+# objectives in one network (and config.json would name only the first).
+OBJECTIVE_FIELDS = ("style_image", "style_size", "content_weight", "style_weight", "tv_weight",
+                    "style_reduction", "content_layers", "style_layers", "vgg_weights",
+                    "blur_sigma", "pixel_loss", "chroma_weight")
+
+
 # The super-resolution network's first 9x9 conv reflects 4 pixels: low-res sides must exceed it.
 MIN_LOW_RES_SIDE = 5
 
@@ -211,11 +218,18 @@ STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers"
 SR_ONLY_FIELDS = ("scale", "loss", "blur_sigma", "residual", "pixel_loss", "chroma_weight")
 
 
+MAX_INT = 2 ** 31 - 1  # counts and sizes beyond this reach no tensor (int32 indices)
+
+
 def _positive(config, *fields):
     for field in fields:
         value = getattr(config, field)
         if not value > 0:
             raise ConfigError(field, f"must be positive, got {value}")
+        if isinstance(value, int) and value > MAX_INT:
+            raise ConfigError(field, f"must be at most {MAX_INT}, got {value}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(field, f"must be finite, got {value}")
 
 
 def _choice(config, field, allowed):

@@ -181,6 +181,17 @@ class TrainingImages:
         name = f"{self.source} example {int(index)}"
         return self._attempt(name, lambda: images.decode_image(bytes(data), name), key, seed)
 
+    def none_readable(self) -> bool:
+        """Whether every file of a folder (or the bundled photos) has failed to decode."""
+        with self._lock:
+            return bool(self.files) and len(self.skipped) >= len(self.files) and \
+                set(self.files) <= self.skipped.keys()
+
+    def check_readable(self) -> None:
+        """Raises ``DataError`` when no file of the source can be read."""
+        if self.none_readable():
+            raise DataError(f"{self.source}: none of its images can be read")
+
     # -- streams -----------------------------------------------------------------------------
     def _file_stream(self, seed: int, start: int):
         """(file name, position) pairs, an independent shuffle per epoch, from ``start``."""
@@ -355,8 +366,8 @@ class ImageBatches(keras.utils.PyDataset):
             wanted = list(itertools.islice(stream, self.batch_size - len(examples)))
             decoded = self._pool.map(lambda item: source._load_file(*item, self.seed), wanted)
             examples += [arrays for *arrays, ok in decoded if ok]
-            if len(examples) < self.batch_size and set(source.files) <= source.skipped.keys():
-                raise DataError(f"{source.source}: none of its images can be read")
+            if len(examples) < self.batch_size:
+                source.check_readable()
         if index + 1 == len(self._starts):
             self._starts.append(wanted[-1][1] + 1)
         parts = tuple(np.stack(part) for part in zip(*examples))

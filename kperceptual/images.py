@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -23,6 +24,9 @@ from kperceptual import files
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 SKIMAGE_PREFIX = "skimage:"
+# The largest file any command reads as an image: far above any photo, far below a machine's
+# memory (a link to /dev/zero named .png stops here, not at a MemoryError).
+MAX_FILE_BYTES = 512 * 1024 * 1024
 # Colour photos bundled with scikit-image (CC0 / public domain), used as the embedded default.
 SKIMAGE_TRAINING_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
 SKIMAGE_PHOTOS = SKIMAGE_TRAINING_PHOTOS + ("hubble_deep_field", "immunohistochemistry", "retina",
@@ -121,12 +125,51 @@ def read_image_and_alpha(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     path = os.fspath(path)
     if path.startswith(SKIMAGE_PREFIX):
         return skimage_photo(path[len(SKIMAGE_PREFIX):]), None
+    return decode_image_and_alpha(read_regular_file(path, MAX_FILE_BYTES, ImageError), path)
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _open_regular(path: str, max_bytes: int, error):
+    """``path`` (links followed) opened for reading, non-blocking, after checking on the open
+    descriptor that it is a regular file of at most ``max_bytes`` (nothing can swap it in
+    between); raises ``error`` (one line naming ``path``) for a FIFO, a device (/dev/zero), a
+    socket, a folder or a larger file, without blocking or reading it."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
-        raise ImageError(f"{path}: cannot open ({e.strerror or e})") from e
-    return decode_image_and_alpha(data, path)
+        raise error(f"{path}: cannot open ({e.strerror or e})") from e
+    f = os.fdopen(fd, "rb")
+    mode = os.fstat(fd)
+    if not stat.S_ISREG(mode.st_mode):
+        f.close()
+        kind = next((k for test, k in _FILE_KINDS if test(mode.st_mode)), "not a file")
+        raise error(f"{path}: {kind}, not a regular file; not read")
+    if mode.st_size > max_bytes:
+        f.close()
+        raise error(f"{path}: {mode.st_size} bytes, over the limit of {max_bytes}; not read")
+    return f
+
+
+def check_regular_file(path: str, max_bytes: int, error=OSError) -> None:
+    """Raises ``error`` unless ``path`` is a regular file of at most ``max_bytes`` (for files
+    another library reads, such as videos)."""
+    _open_regular(path, max_bytes, error).close()
+
+
+def read_regular_file(path: str, max_bytes: int, error=OSError) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``max_bytes`` (see ``_open_regular``)."""
+    with _open_regular(path, max_bytes, error) as f:
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise error(f"{path}: cannot read ({e.strerror or e})") from e
+    if len(data) > max_bytes:  # it grew while being read
+        raise error(f"{path}: over the limit of {max_bytes} bytes; not read")
+    return data
 
 
 def image_source_exists(path: str) -> bool:
@@ -187,8 +230,10 @@ def write_image(path: str, image, overwrite: bool = False) -> str:
     if image.dtype != np.uint8:
         image = to_uint8(image)
     try:
-        with files.atomic_path(path) as tmp:
+        with files.atomic_path(path, overwrite=overwrite) as tmp:
             Image.fromarray(image).save(tmp)
+    except FileExistsError as e:
+        raise ImageError(f"{path}: already exists (pass overwrite to replace it)") from e
     except (OSError, ValueError) as e:
         raise ImageError(f"{path}: cannot write ({e})") from e
     return path

@@ -12,6 +12,12 @@ SavedModels need TensorFlow; ``.keras`` files load on any Keras backend; ``.tfli
 only ``ai-edge-litert``. SavedModels written by ``kperceptual.export`` carry their Keras network
 in ``assets/network.keras``, so a model name gives the Keras network too (needed for exact
 tiling and for TFLite conversion).
+
+Trust: a SavedModel's graph is a program (TensorFlow's SECURITY.md): loading one runs whatever
+operations it holds, files and network included. Where a SavedModel carries its Keras network,
+that network (loaded in Keras's ``safe_mode``, which runs no code from the file) does the work
+and the graph is never loaded; a SavedModel without one is loaded as a graph, so give only
+SavedModels you trust.
 """
 
 from __future__ import annotations
@@ -43,12 +49,14 @@ class LoadedModel:
 
 
 def load_keras_network(path: str):
-    """A ``.keras`` transformation network, with kperceptual's classes registered."""
+    """A ``.keras`` transformation network, with kperceptual's classes registered, loaded in
+    Keras's ``safe_mode``: a file holding Python code (a ``Lambda`` layer's bytecode) is refused
+    with a ``ValueError`` instead of run."""
     import keras
 
     from kperceptual import networks  # noqa: F401  (registers the classes)
 
-    return keras.saving.load_model(path)
+    return keras.saving.load_model(path, safe_mode=True)
 
 
 def keras_forward(network) -> Callable[[np.ndarray], np.ndarray]:
@@ -83,6 +91,21 @@ class LazySavedModel:
         return self.load()(pixels)
 
 
+def _load_keras_file(path: str):
+    """``load_keras_network``, with every way a damaged file fails as one ``ValueError`` line
+    naming it."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras archive (a .keras file is a zip archive)")
+    try:
+        return load_keras_network(path)
+    except Exception as e:  # Keras raises many kinds for damaged archives  # noqa: BLE001
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        first = (text.strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: cannot load ({first})") from e
+
+
 def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
     """Loads ``spec`` (see the module docstring); raises FileNotFoundError or ValueError with a
     one-line message naming ``spec``."""
@@ -90,7 +113,7 @@ def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
     if spec.endswith(".keras"):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"{spec}: no such file")
-        network = load_keras_network(spec)
+        network = _load_keras_file(spec)
         return LoadedModel(stem, spec, "keras", keras_forward(network), network)
     if spec.endswith(".tflite"):
         if not os.path.isfile(spec):
@@ -115,7 +138,7 @@ def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
     if name.isdigit():  # savedmodels/<name>/<version>
         name = os.path.basename(os.path.dirname(path))
     asset = os.path.join(path, NETWORK_ASSET)
-    network = load_keras_network(asset) if os.path.isfile(asset) else None
+    network = _load_keras_file(asset) if os.path.isfile(asset) else None
     fn = LazySavedModel(path)
     if network is None:
         fn.load()  # needed anyway; a SavedModel kperceptual did not write fails here

@@ -42,8 +42,10 @@ def _examples(source: TrainingImages, seed: int, start: int, keep=None) -> tf.da
     if source.kind not in ("folder", "skimage"):
         return _tfds_examples(source, seed, start, keep)
 
-    def files():
+    def files():  # ends once no file can be read: fit stops, and the trainer says why
         for name, position in source._file_stream(seed, start):
+            if source.none_readable():
+                return
             if keep is None or keep(position):
                 yield name, position
 

@@ -149,6 +149,8 @@ def main(argv):
         cli.fail(PROGRAM, str(e))
     except trainer.TrainingDiverged as e:
         cli.fail(PROGRAM, str(e), status=1)
+    except trainer.TrainingInterrupted as e:
+        cli.fail(PROGRAM, str(e), status=130)
     except (weights.WeightsError, OSError) as e:
         cli.fail(PROGRAM, str(e), status=1)
     print(f"trained {config.name} to step {result['steps']} ({result['trained_steps']} this run, "

@@ -34,7 +34,8 @@ from absl import logging
 
 from kperceptual import choices
 from kperceptual import config as config_lib
-from kperceptual import data, degradation, distribute, images, losses, networks, schedules
+from kperceptual import (data, degradation, distribute, files, images, losses, networks,
+                         schedules)
 from kperceptual.precision import dtype_policy, resolve_precision
 
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
@@ -44,6 +45,10 @@ NETWORK_DEFAULTS = {"residual": "none"}
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C (SIGINT) stopped training; the state was checkpointed."""
 
 
 class PerceptualTrainer(keras.Model):
@@ -115,17 +120,27 @@ def _variables(trainer):
     return list(trainer.network.weights), list(trainer.optimizer.variables)
 
 
-def save_checkpoint(trainer, directory: str, step: int, keep: int = 2) -> str:
-    """Writes network and optimizer state atomically as ``ckpt-<step>.npz``; keeps the last few."""
-    os.makedirs(directory, exist_ok=True)
+class CheckpointError(ValueError):
+    """A checkpoint file is damaged (truncated, not an npz) or holds NaN or infinite values."""
+
+
+def _finite(arrays) -> bool:
+    return all(np.isfinite(a).all() for a in arrays.values()
+               if np.issubdtype(a.dtype, np.inexact))
+
+
+def save_checkpoint(trainer, directory: str, step: int, keep: int = 2) -> str | None:
+    """Writes network and optimizer state atomically as ``ckpt-<step>.npz``; keeps the last few.
+    State holding NaN or infinite values is not written (nothing is removed): returns None."""
     net_vars, opt_vars = _variables(trainer)
     arrays = {f"net_{i}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(net_vars)}
     arrays.update({f"opt_{i}": keras.ops.convert_to_numpy(v.value)
                    for i, v in enumerate(opt_vars)})
+    if not _finite(arrays):
+        return None
     path = os.path.join(directory, f"ckpt-{step:08d}.npz")
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
     for old in sorted(list_checkpoints(directory))[:-keep]:
         os.remove(old[1])
     return path
@@ -135,30 +150,75 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
     """Complete checkpoints in ``directory`` as sorted (step, path) pairs."""
     found = []
     for path in glob.glob(os.path.join(directory, "ckpt-*.npz")):
-        match = _CKPT.search(os.path.basename(path))
+        match = _CKPT.fullmatch(os.path.basename(path))
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
+def read_checkpoint(path: str) -> dict:
+    """A checkpoint's arrays by name; raises ``CheckpointError`` (one line naming ``path``) for
+    a damaged file or one holding NaN or infinite values."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: damaged checkpoint ({reason})") from e
+    if not _finite(arrays):
+        raise CheckpointError(f"{path}: holds NaN or infinite values")
+    return arrays
+
+
 def restore_checkpoint(trainer, path: str) -> int:
     """Loads a checkpoint into the trainer (optimizer built first); returns its step (the
     training batches behind it; ``mixed_float16`` skips the optimizer's update on overflow, so
-    the optimizer may count fewer)."""
+    the optimizer may count fewer). Raises ``CheckpointError`` for a damaged one (nothing is
+    assigned then)."""
     trainer.optimizer.build(trainer.network.trainable_variables)
     net_vars, opt_vars = _variables(trainer)
-    with np.load(path) as f:
-        if len([k for k in f.files if k.startswith("net_")]) != len(net_vars) or \
-                len([k for k in f.files if k.startswith("opt_")]) != len(opt_vars):
-            raise config_lib.ConfigError(
-                "model_dir", f"{path}: does not match this network or optimizer (another "
-                             "--precision? mixed_float16 adds loss-scale state); use another "
-                             "--model_dir or the run's own settings")
-        for i, v in enumerate(net_vars):
-            v.assign(f[f"net_{i}"])
-        for i, v in enumerate(opt_vars):
-            v.assign(f[f"opt_{i}"])
-    return int(_CKPT.search(os.path.basename(path)).group(1))
+    f = read_checkpoint(path)
+    if len([k for k in f if k.startswith("net_")]) != len(net_vars) or \
+            len([k for k in f if k.startswith("opt_")]) != len(opt_vars):
+        raise config_lib.ConfigError(
+            "model_dir", f"{path}: does not match this network or optimizer (another "
+                         "--precision? mixed_float16 adds loss-scale state); use another "
+                         "--model_dir or the run's own settings")
+    for i, v in enumerate(net_vars):
+        v.assign(f[f"net_{i}"])
+    for i, v in enumerate(opt_vars):
+        v.assign(f[f"opt_{i}"])
+    return int(_CKPT.fullmatch(os.path.basename(path)).group(1))
+
+
+def restore_newest_checkpoint(trainer, directory: str) -> tuple[int, str | None]:
+    """Restores the newest readable checkpoint in ``directory``, logging one line for each newer
+    damaged one it passes over (which is kept); returns (step, path), (0, None) when there is
+    none. Raises ``ConfigError`` when checkpoints exist and none of them can be read."""
+    found = list_checkpoints(directory)
+    for step, path in reversed(found):
+        try:
+            return restore_checkpoint(trainer, path), path
+        except CheckpointError as e:
+            logging.warning("skipping %s; trying an older checkpoint", e)
+    if found:
+        raise config_lib.ConfigError(
+            "model_dir", f"{directory}: no readable checkpoint ({len(found)} damaged); move "
+                         "them away to start again, or use another --model_dir")
+    return 0, None
+
+
+def last_good_checkpoint(directory: str) -> str | None:
+    """The newest checkpoint in ``directory`` that reads and holds only finite values."""
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            read_checkpoint(path)
+            return path
+        except CheckpointError:
+            pass
+    return None
 
 
 # -- callbacks --------------------------------------------------------------------------------
@@ -231,6 +291,12 @@ class TrainingMonitor(keras.callbacks.Callback):
             self.diverged_at = step
             self.model.stop_training = True
             return
+        checkpoint = self.chief and (step % self.checkpoint_every == 0
+                                     or step >= self.total_steps)
+        if checkpoint and save_checkpoint(self.model, self.checkpoint_dir, step) is None:
+            self.diverged_at = step  # finite loss, but this step's update was not
+            self.model.stop_training = True
+            return
         if step % self.log_every == 0:
             elapsed = time.perf_counter() - self._window_start
             if self.chief:
@@ -239,8 +305,6 @@ class TrainingMonitor(keras.callbacks.Callback):
             self._window_start = time.perf_counter()
         if self.chief and step % self.sample_every == 0:
             self.write_samples(step)
-        if self.chief and (step % self.checkpoint_every == 0 or step >= self.total_steps):
-            save_checkpoint(self.model, self.checkpoint_dir, step)
         if step >= self.total_steps:
             self.model.stop_training = True
 
@@ -514,8 +578,15 @@ def _check_model_dir(config, write: bool = True) -> None:
     Writes the config there when it has none and ``write`` (the chief)."""
     path = os.path.join(config.model_dir, "config.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            saved = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too
+            raise config_lib.ConfigError(
+                "model_dir", f"{path}: unreadable ({str(e).splitlines()[0]}); restore it, or "
+                             "use another --model_dir") from None
         # Early super-resolution runs did not record the task; their config has a scale.
         task = saved.get("task") or ("super_resolution" if "scale" in saved else "style")
         if task != config.task:
@@ -531,11 +602,25 @@ def _check_model_dir(config, write: bool = True) -> None:
                 raise config_lib.ConfigError(
                     key, f"{config.model_dir} holds a network trained with {key}={saved.get(key)}"
                          f"; use another --model_dir or the same --{key}")
+        ours = json.loads(json.dumps(config.to_dict()))
+        for key in config_lib.OBJECTIVE_FIELDS:
+            if key in saved and key in ours and saved[key] != ours[key] and not (
+                    key == "style_image" and _same_file(saved[key], ours[key])):
+                raise config_lib.ConfigError(
+                    key, f"{config.model_dir} holds a run trained with --{key}="
+                         f"{_flag_value(saved[key])}; resume it with the same value, or use "
+                         "another --model_dir (or --name) for a new run")
     elif write:
-        os.makedirs(config.model_dir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:  # other workers may be reading it
-            json.dump(config.to_dict(), f, indent=2)
-        os.replace(path + ".tmp", path)
+        files.write_atomically(path, json.dumps(config.to_dict(), indent=2).encode(),
+                               overwrite=True)  # other workers may be reading it
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def _flag_value(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
@@ -571,29 +656,47 @@ def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
             "loader", "py_dataset cannot read tensorflow-datasets sources" if
             source.kind == "tfds" else "multi_worker reads its shards through tf.data; "
                                        "use --loader=auto")
-    _check_model_dir(config, write=distribution.is_chief)
-    precision = resolve_precision(config.precision)
-    with dtype_policy(precision):
-        return _train(config, distribution, source, loader, precision, verbose, optimizer)
+    lock = os.path.join(config.model_dir, ".lock")
+    try:  # one run at a time in a model_dir (the chief's lock; the workers share the folder)
+        with files.exclusive_lock(lock) if distribution.is_chief else _no_lock():
+            _check_model_dir(config, write=distribution.is_chief)
+            precision = resolve_precision(config.precision)
+            with dtype_policy(precision):
+                return _train(config, distribution, source, loader, precision, verbose,
+                              optimizer)
+    except files.LockedError as e:
+        raise config_lib.ConfigError(
+            "model_dir", f"{config.model_dir} is in use by another training run ({e}); wait "
+                         "for it to end, or use another --model_dir") from None
+
+
+def _no_lock():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _train(config, distribution, source, loader, precision, verbose, optimizer) -> dict:
     checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
     chief = distribution.is_chief
+    if getattr(config, "loss", None) != "pixel":
+        from kperceptual import weights
+
+        # Before the seed: converting fetched weights builds a VGG16, which would move the
+        # random state, and the run would start elsewhere than every later one.
+        weights.vgg16_weights(config.vgg_weights)
     keras.utils.set_random_seed(config.seed)  # the initial weights; every worker the same
     with distribution.scope():
         trainer = build_trainer(config, distribution, optimizer=optimizer,
                                 jit_compile=choices.JIT_COMPILE[config.jit_compile])
-        if chief:
-            for partial in glob.glob(os.path.join(checkpoint_dir, "*.tmp.npz")):
-                os.remove(partial)  # left by a run killed while writing a checkpoint
-        checkpoints = list_checkpoints(checkpoint_dir)
-        start = restore_checkpoint(trainer, checkpoints[-1][1]) if checkpoints else 0
+        if chief:  # left by a run killed while writing a checkpoint
+            files.remove_stale_temporaries(checkpoint_dir)
+        start, resumed = restore_newest_checkpoint(trainer, checkpoint_dir)
         distribution.check_same_step(start, config.model_dir)
-        if checkpoints:
+        if resumed:
             if isinstance(trainer.optimizer.learning_rate, keras.Variable):
                 trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
-            logging.info("resuming from %s at step %d", checkpoints[-1][1], start)
+            logging.info("resuming from %s at step %d", resumed, start)
         elif config.init_from:
             inherited = getattr(config, "inherited_styles", ())
             init_network_from(trainer.network, config.init_from, inherited, config.export_dir)
@@ -617,8 +720,21 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
                                                 loader, config.steps - start)
         try:
             with distribution.running():
-                trainer.fit(batches, epochs=1, steps_per_epoch=config.steps - start,
-                            shuffle=False, callbacks=[monitor], verbose=verbose)
+                try:
+                    trainer.fit(batches, epochs=1, steps_per_epoch=config.steps - start,
+                                shuffle=False, callbacks=[monitor], verbose=verbose)
+                except StopIteration:  # tf.data ended before its first batch
+                    source.check_readable()
+                    raise
+                except KeyboardInterrupt:  # Ctrl-C: keep what was trained, then stop
+                    saved = (save_checkpoint(trainer, checkpoint_dir, monitor.step)
+                             if chief and monitor.step > start else None)
+                    last = saved or last_good_checkpoint(checkpoint_dir)
+                    raise TrainingInterrupted(
+                        f"interrupted at step {monitor.step}; "
+                        + (f"checkpoint {last} kept" if last else "no checkpoint yet")
+                        + "; run the same command again to resume") from None
+            source.check_readable()  # tf.data ends its stream when no file can be read
         except data.DataError as e:  # e.g. no file of the folder can be read
             raise config_lib.ConfigError("train_data", str(e)) from e
     elapsed = time.perf_counter() - started
@@ -626,10 +742,11 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
     if source.skipped:
         logging.warning("skipped %d unreadable training images", len(source.skipped))
     if monitor.diverged_at is not None:
-        last = list_checkpoints(checkpoint_dir)
-        kept = f"the last good checkpoint is {last[-1][1]}" if last else "no checkpoint was saved"
-        raise TrainingDiverged(f"loss became NaN or infinite at step {monitor.diverged_at}; "
-                               f"{kept}; try a lower --learning_rate or loss weights")
+        last = last_good_checkpoint(checkpoint_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no good checkpoint was saved"
+        raise TrainingDiverged(f"training diverged (loss or weights NaN or infinite) at step "
+                               f"{monitor.diverged_at}; {kept}; try a lower --learning_rate or "
+                               "loss weights")
     # A fresh, strategy-free float32 copy of the network for saving and export.
     with dtype_policy("float32"):
         network = make_network(config, name=config.name)
@@ -637,7 +754,8 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
     keras_path = export_path = None
     if chief:
         keras_path = os.path.join(config.model_dir, f"{config.name}.keras")
-        network.save(keras_path)
+        with files.atomic_path(keras_path) as tmp:  # the previous one stays until it is whole
+            network.save(tmp)
         export_path = export_saved_model(network, keras_path, config.export_dir, config.name)
     return {
         "steps": step,

@@ -66,6 +66,8 @@ def stylize_video(model, source: str, target: str, *, batch_size: int = 4,
     stylizer = model if isinstance(model, Stylizer) else Stylizer(model, **options)
     if os.path.exists(target) and not overwrite:
         raise VideoError(f"{target}: already exists (pass overwrite to replace it)")
+    # ffmpeg would block on a FIFO and read a device for ever; videos may be large
+    images.check_regular_file(source, 1 << 40, VideoError)
     reader = None
     try:
         reader = imageio.get_reader(source, format="FFMPEG")

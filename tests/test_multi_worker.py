@@ -65,7 +65,9 @@ def run_cluster(tmp_path, config_json, tag, optimizer):
         assert process.returncode == 0, (f"worker {index} "
                                          f"{'timed out' if process.returncode < 0 else 'failed'}"
                                          f":\n{output[-3000:]}")
-        results.append(json.loads(output.strip().splitlines()[-1]))
+        # The last JSON line: the chief's coordination service may log a worker's exit after it.
+        results.append(json.loads([line for line in output.strip().splitlines()
+                                   if line.startswith("{")][-1]))
         with np.load(tmp_path / f"{tag}_worker{index}.npz") as f:
             weights.append([f[k] for k in f.files])
     return results, weights

@@ -48,6 +48,12 @@ flags.DEFINE_integer("version", 0, "saved_model: version number; 0: one above th
 flags.DEFINE_string("serving_base_path", "/models",
                     "saved_model: the folder holding the model folders as TF Serving sees it "
                     "(the models.config entry's base_path is this + /NAME).")
+flags.DEFINE_integer("max_pixels", saved_model.DEFAULT_MAX_PIXELS,
+                     "saved_model: the most pixels (height x width) one image may have; "
+                     "serving_bytes reads it from the image's header before decoding, and "
+                     "refuses larger ones in its response.")
+flags.DEFINE_integer("max_batch_pixels", 0, "saved_model: the most pixels one request may hold "
+                     f"in all; 0: {saved_model.BATCH_IMAGES} x --max_pixels.")
 flags.DEFINE_string("quantize", "none", f"tflite: one of {', '.join(tflite.QUANTIZATIONS)}.")
 flags.DEFINE_integer("input_size", 0, "tflite: 0 for any height and width (batch 1); N for a "
                      "fixed 1xNxNx3 input.")
@@ -95,6 +101,11 @@ def check_flags():
         if FLAGS[flag].value not in allowed:
             cli.fail(PROGRAM, f"--{flag}: {FLAGS[flag].value!r} is not one of "
                      f"{', '.join(allowed)}")
+    if FLAGS.max_pixels < 1:
+        cli.fail(PROGRAM, f"--max_pixels: must be positive, got {FLAGS.max_pixels}")
+    if FLAGS.max_batch_pixels and FLAGS.max_batch_pixels < FLAGS.max_pixels:
+        cli.fail(PROGRAM, f"--max_batch_pixels: must be 0 or at least --max_pixels "
+                 f"({FLAGS.max_pixels}), got {FLAGS.max_batch_pixels}")
     if FLAGS.version < 0:
         cli.fail(PROGRAM, f"--version: must be 0 (next) or positive, got {FLAGS.version}")
     if FLAGS.input_size != 0 and FLAGS.input_size < MIN_INPUT_SIZE:
@@ -164,7 +175,9 @@ def export_saved_model(name, network):
     target = os.path.join(FLAGS.export_dir, name, str(version))
     if version is not None and os.path.exists(target):
         cli.fail(PROGRAM, f"--version: {target} already exists; versions are never replaced")
-    path = saved_model.export_saved_model(network, FLAGS.export_dir, name, version)
+    path = saved_model.export_saved_model(network, FLAGS.export_dir, name, version,
+                                          max_pixels=FLAGS.max_pixels,
+                                          max_batch_pixels=FLAGS.max_batch_pixels or None)
     print(f"wrote {path} ({_megabytes(path):.1f} MB)")
     base_path = f"{FLAGS.serving_base_path.rstrip('/')}/{name}"
     try:
@@ -196,10 +209,16 @@ def main(argv):
     check_flags()
     logging.set_verbosity(logging.WARNING)  # not TensorFlow's SavedModel chatter
     name, network = load_network()
-    if FLAGS.format == "saved_model":
-        export_saved_model(name, network)
-    else:
-        export_tflite(name, network)
+    try:
+        if FLAGS.format == "saved_model":
+            export_saved_model(name, network)
+        else:
+            export_tflite(name, network)
+    except FileExistsError as e:  # another export took the version or the file meanwhile
+        cli.fail(PROGRAM, str(e))
+    except OSError as e:  # e.g. a full disk; nothing half-written is left
+        cli.fail(PROGRAM, f"{FLAGS.export_dir}: cannot write ({e.strerror or e}); nothing was "
+                 "written", status=1)
 
 
 if __name__ == "__main__":
