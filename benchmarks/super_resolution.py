@@ -105,8 +105,8 @@ def run_set(name: str, scale: int, model_specs) -> tuple[dict, str]:
                             scale=scale, title=title, overwrite=True,
                             info={"hr": hr, "lr": lr, "blur_sigma": None if lr else 1.0})
     checks = pinned_and_grey(results, pairs, scale, models)
-    for name, check in checks.items():
-        results[name]["checks"] = check
+    for model, check in checks.items():
+        results[model]["checks"] = check
     grid = evaluation.comparison_grid(results, pairs, scale, max_images=3)
     grid_path = os.path.join(report.REPO, "docs", "images", f"sr_{name.lower()}_x{scale}.jpg")
     from PIL import Image
