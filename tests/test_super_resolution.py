@@ -253,21 +253,22 @@ def test_stylizer_upscales_and_histogram_matches_feat_models(photos):
         inference.histogram_match_enabled("maybe", feat)
 
     image = images.resize_and_center_crop(photos["chelsea"], 48)[10:30, 8:32]  # 20 x 24
-    matched = inference.Stylizer(feat, memory_budget="2G")
+    # The budget counts this process's resident memory, which a long test session grows past 2 GiB.
+    matched = inference.Stylizer(feat, memory_budget="16G")
     assert matched.histogram_match and matched.scale == 4
     out = matched.image(image)
     assert out.shape == (80, 96, 3) and out.dtype == np.uint8
     in_means = image.reshape(-1, 3).mean(axis=0)
     np.testing.assert_allclose(out.reshape(-1, 3).mean(axis=0), in_means, atol=1.0)
 
-    plain = inference.Stylizer(feat, memory_budget="2G", histogram_match="off")
+    plain = inference.Stylizer(feat, memory_budget="16G", histogram_match="off")
     raw = plain.image(image)
     assert raw.shape == (80, 96, 3)
     assert np.abs(raw.reshape(-1, 3).mean(axis=0) - in_means).max() > 1.0  # it did something
 
-    assert not inference.Stylizer(pixel, memory_budget="2G").histogram_match
+    assert not inference.Stylizer(pixel, memory_budget="16G").histogram_match
     tiny = image[:12, :14]  # under inference.MIN_SIDE: padded, and the output cropped back
-    assert inference.Stylizer(pixel, memory_budget="2G").image(tiny).shape == (48, 56, 3)
+    assert inference.Stylizer(pixel, memory_budget="16G").image(tiny).shape == (48, 56, 3)
 
 
 def test_compiling_a_network_keeps_what_it_was_trained_with():
