@@ -83,17 +83,28 @@ class PadToMultiple(layers.Layer):
         return {**super().get_config(), "multiple": self.multiple}
 
 
+class _Upsampling2D(layers.Layer):
+    """An upsampling by an integer ``factor`` (channels-last): the output shape and config."""
+
+    def __init__(self, factor=2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def compute_output_shape(self, shape):
+        grow = lambda n: None if n is None else n * self.factor  # noqa: E731
+        return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
 @keras.saving.register_keras_serializable(package="kperceptual")
-class NearestUpsampling2D(layers.Layer):
+class NearestUpsampling2D(_Upsampling2D):
     """Nearest-neighbour upsampling by an integer factor (channels-last).
 
     Like ``layers.UpSampling2D(interpolation="nearest")``, but by reshape and tile with the
     channel count kept static, so the network converts to TFLite with dynamic height and width.
     """
-
-    def __init__(self, factor=2, **kwargs):
-        super().__init__(**kwargs)
-        self.factor = int(factor)
 
     def call(self, x):
         f = self.factor
@@ -102,13 +113,6 @@ class NearestUpsampling2D(layers.Layer):
         x = ops.reshape(x, (batch, height, 1, width, 1, channels))
         x = ops.tile(x, (1, 1, f, 1, f, 1))
         return ops.reshape(x, (batch, height * f, width * f, channels))
-
-    def compute_output_shape(self, shape):
-        grow = lambda n: None if n is None else n * self.factor  # noqa: E731
-        return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
-
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
 
 
 @keras.saving.register_keras_serializable(package="kperceptual")
@@ -145,7 +149,7 @@ def bicubic_weights(factor: int, a: float = -0.5) -> np.ndarray:
 
 
 @keras.saving.register_keras_serializable(package="kperceptual")
-class BicubicUpsampling2D(layers.Layer):
+class BicubicUpsampling2D(_Upsampling2D):
     """Bicubic upsampling by an integer ``factor`` (channels-last, float32), by fixed
     convolutions: height, then width, each a 5-tap filter per output phase whose phases are
     interleaved by a reshape. Borders are mirrored (symmetric), as MATLAB's ``imresize`` does.
@@ -154,8 +158,7 @@ class BicubicUpsampling2D(layers.Layer):
 
     def __init__(self, factor=4, **kwargs):
         kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.factor = int(factor)
+        super().__init__(factor, **kwargs)
         w = bicubic_weights(self.factor).T  # (5, factor)
         self._kernel_h = w[:, None, None, :]  # (5, 1, 1, factor)
         self._kernel_w = w[None, :, None, :]  # (1, 5, 1, factor)
@@ -182,12 +185,6 @@ class BicubicUpsampling2D(layers.Layer):
         x = ops.reshape(x, (batch, channels, height * f, width * f))
         return ops.transpose(x, (0, 2, 3, 1))
 
-    def compute_output_shape(self, shape):
-        grow = lambda n: None if n is None else n * self.factor  # noqa: E731
-        return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
-
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
 
 
 @keras.saving.register_keras_serializable(package="kperceptual")
