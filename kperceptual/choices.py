@@ -37,6 +37,10 @@ SR_LOSSES = ("feat", "pixel")  # feature reconstruction at relu2_2 (l_feat), or 
 # Super-resolution output: none (the paper: scaled tanh) or bicubic (global residual learning:
 # the network adds a correction to the bicubic upsampling of its input).
 RESIDUALS = ("none", "bicubic")
+# Style output head: tanh (the paper: 127.5 tanh + 127.5; its gradient vanishes where a region
+# saturates, which leaves pinned black or white blobs) or linear (127.5 x + 127.5 with a
+# straight-through clip to [0, 255]: every pixel keeps a gradient).
+STYLE_HEADS = ("tanh", "linear")
 PIXEL_LOSSES = ("l2", "l1")  # l_pixel: squared error (the paper) or absolute error
 LR_SCHEDULES = ("constant", "cosine", "step")
 HISTOGRAM_MATCH = ("auto", "on", "off")  # auto: on for l_feat models, as in the paper

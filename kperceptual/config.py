@@ -127,6 +127,7 @@ class StyleTrainingConfig(TrainingConfig):
 
     style_image: str
     style_size: int = dataclasses.field(default=256, kw_only=True)
+    head: str = dataclasses.field(default="linear", kw_only=True)  # see choices.STYLE_HEADS
     inherited_styles: tuple = dataclasses.field(default=(), kw_only=True)
 
     def __post_init__(self):
@@ -154,7 +155,7 @@ class StyleTrainingConfig(TrainingConfig):
         return "-".join(filter(None, self.new_style_names())) or "style"
 
     def network_config(self) -> dict:
-        config = super().network_config()
+        config = {**super().network_config(), "head": self.head}
         names = self.style_names()
         if len(names) > 1:
             config.update(num_styles=len(names), style_names=list(names))
@@ -213,7 +214,7 @@ MIN_LOW_RES_SIDE = 5
 
 # The flags only style training reads; super-resolution refuses them.
 STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers",
-                     "style_reduction")
+                     "style_reduction", "head")
 # The flags only super-resolution reads.
 SR_ONLY_FIELDS = ("scale", "loss", "blur_sigma", "residual", "pixel_loss", "chroma_weight")
 
@@ -286,6 +287,7 @@ def validate(config: TrainingConfig) -> None:
     if isinstance(config, StyleTrainingConfig):
         _check_style_images(config)
         _positive(config, "style_size")
+        _choice(config, "head", choices.STYLE_HEADS)
     _check_train_data(config)
     _positive(config, "image_size", "batch_size", "steps", "learning_rate",
               "checkpoint_every", "log_every", "sample_every")

@@ -32,7 +32,7 @@ from keras import layers, ops
 
 import numpy as np
 
-from kperceptual.choices import NORMS, PADDINGS, RESIDUALS, SR_LOSSES, UPSAMPLES
+from kperceptual.choices import NORMS, PADDINGS, RESIDUALS, SR_LOSSES, STYLE_HEADS, UPSAMPLES
 
 
 @keras.saving.register_keras_serializable(package="kperceptual")
@@ -319,6 +319,14 @@ class ClipPixels(layers.Layer):
         return shape
 
 
+def pixels_from_linear(x, name="output"):
+    """127.5 x + 127.5 with a straight-through clip to [0, 255]; float32. Where the scaled tanh
+    saturates (float32 tanh' is 0 beyond |x| ~ 9) a region stuck at 0 or 255 gets no gradient
+    and stays a blob; here every pixel the loss wants moved is moved."""
+    x = layers.Rescaling(127.5, offset=127.5, name=f"{name}_linear", dtype="float32")(x)
+    return ClipPixels(name=f"{name}_pixels")(x)
+
+
 def pixels_from_residual(x, base, name="output"):
     """``base`` (pixels) plus the residual ``x`` (in units of 127.5 pixel levels), clipped to
     [0, 255]; float32. A linear head with a straight-through clip: unlike the scaled tanh
@@ -344,11 +352,14 @@ class StyleTransferNetwork(keras.Model):
             instance normalisation (Dumoulin et al. 2017), inputs ``[pixels, style_weights]``
             with ``style_weights`` (B, N) (see ``style_weights``); needs ``norm="instance"``.
         style_names: the styles' names, one per style (multi-style networks: required, unique).
+        head: the output head, ``"linear"`` (default: ``pixels_from_linear``, no region can
+            saturate) or ``"tanh"`` (the paper's scaled tanh; configs saved before this option
+            existed load as ``"tanh"``).
     """
 
     def __init__(self, filters=(32, 64, 128), num_residual_blocks=5, norm="instance",
                  upsample="resize", padding="reflect", num_styles=1, style_names=None,
-                 **kwargs):
+                 head="linear", **kwargs):
         filters = tuple(int(f) for f in filters)
         if len(filters) != 3:
             raise ValueError(f"filters must have 3 entries, got {filters}")
@@ -363,6 +374,8 @@ class StyleTransferNetwork(keras.Model):
                                         or len(set(style_names)) != num_styles):
             raise ValueError(f"style_names must be {num_styles} distinct names, got "
                              f"{list(style_names)}")
+        if head not in STYLE_HEADS:
+            raise ValueError(f"unknown head {head!r}; expected one of {STYLE_HEADS}")
         if num_styles > 1 and norm != "instance":
             raise ValueError(f"a multi-style network needs norm='instance', not {norm!r}")
         pixels = keras.Input((None, None, 3), name="pixels")
@@ -379,7 +392,7 @@ class StyleTransferNetwork(keras.Model):
         # The output conv and head stay float32 under mixed precision: bf16 has ~1 level of
         # resolution at pixel values near 255.
         x = _conv(x, 3, 9, 1, padding, "out_conv", dtype="float32")
-        x = pixels_from_logits(x)
+        x = pixels_from_logits(x) if head == "tanh" else pixels_from_linear(x)
         outputs = CropToReference(name="crop_to_input", dtype="float32")([x, pixels])
         kwargs.setdefault("name", "style_transfer_network")
         super().__init__(pixels if style is None else [pixels, style], outputs, **kwargs)
@@ -390,6 +403,7 @@ class StyleTransferNetwork(keras.Model):
         self.padding = padding
         self.num_styles = num_styles
         self.style_names = style_names
+        self.head = head
 
     def get_config(self):
         config = {
@@ -400,6 +414,7 @@ class StyleTransferNetwork(keras.Model):
             "norm": self.norm,
             "upsample": self.upsample,
             "padding": self.padding,
+            "head": self.head,
         }
         # A one-style network's config is what it was before multi-style networks existed.
         if self.num_styles > 1:
@@ -410,7 +425,8 @@ class StyleTransferNetwork(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # Networks saved before the head was an option have the paper's scaled tanh.
+        return cls(**{"head": "tanh", **config})
 
 
 @keras.saving.register_keras_serializable(package="kperceptual")

@@ -59,6 +59,10 @@ flags.DEFINE_string("name", "", "Model name for exports; default: the style imag
                               "or sr_x<scale>_<loss> for super-resolution.")
 flags.DEFINE_integer("image_size", None, "Side of the square training crops (super-resolution: "
                      f"of the high-res patches); {_by_task('image_size')}.")
+flags.DEFINE_string("head", _D["head"].default,
+                    "Style network output head: linear (127.5 x + 127.5, clipped with a "
+                    "straight-through gradient; nothing saturates) or tanh (the paper's scaled "
+                    "tanh, whose saturated regions become black or white blobs).")
 flags.DEFINE_integer("style_size", _D["style_size"].default,
                      "The style image is resized so its longer side is this.")
 flags.DEFINE_integer("batch_size", _D["batch_size"].default,

@@ -40,7 +40,7 @@ from kperceptual.precision import dtype_policy, resolve_precision
 
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
 # Network settings that runs before them did not record, as those runs had them.
-NETWORK_DEFAULTS = {"residual": "none"}
+NETWORK_DEFAULTS = {"residual": "none", "head": "tanh"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -540,6 +540,29 @@ def add_styles_from(network, source) -> None:
         layer.set_weights(values)
 
 
+def widen_to_styles(network, source, spec: str) -> None:
+    """Starts the multi-style ``network`` from the one-style ``source``: every convolution
+    copied, and each instance normalisation's scale and shift copied into every style's row of
+    the conditional one. Raises ``ConfigError`` (``init_from``) where the layers differ."""
+    ours = {layer.name: layer for layer in network.layers}
+    theirs_with_weights = [layer for layer in source.layers if layer.weights]
+    if len(theirs_with_weights) != len([layer for layer in network.layers if layer.weights]):
+        raise config_lib.ConfigError(
+            "init_from", f"{spec}: its layers do not fit this network (another --norm, "
+                         "--upsample, --padding or size?)")
+    for theirs in theirs_with_weights:
+        layer = ours.get(theirs.name)
+        values = theirs.get_weights()
+        if isinstance(layer, networks.ConditionalInstanceNormalization):
+            values = [np.repeat(v[None], layer.num_styles, axis=0) for v in values]
+        if layer is None or [tuple(v.shape) for v in values] != \
+                [tuple(w.shape) for w in layer.weights]:
+            raise config_lib.ConfigError(
+                "init_from", f"{spec}: its layer {theirs.name} does not fit this network "
+                             "(another --norm, --upsample, --padding or size?)")
+        layer.set_weights(values)
+
+
 def init_network_from(network, spec: str, inherited_styles=(),
                       models_dir: str = "savedmodels") -> None:
     """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
@@ -549,6 +572,9 @@ def init_network_from(network, spec: str, inherited_styles=(),
     source = load_init_network(spec, models_dir)
     if inherited_styles:
         add_styles_from(network, source)
+        return
+    if networks.num_styles(network) > 1 and networks.num_styles(source) == 1:
+        widen_to_styles(network, source, spec)
         return
     theirs = source.get_weights()
     ours = network.weights
