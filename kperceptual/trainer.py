@@ -516,34 +516,10 @@ def resolve_init_from(config):
     return dataclasses.replace(config, inherited_styles=theirs)
 
 
-def add_styles_from(network, source) -> None:
-    """Copies a multi-style ``source`` into ``network``, which has its styles first and then
-    new ones: every shared weight, and each normalisation layer's gamma and beta rows of the
-    source's styles; the new styles start from the mean of the source's (a style near all of
-    them rather than none). Raises ``ConfigError`` (``init_from``) where the shapes differ."""
-    ours = {layer.name: layer for layer in network.layers}
-    n = networks.num_styles(source)
-    for theirs in source.layers:
-        if not theirs.weights:
-            continue
-        layer = ours.get(theirs.name)
-        values = theirs.get_weights()
-        if isinstance(theirs, networks.ConditionalInstanceNormalization) and layer is not None:
-            values = [np.concatenate([v, np.repeat(v.mean(axis=0, keepdims=True),
-                                                   layer.num_styles - n, axis=0)])
-                      for v in values]
-        if layer is None or [tuple(v.shape) for v in values] != \
-                [tuple(w.shape) for w in layer.weights]:
-            raise config_lib.ConfigError(
-                "init_from", f"{source.name}: its layer {theirs.name} does not fit this network "
-                             "(another --norm, --upsample, --padding or size?)")
-        layer.set_weights(values)
-
-
-def widen_to_styles(network, source, spec: str) -> None:
-    """Starts the multi-style ``network`` from the one-style ``source``: every convolution
-    copied, and each instance normalisation's scale and shift copied into every style's row of
-    the conditional one. Raises ``ConfigError`` (``init_from``) where the layers differ."""
+def _copy_layers(network, source, spec: str, norm_rows) -> None:
+    """Copies every weighted layer of ``source`` into the same-named layer of ``network``;
+    a conditional instance normalisation's values go through ``norm_rows(values, layer)``
+    first. Raises ``ConfigError`` (``init_from``) where the layers differ."""
     ours = {layer.name: layer for layer in network.layers}
     theirs_with_weights = [layer for layer in source.layers if layer.weights]
     if len(theirs_with_weights) != len([layer for layer in network.layers if layer.weights]):
@@ -554,13 +530,32 @@ def widen_to_styles(network, source, spec: str) -> None:
         layer = ours.get(theirs.name)
         values = theirs.get_weights()
         if isinstance(layer, networks.ConditionalInstanceNormalization):
-            values = [np.repeat(v[None], layer.num_styles, axis=0) for v in values]
+            values = norm_rows(values, layer)
         if layer is None or [tuple(v.shape) for v in values] != \
                 [tuple(w.shape) for w in layer.weights]:
             raise config_lib.ConfigError(
                 "init_from", f"{spec}: its layer {theirs.name} does not fit this network "
                              "(another --norm, --upsample, --padding or size?)")
         layer.set_weights(values)
+
+
+def add_styles_from(network, source) -> None:
+    """Copies a multi-style ``source`` into ``network``, which has its styles first and then
+    new ones: every shared weight, and each normalisation layer's gamma and beta rows of the
+    source's styles; the new styles start from the mean of the source's (a style near all of
+    them rather than none). Raises ``ConfigError`` (``init_from``) where the shapes differ."""
+    n = networks.num_styles(source)
+    _copy_layers(network, source, source.name, lambda values, layer: [
+        np.concatenate([v, np.repeat(v.mean(axis=0, keepdims=True), layer.num_styles - n,
+                                     axis=0)]) for v in values])
+
+
+def widen_to_styles(network, source, spec: str) -> None:
+    """Starts the multi-style ``network`` from the one-style ``source``: every convolution
+    copied, and each instance normalisation's scale and shift copied into every style's row of
+    the conditional one. Raises ``ConfigError`` (``init_from``) where the layers differ."""
+    _copy_layers(network, source, spec, lambda values, layer: [
+        np.repeat(v[None], layer.num_styles, axis=0) for v in values])
 
 
 def init_network_from(network, spec: str, inherited_styles=(),
