@@ -70,6 +70,16 @@ sys.meta_path.insert(0, _NoTensorFlow())
 """
 
 
+# Plain SGD's steps are linear in the gradient, which is about 1e6 for these tiny runs (style
+# weight 1e5): 1e-6 moves the weights by about 0.1, where the linear output head stays well
+# behaved (at 1e-2 they reach 1e7 in three steps and float rounding is all that is compared).
+SGD_LEARNING_RATE = 1e-6
+# Runs that split a batch differently sum its float32 gradients (large, with cancellation) in
+# another order: measured, a weight's move then differs by up to 3% of the largest move (tanh
+# or linear head alike). A split that lost or double-counted an example is off by about 50%.
+SUM_ORDER_TOLERANCE = 5e-2
+
+
 def small_config(tmp_path, **overrides):
     from kperceptual import config
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from conftest import REPO, small_config
+from conftest import REPO, SGD_LEARNING_RATE, SUM_ORDER_TOLERANCE, small_config
 from kperceptual import trainer
 
 WORKER = os.path.join(REPO, "tests", "backend_worker.py")
@@ -76,7 +76,8 @@ def run_cluster(tmp_path, config_json, tag, optimizer):
 def test_two_workers_train_like_one_process_and_resume(tmp_path, vgg_weights_path):
     # Plain SGD: Adam's first steps move every weight by about the learning rate whatever the
     # size of its gradient, so float rounding in the all-reduce of tiny gradients would show.
-    common = dict(steps=3, batch_size=2, learning_rate=1e-2, export_dir=str(tmp_path / "export"))
+    common = dict(steps=3, batch_size=2, learning_rate=SGD_LEARNING_RATE,
+                  export_dir=str(tmp_path / "export"))
     config = small_config(tmp_path, strategy="multi_worker", **common)
     config_json = json.dumps({k: v for k, v in config.to_dict().items() if k != "task"})
     results, weights = run_cluster(tmp_path, config_json, "first", "sgd")
@@ -104,7 +105,7 @@ def test_two_workers_train_like_one_process_and_resume(tmp_path, vgg_weights_pat
     moved = max(np.abs(w - s).max() for w, s in zip(weights[0], start))
     assert moved > 1e-4
     for mine, theirs in zip(single["network"].get_weights(), weights[0]):
-        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-3 * moved)
+        np.testing.assert_allclose(theirs, mine, rtol=0, atol=SUM_ORDER_TOLERANCE * moved)
 
     # Both resume from the chief's newest checkpoint and carry on together.
     config.steps = 5
