@@ -298,3 +298,63 @@ def _default_lpips() -> LPIPS:
 def lpips(a, b):
     """LPIPS (VGG, v0.1) of ``a`` against ``b`` with a cached model; see ``LPIPS``."""
     return _default_lpips()(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# Flicker: temporal stability on clips whose motion is known exactly
+
+def camera_pan(image, size, frames: int, step=(1, 2), noise: float = 0.0, seed: int = 0):
+    """A clip of a virtual camera moving over a still photo: ``frames`` windows of ``size``
+    (an int, or (height, width)) whose top-left corner moves by ``step`` = (dy, dx) whole pixels
+    a frame, starting where the whole path fits centred in ``image`` (H, W, 3). With ``noise``
+    > 0, each frame gets its own Gaussian sensor noise of that standard deviation (levels).
+    Returns float32 (frames, height, width, 3) in [0, 255]. Whole-pixel steps make the warp
+    between two frames exact (``warping_error``)."""
+    image = np.asarray(image, np.float32)
+    height, width = (size, size) if np.isscalar(size) else size
+    dy, dx = (int(s) for s in step)
+    span_y, span_x = height + abs(dy) * (frames - 1), width + abs(dx) * (frames - 1)
+    if frames < 2 or span_y > image.shape[0] or span_x > image.shape[1]:
+        raise ValueError(f"a {frames}-frame pan of {height}x{width} windows by {dy, dx} a frame "
+                         f"needs at least {span_y}x{span_x} pixels and 2 frames; the image has "
+                         f"{image.shape[0]}x{image.shape[1]}")
+    top = (image.shape[0] - span_y) // 2 + (abs(dy) * (frames - 1) if dy < 0 else 0)
+    left = (image.shape[1] - span_x) // 2 + (abs(dx) * (frames - 1) if dx < 0 else 0)
+    rng = np.random.default_rng(seed)
+    clip = []
+    for t in range(frames):
+        y, x = top + t * dy, left + t * dx
+        frame = image[y:y + height, x:x + width]
+        if noise > 0:
+            frame = np.clip(frame + rng.normal(0.0, noise, frame.shape), 0, 255)
+        clip.append(frame)
+    return np.stack(clip).astype(np.float32)
+
+
+def warping_error(previous, current, step, border: int = 0) -> float:
+    """Mean absolute difference in pixel levels between frame ``current`` and ``previous``
+    warped by the camera's move ``step`` = (dy, dx) (``camera_pan``: what ``current`` shows at
+    (i, j), ``previous`` showed at (i + dy, j + dx)), over the pixels both frames see, less
+    ``border`` pixels at each edge of either frame (where a network's padding differs from
+    frame to frame). 0 for a network that moves with the scene."""
+    previous, current = np.asarray(previous, np.float64), np.asarray(current, np.float64)
+    if previous.shape != current.shape:
+        raise ValueError(f"frames differ in size: {previous.shape} vs {current.shape}")
+    dy, dx = (int(s) for s in step)
+    h, w = current.shape[:2]
+    ys = slice(max(border, border - dy), min(h - border, h - border - dy))
+    xs = slice(max(border, border - dx), min(w - border, w - border - dx))
+    ours = current[ys, xs]
+    theirs = previous[ys.start + dy:ys.stop + dy, xs.start + dx:xs.stop + dx]
+    if ours.size == 0:
+        raise ValueError(f"frames of {h}x{w} moved by {dy, dx} with border {border} share no "
+                         "pixels")
+    return float(np.mean(np.abs(ours - theirs)))
+
+
+def flicker(outputs, step, border: int = 0) -> float:
+    """The mean ``warping_error`` between consecutive frames of ``outputs`` (T, H, W, 3), a
+    network's outputs for a ``camera_pan`` clip moving by ``step``: its flicker, in levels."""
+    outputs = np.asarray(outputs)
+    return float(np.mean([warping_error(outputs[t - 1], outputs[t], step, border)
+                          for t in range(1, len(outputs))]))

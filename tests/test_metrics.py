@@ -234,3 +234,52 @@ def test_lpips_function_caches_its_model(vgg_weights_path, lpips_images):
     hr, bicubic, _ = lpips_images
     assert metrics.lpips(bicubic, hr) == pytest.approx(metrics.lpips(bicubic, hr))
     assert metrics._default_lpips() is metrics._default_lpips()
+
+
+# Flicker on clips of a virtual camera over a photo (the motion, and so the warp, is exact).
+
+@pytest.fixture(scope="module")
+def photo():
+    import skimage.data
+
+    return skimage.data.astronaut().astype(np.float32)
+
+
+@pytest.mark.parametrize("step", [(1, 2), (-3, 1), (0, -4)])
+def test_a_network_that_moves_with_the_scene_does_not_flicker(photo, step):
+    clip = metrics.camera_pan(photo, (48, 64), 6, step=step)
+    assert clip.shape == (6, 48, 64, 3)
+    assert metrics.flicker(clip, step) == 0.0  # the identity
+    assert metrics.flicker(255 * (clip / 255) ** 0.5, step) == 0.0  # any pointwise function
+    # The warp matters: measured with the wrong motion, the same clip "flickers".
+    assert metrics.flicker(clip, (step[0] + 1, step[1])) > 5
+
+
+def test_independent_noise_flickers_by_its_expected_amount():
+    # Frames with independent N(0, s) noise: |a - b| has mean 2 s / sqrt(pi).
+    flat = np.full((200, 200, 3), 128.0, np.float32)
+    clip = metrics.camera_pan(flat, 64, 8, step=(2, 2), noise=6.0, seed=1)
+    assert metrics.flicker(clip, (2, 2)) == pytest.approx(12 / math.sqrt(math.pi), rel=0.02)
+
+
+def test_whole_frame_statistics_flicker_and_the_border_is_left_out(photo):
+    # Each frame minus its own mean (what instance normalisation does to a network's features)
+    # changes as the view changes: flicker. A network whose edge pixels alone change (padding)
+    # flickers only inside the border.
+    step = (2, 3)
+    clip = metrics.camera_pan(photo, 96, 5, step=step)
+    centred = clip - clip.mean(axis=(1, 2, 3), keepdims=True)
+    assert metrics.flicker(centred, step) > 0.5
+    edged = clip.copy()
+    edged[:, :4] = edged[:, -4:] = edged[:, :, :4] = edged[:, :, -4:] = 0
+    assert metrics.flicker(edged, step) > 1
+    assert metrics.flicker(edged, step, border=4) == 0.0
+
+
+def test_camera_pan_and_warping_error_refuse_what_cannot_be_measured(photo):
+    with pytest.raises(ValueError, match="needs at least 512x1536"):
+        metrics.camera_pan(photo, 512, 3, step=(0, 512))
+    with pytest.raises(ValueError, match="differ in size"):
+        metrics.warping_error(photo[:10], photo[:11], (0, 1))
+    with pytest.raises(ValueError, match="share no pixels"):
+        metrics.warping_error(photo[:10, :10], photo[:10, :10], (0, 10))
