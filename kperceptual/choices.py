@@ -66,3 +66,7 @@ def min_image_side(layers) -> int:
         return block if name.startswith("pool") else block - 1
 
     return 2 ** max((pools(name) for name in layers), default=0)
+
+# Edge pixels of each view left out of the training-time stability term
+# (losses.stability_loss): there the network's padding sees different pixels in the two views.
+STABILITY_BORDER = 16

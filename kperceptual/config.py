@@ -128,6 +128,10 @@ class StyleTrainingConfig(TrainingConfig):
     style_image: str
     style_size: int = dataclasses.field(default=256, kw_only=True)
     head: str = dataclasses.field(default="linear", kw_only=True)  # see choices.STYLE_HEADS
+    # Temporal stability (trainer.PerceptualTrainer): weight 0 is the paper's objective.
+    stability_weight: float = dataclasses.field(default=0.0, kw_only=True)
+    stability_shift: int = dataclasses.field(default=8, kw_only=True)
+    stability_noise: float = dataclasses.field(default=2.0, kw_only=True)
     inherited_styles: tuple = dataclasses.field(default=(), kw_only=True)
 
     def __post_init__(self):
@@ -206,7 +210,8 @@ class SuperResolutionConfig(TrainingConfig):
 # objectives in one network (and config.json would name only the first).
 OBJECTIVE_FIELDS = ("style_image", "style_size", "content_weight", "style_weight", "tv_weight",
                     "style_reduction", "content_layers", "style_layers", "vgg_weights",
-                    "blur_sigma", "pixel_loss", "chroma_weight")
+                    "blur_sigma", "pixel_loss", "chroma_weight", "stability_weight",
+                    "stability_shift", "stability_noise")
 
 
 # The super-resolution network's first 9x9 conv reflects 4 pixels: low-res sides must exceed it.
@@ -214,7 +219,8 @@ MIN_LOW_RES_SIDE = 5
 
 # The flags only style training reads; super-resolution refuses them.
 STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers",
-                     "style_reduction", "head")
+                     "style_reduction", "head", "stability_weight", "stability_shift",
+                     "stability_noise")
 # The flags only super-resolution reads.
 SR_ONLY_FIELDS = ("scale", "loss", "blur_sigma", "residual", "pixel_loss", "chroma_weight")
 
@@ -282,12 +288,25 @@ def validate_objective(config: ObjectiveConfig) -> None:
     _choice(config, "vgg_weights", choices.WEIGHT_SOURCES)
 
 
+def _check_stability(config: StyleTrainingConfig) -> None:
+    for field in ("stability_weight", "stability_noise"):
+        value = getattr(config, field)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(field, f"must be a finite number >= 0, got {value}")
+    shift, room = config.stability_shift, config.image_size - 2 * choices.STABILITY_BORDER - 8
+    if config.stability_weight and not 1 <= shift <= room:
+        raise ConfigError("stability_shift", f"must be 1 to {max(room, 1)} pixels for "
+                                             f"--image_size={config.image_size} (the two views "
+                                             f"must share pixels), got {shift}")
+
+
 def validate(config: TrainingConfig) -> None:
     """Raises ``ConfigError`` for the first wrong value; cheap (reads the style image only)."""
     if isinstance(config, StyleTrainingConfig):
         _check_style_images(config)
         _positive(config, "style_size")
         _choice(config, "head", choices.STYLE_HEADS)
+        _check_stability(config)
     _check_train_data(config)
     _positive(config, "image_size", "batch_size", "steps", "learning_rate",
               "checkpoint_every", "log_every", "sample_every")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from kperceptual.choices import PIXEL_LOSSES, STYLE_REDUCTIONS
+from kperceptual.choices import PIXEL_LOSSES, STABILITY_BORDER, STYLE_REDUCTIONS
 from kperceptual.loss_network import LossNetwork
 
 
@@ -171,6 +171,20 @@ class PerceptualObjective:
         }
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
+
+
+def stability_loss(shifted_output, output, shift: int, border: int = STABILITY_BORDER):
+    """A training-time temporal stability term (not part of the paper's objective): per-example
+    mean squared difference, in pixel levels, between the network's output for a view of its
+    input moved ``shift`` pixels down and right (``inputs[:, shift:, shift:]``, perhaps with
+    sensor noise), and its output for the whole input at the same place; over the pixels both
+    show, less ``border`` at the edges. (B,). A network whose output moves with the scene
+    scores 0: what a camera pan over a still scene asks of it (``metrics.flicker``)."""
+    height, width = ops.shape(output)[1], ops.shape(output)[2]
+    ours = shifted_output[:, border:height - shift - border, border:width - shift - border]
+    theirs = output[:, shift + border:height - border, shift + border:width - border]
+    return ops.mean(ops.square(ops.cast(ours, "float32") - ops.cast(theirs, "float32")),
+                    axis=(1, 2, 3))
 
 
 class PixelLossObjective:

@@ -63,6 +63,16 @@ flags.DEFINE_string("head", _D["head"].default,
                     "Style network output head: linear (127.5 x + 127.5, clipped with a "
                     "straight-through gradient; nothing saturates) or tanh (the paper's scaled "
                     "tanh, whose saturated regions become black or white blobs).")
+flags.DEFINE_float("stability_weight", _D["stability_weight"].default,
+                   "Style: weight of a temporal stability term (0: the paper's objective). Each "
+                   "step also runs the network on a view of its inputs moved --stability_shift "
+                   "pixels, with --stability_noise, and asks for the same output there: less "
+                   "flicker on video.")
+flags.DEFINE_integer("stability_shift", _D["stability_shift"].default,
+                     "Style: the stability term's shift in pixels (a multiple of 4 keeps the "
+                     "network's stride-4 grid).")
+flags.DEFINE_float("stability_noise", _D["stability_noise"].default,
+                   "Style: the stability term's Gaussian sensor noise (pixel levels, std).")
 flags.DEFINE_integer("style_size", _D["style_size"].default,
                      "The style image is resized so its longer side is this.")
 flags.DEFINE_integer("batch_size", _D["batch_size"].default,

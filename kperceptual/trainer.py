@@ -54,17 +54,29 @@ class TrainingInterrupted(RuntimeError):
 class PerceptualTrainer(keras.Model):
     """Trains ``network`` against an objective of ``kperceptual.losses`` (its loss network, if
     any, is frozen). Batches are images (style transfer: the input is its own content target)
-    or (input, target) pairs (super-resolution: low-res, high-res)."""
+    or (input, target) pairs (super-resolution: low-res, high-res).
 
-    def __init__(self, network, objective, **kwargs):
+    ``stability_weight`` > 0 adds ``losses.stability_loss`` to the objective: each step also
+    runs the network on views of every other input moved ``stability_shift`` pixels down and
+    right, with Gaussian noise of ``stability_noise`` levels, and asks for the same output
+    there."""
+
+    def __init__(self, network, objective, stability_weight=0.0, stability_shift=8,
+                 stability_noise=0.0, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.objective = objective
         self.num_styles = networks.num_styles(network)
         if objective.loss_network is not None:
             self.loss_network = objective.loss_network  # tracked, frozen
+        self.stability_weight = float(stability_weight)
+        self.stability_shift = int(stability_shift)
+        self.stability_noise = float(stability_noise)
+        terms = objective.terms + (("stability",) if self.stability_weight else ())
+        if self.stability_weight and self.stability_noise:
+            self.noise_seed = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=f"{name}_loss" if name != "total"
-                                                  else "loss") for name in objective.terms}
+                                                  else "loss") for name in terms}
 
     @property
     def metrics(self):
@@ -101,9 +113,28 @@ class PerceptualTrainer(keras.Model):
             keras.ops.cast(x if y is None else y, "float32"))
         style_kwargs = {} if styles is None else {"styles": styles}
         terms = self.objective(keras.ops.cast(y_pred, "float32"), targets, **style_kwargs)
+        if self.stability_weight:
+            # Every other example (half the cost of a second pass over all of them); the term
+            # is their mean, the same for each example of the batch.
+            half = self.stability_weight * losses.stability_loss(
+                self._shifted_output(x[::2], None if styles is None else styles[::2]),
+                y_pred[::2], self.stability_shift)
+            stability = keras.ops.mean(half) * keras.ops.ones_like(terms["total"])
+            terms = {**terms, "stability": stability, "total": terms["total"] + stability}
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])
         return keras.ops.mean(terms["total"])
+
+    def _shifted_output(self, pixels, styles):
+        """The network's output for ``pixels``' view moved ``stability_shift`` pixels down and
+        right, with its sensor noise (the stability term's second view)."""
+        shift = self.stability_shift
+        view = keras.ops.cast(pixels, "float32")[:, shift:, shift:, :]
+        if self.stability_noise:
+            view = keras.ops.clip(view + self.stability_noise * keras.random.normal(
+                keras.ops.shape(view), seed=self.noise_seed), 0.0, 255.0)
+        return self.call(view if styles is None else
+                         {data.PIXELS_KEY: view, data.STYLE_KEY: styles}, training=True)
 
     if keras.backend.backend() == "tensorflow":
         def train_step(self, data):
@@ -391,7 +422,10 @@ def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
         network = make_network(config)
         if config.task == "style" and config.inherited_styles:
             freeze_shared_weights(network)
-        trainer = PerceptualTrainer(network, objective)
+        stability = {} if config.task != "style" else dict(
+            stability_weight=config.stability_weight, stability_shift=config.stability_shift,
+            stability_noise=config.stability_noise, seed=config.seed)
+        trainer = PerceptualTrainer(network, objective, **stability)
         trainer.trained_styles = trained_styles(config)
         trainer.compile(optimizer=optimizer() if optimizer else make_optimizer(config),
                         jit_compile=jit_compile)

@@ -40,6 +40,8 @@ def run_train(args, tmp_path, **kw):
     ("strategy", "ring", "--strategy: unknown value 'ring'"),
     ("jit_compile", "yes", "--jit_compile: unknown value 'yes'; expected one of auto, on, off"),
     ("mixed_precision", "float8", "--precision: unknown value 'float8'"),
+    ("stability_weight", "-1", "--stability_weight: must be a finite number >= 0"),
+    ("stability_noise", "inf", "--stability_noise: must be a finite number >= 0"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, flag, value, message):
     (tmp_path / "empty_folder").mkdir()
