@@ -4,9 +4,14 @@ setup(
     name="kperceptual",
     version="0.1.0",
     description="Perceptual losses for real-time style transfer and super-resolution (Keras 3)",
+    license="MIT",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["kperceptual", "kperceptual.*"]),
+    packages=find_packages(include=["kperceptual", "kperceptual.*"]) + ["kperceptual.savedmodels"],
+    # The shipped models install with the package, so names resolve from any folder
+    # (models.shipped_models_dir).
+    package_dir={"kperceptual.savedmodels": "savedmodels"},
+    package_data={"kperceptual.savedmodels": ["*", "*/*/*", "*/*/*/*", "*/*/*/*/*"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",

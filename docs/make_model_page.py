@@ -1,6 +1,10 @@
 """Writes docs/<name>.md for a trained style model: content | stylised pairs and the loss curve.
 
     python docs/make_model_page.py --name=starry_night [--model_dir=runs/starry_night]
+    python docs/make_model_page.py --name=zoo --mix=starry_night,wave   # a multi-style network
+
+A multi-style network gets a gallery instead (a row per photo: the photo, then each style in the
+network's order) and a style-mixing strip between the two ``--mix`` styles.
 
 The content photos are scikit-image's bundled CC0 / public-domain photos, none of which is in the
 training folders, so the pairs show held-out images. The outputs come from the exported
@@ -29,6 +33,9 @@ flags.DEFINE_string("model_dir", "", "The training run's folder; default runs/NA
 flags.DEFINE_string("title", "", "Page title; default the name.")
 flags.DEFINE_list("photos", ["chelsea", "astronaut", "coffee", "rocket"], "Bundled photos.")
 flags.DEFINE_integer("size", 320, "Long side of the example images.")
+flags.DEFINE_list("mix", [], "Multi-style networks: two styles for the mixing strip (default: "
+                              "the first two).")
+flags.DEFINE_string("flagfile_name", "", "The pipelines/ flagfile; default NAME.flags.")
 FLAGS = flags.FLAGS
 
 
@@ -60,12 +67,30 @@ def main(argv):
     if version_path is None:
         sys.exit(f"make_model_page: no savedmodels/{name}/<version>; train and export it first")
     model = models.load_model(version_path)
-    rows = []
+    styles = inference.model_style_names(model)
+    white = lambda h, w: np.full((h, w, 3), 255, np.uint8)  # noqa: E731
+    rows, mix_text = [], ""
     for photo in FLAGS.photos:
         content = images.resize_long_side(images.skimage_photo(photo), FLAGS.size)
-        output = inference.stylize_image(model, content)
-        rows.append(np.concatenate([content, np.full((content.shape[0], 8, 3), 255, np.uint8),
-                                    output], axis=1))
+        outputs = ([inference.stylize_image(inference.bind_model_style(model, s), content)
+                    for s in styles] if styles else [inference.stylize_image(model, content)])
+        row = [content]
+        for output in outputs:
+            row += [white(content.shape[0], 8), output]
+        rows.append(np.concatenate(row, axis=1))
+    if styles:
+        a, b = (FLAGS.mix or list(styles[:2]))[:2]
+        content = images.resize_long_side(images.skimage_photo(FLAGS.photos[0]), FLAGS.size)
+        strip = []
+        for w in (1.0, 0.75, 0.5, 0.25, 0.0):
+            mix = f"{a}:{w},{b}:{1 - w}"
+            strip += [inference.stylize_image(inference.bind_model_style(model, mix), content),
+                      white(content.shape[0], 8)]
+        mix_path = os.path.join(REPO, "docs", "images", f"{name}_mixing.jpg")
+        images.write_image(mix_path, np.concatenate(strip[:-1], axis=1), overwrite=True)
+        mix_text = (f"\nMixing two styles (`--style={a}:W,{b}:1-W`, the per-style scales and "
+                    f"shifts interpolated), W = 1, 0.75, 0.5, 0.25, 0:\n\n"
+                    f"![style mixing](images/{name}_mixing.jpg)\n")
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255)
             for r in rows]
@@ -80,11 +105,12 @@ def main(argv):
         table.append(f"| {step} | {v['loss']:.2f} | {v['content_loss']:.2f} | "
                      f"{v['style_loss']:.2f} | {v['tv_loss']:.3f} | {v['seconds_per_step']:.2f} |")
     last_step = int(table[-1].split("|")[1]) if len(table) > 2 else 0
+    flagfile = FLAGS.flagfile_name or f"{name}.flags"
     held_out = "" if config["train_data"] == "skimage" else ", none of them in the training set"
     page = f"""# {FLAGS.title or name}
 
 - Model: `savedmodels/{name}/{os.path.basename(version_path)}` (SavedModel, TF Serving layout).
-- Trained with `python -m kperceptual.train --flagfile=pipelines/{name}.flags` for
+- Trained with `python -m kperceptual.train --flagfile=pipelines/{flagfile}` for
   **{last_step} steps** (the paper: 40,000 on 80k COCO images).
 - Training photos: `{config['train_data']}`; {config['image_size']}x{config['image_size']} crops,
   batch {config['batch_size']}; style image long side {config['style_size']}.
@@ -94,10 +120,11 @@ def main(argv):
   {config['padding']} padding.
 
 Left: content photo (scikit-image's bundled photos{held_out}). Right: the exported model's
-output, made by `python docs/make_model_page.py --name={name}`.
+output{", one column per style: " + ", ".join(styles) if styles else ""}; made by
+`python docs/make_model_page.py --name={name}`.
 
 ![content and stylised pairs](images/{name}_examples.jpg)
-
+{mix_text}
 Training losses (weighted terms, averaged over the {config['log_every']} steps before each row;
 from the run's TensorBoard logs):
 

@@ -2,7 +2,9 @@
 
 A model is
 
-* a name under ``savedmodels/`` (its newest version),
+* a name under ``--models_dir`` (default ``savedmodels/`` of the working folder) or, where it
+  has none of that name, among the models this project ships (``shipped_models_dir``: found
+  from the package, so from any folder and after ``pip install .``); its newest version,
 * a SavedModel folder (TF Serving's ``<name>/<version>/`` or any other), or a model's folder
   of versions (``<name>/``: its newest),
 * a ``.keras`` file, or
@@ -29,6 +31,18 @@ from typing import Any, Callable
 import numpy as np
 
 NETWORK_ASSET = os.path.join("assets", "network.keras")
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+# Where the shipped models are: inside an installed package (setup.py installs the repository's
+# savedmodels/ as kperceptual/savedmodels), or beside the package in a clone or an editable
+# install (the repository's savedmodels/).
+SHIPPED_MODEL_DIRS = (os.path.join(_PACKAGE, "savedmodels"),
+                      os.path.join(os.path.dirname(_PACKAGE), "savedmodels"))
+
+
+def shipped_models_dir() -> str | None:
+    """The folder of the models this project ships (TF Serving's layout), or None."""
+    return next((d for d in SHIPPED_MODEL_DIRS if os.path.isdir(d)), None)
 
 
 @dataclasses.dataclass
@@ -130,9 +144,12 @@ def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
                                           os.path.basename(os.path.normpath(spec)))
     else:
         path = export.latest_version_path(models_dir, spec)
+        shipped = shipped_models_dir()
+        if path is None and shipped and os.sep not in spec and "/" not in spec:
+            path = export.latest_version_path(shipped, spec)
     if path is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(f"{spec}: not a .keras or .tflite file, a SavedModel folder, or "
-                                f"a model name in {models_dir}/")
+                                f"a model name in {models_dir}/ or among the shipped models")
     path = os.path.normpath(path)
     name = os.path.basename(path)
     if name.isdigit():  # savedmodels/<name>/<version>

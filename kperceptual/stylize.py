@@ -142,6 +142,7 @@ def _stylizer() -> inference.Stylizer:
         model = inference.as_loaded_model(FLAGS.model, FLAGS.models_dir)
     except (FileNotFoundError, ValueError, OSError, ImportError) as e:
         cli.fail(PROGRAM, f"--model: {e}")
+    print(f"model: {model.path or model.name}")  # which one a name found, and its version
     style = FLAGS.style or None
     if style == ALL_STYLES:
         names = inference.model_style_names(model)

@@ -334,3 +334,21 @@ def test_video_frames_are_stylised_and_a_broken_video_goes_on(tmp_path, photos, 
         to_source = np.abs(written - source.astype(float)).mean()
         assert int(np.argmin(distances)) == i, distances
         assert to_source > 2.5 * distances[i], (distances[i], to_source)
+
+
+def test_a_shipped_model_by_name_from_any_folder(tmp_path, photos):
+    # The working folder has no savedmodels/: the name resolves among the shipped models, found
+    # from the package, and the output says which version was used.
+    images.write_image(str(tmp_path / "cat.png"), photos["chelsea"][:48, :64])
+    result = run_stylize(["--model=starry_night", f"--output={tmp_path / 'out'}", "cat.png"],
+                         tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "cat_starry_night.png").is_file()
+    from kperceptual import export, models
+
+    newest = export.latest_version_path(models.shipped_models_dir(), "starry_night")
+    assert result.stdout.splitlines()[0] == f"model: {os.path.normpath(newest)}"
+    missing = run_stylize(["--model=no_such_model", "cat.png"], tmp_path)
+    assert missing.returncode == 2
+    assert "no_such_model: not a .keras or .tflite file" in missing.stderr
+    assert "or among the shipped models" in missing.stderr
