@@ -40,9 +40,67 @@ SHIPPED_MODEL_DIRS = (os.path.join(_PACKAGE, "savedmodels"),
                       os.path.join(os.path.dirname(_PACKAGE), "savedmodels"))
 
 
+# TF Serving's layout, <name>/<version>/ (read here without TensorFlow; export writes it).
+
+def versions(model_dir: str) -> list[int]:
+    """Existing integer versions under ``EXPORT_DIR/<name>``."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(d) for d in os.listdir(model_dir)
+                  if d.isdigit() and os.path.isdir(os.path.join(model_dir, d)))
+
+
+def latest_version_path(export_dir: str, name: str) -> str | None:
+    """``export_dir/name/<highest version>`` or None."""
+    found = versions(os.path.join(export_dir, name))
+    return os.path.join(export_dir, name, str(found[-1])) if found else None
+
+
 def shipped_models_dir() -> str | None:
     """The folder of the models this project ships (TF Serving's layout), or None."""
     return next((d for d in SHIPPED_MODEL_DIRS if os.path.isdir(d)), None)
+
+
+def describe(version_path: str) -> dict:
+    """What a kperceptual SavedModel holds, read from its network's config (nothing is
+    loaded): ``{"task": "style" | "super_resolution" | "?", "styles": [...], "scale": int}``."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(os.path.join(version_path, NETWORK_ASSET)) as archive:
+            spec = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return {"task": "?", "styles": [], "scale": 1}
+    config = spec.get("config", {})
+    if spec.get("class_name") == "SuperResolutionNetwork":
+        return {"task": "super_resolution", "styles": [], "scale": int(config.get("scale", 1)),
+                "loss": config.get("loss", "")}
+    return {"task": "style", "styles": list(config.get("style_names") or []), "scale": 1}
+
+
+def available_models(models_dir: str = "savedmodels") -> list[dict]:
+    """Every model a name can load: those in ``models_dir`` first (the user's), then the
+    shipped ones, each ``{"name", "version", "path", "source", "shadowed"}`` plus ``describe``'s
+    keys; a shipped model with the name of one of the user's is ``shadowed`` (the name loads
+    the user's)."""
+    found, seen = [], set()
+    shipped = shipped_models_dir()
+    places = [(models_dir, "yours")]
+    if shipped and (not os.path.isdir(models_dir) or not os.path.samefile(models_dir, shipped)):
+        places.append((shipped, "shipped"))
+    for folder, source in places:
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for name in names:
+            path = latest_version_path(folder, name)
+            if path is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
+                continue
+            is_shipped = source == "shipped" or (shipped and os.path.samefile(folder, shipped))
+            found.append({"name": name, "version": int(os.path.basename(path)), "path": path,
+                          "source": "shipped" if is_shipped else source,
+                          "shadowed": name in seen, **describe(path)})
+            seen.add(name)
+    return found
 
 
 @dataclasses.dataclass
@@ -135,18 +193,16 @@ def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
         from kperceptual.litert import TFLiteModel
 
         return LoadedModel(stem, spec, "tflite", TFLiteModel(spec))
-    from kperceptual import export
-
     if os.path.isfile(os.path.join(spec, "saved_model.pb")):
         path = spec
     elif os.path.isdir(spec):  # a model's folder of versions, as savedmodels/<name>
-        path = export.latest_version_path(os.path.dirname(os.path.normpath(spec)) or ".",
+        path = latest_version_path(os.path.dirname(os.path.normpath(spec)) or ".",
                                           os.path.basename(os.path.normpath(spec)))
     else:
-        path = export.latest_version_path(models_dir, spec)
+        path = latest_version_path(models_dir, spec)
         shipped = shipped_models_dir()
         if path is None and shipped and os.sep not in spec and "/" not in spec:
-            path = export.latest_version_path(shipped, spec)
+            path = latest_version_path(shipped, spec)
     if path is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(f"{spec}: not a .keras or .tflite file, a SavedModel folder, or "
                                 f"a model name in {models_dir}/ or among the shipped models")
@@ -160,3 +216,29 @@ def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
     if network is None:
         fn.load()  # needed anyway; a SavedModel kperceptual did not write fails here
     return LoadedModel(name, path, "saved_model", fn, network)
+
+
+def main(argv):
+    """``python -m kperceptual.models [--models_dir=DIR]``: the models a name loads."""
+    from absl import flags
+
+    del argv
+    rows = available_models(flags.FLAGS.models_dir)
+    if not rows:
+        print(f"no models in {flags.FLAGS.models_dir}/ and none shipped")
+    for m in rows:
+        what = (f"super-resolution x{m['scale']} ({m['loss']})" if m["task"] == "super_resolution"
+                else f"style: {', '.join(m['styles'])}" if m["styles"] else m["task"])
+        note = " (shadowed by yours: the name loads yours)" if m["shadowed"] else ""
+        print(f"{m['name']:<16} v{m['version']:<3} {m['source']:<8} {what}{note}\n"
+              f"{'':<16} {m['path']}")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    from kperceptual import cli
+
+    flags.DEFINE_string("models_dir", "savedmodels", "Your models (TF Serving's layout); the "
+                                                     "shipped ones are listed after them.")
+    app.run(main, flags_parser=cli.flags_parser("kperceptual.models"))

@@ -38,7 +38,7 @@ import keras
 import tensorflow as tf
 
 from kperceptual.files import write_atomically
-from kperceptual.models import NETWORK_ASSET
+from kperceptual.models import NETWORK_ASSET, latest_version_path, versions  # noqa: F401
 
 MODELS_CONFIG = "models.config"
 # Per image: 2048 x 2048 (about 4 GB of activations on a CPU for the default style network).
@@ -84,14 +84,6 @@ def declared_pixels(data):
 
     return tf.case([(is_png, png), (is_jpeg, jpeg), (is_gif, gif), (is_bmp, bmp)],
                    default=lambda: tf.constant(-1, tf.int64), exclusive=False)
-
-
-def versions(model_dir: str) -> list[int]:
-    """Existing integer versions under ``EXPORT_DIR/<name>``."""
-    if not os.path.isdir(model_dir):
-        return []
-    return sorted(int(d) for d in os.listdir(model_dir)
-                  if d.isdigit() and os.path.isdir(os.path.join(model_dir, d)))
 
 
 def _current_umask() -> int:
@@ -217,12 +209,6 @@ def export_saved_model(network: keras.Model, export_dir: str, name: str,
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
     return target
-
-
-def latest_version_path(export_dir: str, name: str) -> str | None:
-    """``export_dir/name/<highest version>`` or None."""
-    found = versions(os.path.join(export_dir, name))
-    return os.path.join(export_dir, name, str(found[-1])) if found else None
 
 
 def load_saved_model(path: str):
