@@ -4,8 +4,9 @@
     video.stylize_video("starry_night", "clip.mov", "clip_starry_night.mp4", batch_size=8)
 
 Frames are read and stylised in batches of ``batch_size`` (one network call per batch where it
-fits the memory budget) and written as H.264 MP4 at the source's frame rate. Audio is not
-carried over. Odd output sides are padded by one replicated pixel (H.264's 4:2:0 needs even
+fits the memory budget) and written as H.264 MP4 at the source's frame rate. The source's first
+audio track is kept (re-encoded as AAC by imageio-ffmpeg's ffmpeg, as MP4 players expect); a
+track ffmpeg cannot carry over leaves the video silent, with a warning. Odd output sides are padded by one replicated pixel (H.264's 4:2:0 needs even
 sides). The output is written to a temporary file and renamed (``kperceptual.files``), so a
 failed run leaves nothing.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -34,6 +37,7 @@ class VideoResult:
     frames: int
     fps: float
     size: tuple[int, int]  # (height, width) of the output frames
+    audio: bool = False  # the source's audio track was carried over
 
 
 def is_video(path: str) -> bool:
@@ -43,6 +47,40 @@ def is_video(path: str) -> bool:
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+def _has_audio(ffmpeg: str, path: str) -> bool:
+    probe = subprocess.run([ffmpeg, "-hide_banner", "-i", path], capture_output=True, text=True,
+                           timeout=120)
+    return any("Audio:" in line for line in probe.stderr.splitlines()
+               if line.strip().startswith("Stream #"))
+
+
+def copy_audio(source: str, video_path: str, warn=None) -> bool:
+    """Gives the MP4 ``video_path`` (in place) the first audio track of ``source``, as AAC;
+    returns whether it has one now. A source without audio leaves the file as it was; a track
+    ffmpeg cannot convert does too, with ``warn`` called with one line."""
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    if not _has_audio(ffmpeg, source):
+        return False
+    muxed = f"{video_path}.audio.mp4"
+    try:
+        done = subprocess.run(
+            [ffmpeg, "-v", "error", "-y", "-i", video_path, "-i", source, "-map", "0:v:0",
+             "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "192k",
+             "-movflags", "+faststart", muxed], capture_output=True, text=True, timeout=3600)
+        if done.returncode != 0 or not _has_audio(ffmpeg, muxed):
+            lines = done.stderr.strip().splitlines() or ["no audio in ffmpeg's output"]
+            (warn or (lambda m: print(m, file=sys.stderr)))(
+                f"{source}: its audio was not carried over ({lines[-1]})")
+            return False
+        os.replace(muxed, video_path)
+        return True
+    finally:
+        if os.path.exists(muxed):
+            os.remove(muxed)
 
 
 def _batches(reader, batch_size: int):
@@ -94,10 +132,11 @@ def stylize_video(model, source: str, target: str, *, batch_size: int = 4,
                     writer.close()
             if not count:
                 raise VideoError(f"{source}: no frames")
+            audio = copy_audio(source, tmp, warn=getattr(stylizer, "warn", None))
     except (OSError, RuntimeError, ValueError, IndexError) as e:
         if isinstance(e, images.ImageError):
             raise
         raise VideoError(f"{source}: {_first_line(e)}") from e
     finally:
         reader.close()
-    return VideoResult(target, count, fps, tuple(size))
+    return VideoResult(target, count, fps, tuple(size), audio)

@@ -352,3 +352,41 @@ def test_a_shipped_model_by_name_from_any_folder(tmp_path, photos):
     assert missing.returncode == 2
     assert "no_such_model: not a .keras or .tflite file" in missing.stderr
     assert "or among the shipped models" in missing.stderr
+
+
+def _ffmpeg_clip(path, audio: bool):
+    import imageio_ffmpeg
+
+    inputs = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10"]
+    if audio:
+        inputs += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050"]
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *inputs, "-t", "1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    *(["-c:a", "aac"] if audio else []), str(path)], check=True)
+
+
+def _streams(path):
+    import imageio_ffmpeg
+
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                           capture_output=True, text=True)
+    return [line.split(":", 2)[-1].split(":")[0].strip()
+            for line in probe.stderr.splitlines() if line.strip().startswith("Stream #")]
+
+
+def test_a_video_keeps_its_sound(tmp_path, keras_model):
+    from kperceptual import video
+
+    _ffmpeg_clip(tmp_path / "talk.mp4", audio=True)
+    _ffmpeg_clip(tmp_path / "silent.mp4", audio=False)
+    assert _streams(tmp_path / "talk.mp4") == ["Video", "Audio"]
+    result = video.stylize_video(keras_model, str(tmp_path / "talk.mp4"),
+                                 str(tmp_path / "talk_out.mp4"))
+    assert result.audio and result.frames == 10
+    assert _streams(tmp_path / "talk_out.mp4") == ["Video", "Audio"]
+    assert len(_read_video(tmp_path / "talk_out.mp4")) == 10
+    silent = video.stylize_video(keras_model, str(tmp_path / "silent.mp4"),
+                                 str(tmp_path / "silent_out.mp4"))
+    assert not silent.audio and _streams(tmp_path / "silent_out.mp4") == ["Video"]
+    assert sorted(os.listdir(tmp_path)) == ["silent.mp4", "silent_out.mp4", "talk.mp4",
+                                            "talk_out.mp4"]  # no temporary left
