@@ -23,6 +23,10 @@ PADDINGS = ("reflect", "zero")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # The Gatys optimiser has no loss scaling, which float16 gradients would need.
 GATYS_PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+# Applying a network (stylize, evaluate, inference.Stylizer): auto is bfloat16 where the hardware
+# computes it natively (precision.resolve_precision), else float32. The output convolution and
+# head stay float32 in every case.
+INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 # Where training runs: auto (tensorflow: MirroredStrategy over the GPUs, else one CPU; jax:
 # DataParallel over its devices when there are several; torch: one device), mirrored,
 # multi_worker (tensorflow: MultiWorkerMirroredStrategy from TF_CONFIG), data_parallel (jax).

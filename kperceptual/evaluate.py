@@ -31,7 +31,7 @@ import sys
 from absl import app, flags
 
 from kperceptual import degradation
-from kperceptual.choices import HISTOGRAM_MATCH
+from kperceptual.choices import HISTOGRAM_MATCH, INFERENCE_PRECISIONS
 
 PROGRAM = "kperceptual.evaluate"
 
@@ -55,6 +55,9 @@ flags.DEFINE_string("models_dir", "savedmodels", "Where model names are looked u
 flags.DEFINE_string("memory_budget", "auto", "Peak memory per image, e.g. 4G; auto: 80% of "
                                              "the available memory.")
 flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
+flags.DEFINE_enum("precision", "float32", list(INFERENCE_PRECISIONS),
+                  "Compute the networks in float32 (default: the published numbers), bfloat16, "
+                  "float16, or auto (bfloat16 where the hardware computes it natively).")
 FLAGS = flags.FLAGS
 
 
@@ -74,7 +77,7 @@ def main(argv):
             FLAGS.model, pairs, FLAGS.scale, use_lpips=FLAGS.lpips,
             histogram_match=FLAGS.histogram_match, models_dir=FLAGS.models_dir,
             memory_budget=None if FLAGS.memory_budget == "auto" else FLAGS.memory_budget,
-            progress=lambda line: print(line, file=sys.stderr))
+            progress=lambda line: print(line, file=sys.stderr), precision=FLAGS.precision)
         paths = evaluation.write_report(
             results, pairs, FLAGS.output, scale=FLAGS.scale, title=title,
             overwrite=FLAGS.overwrite, save_images=FLAGS.save_images,

@@ -124,7 +124,7 @@ def load_pairs(hr_dir: str, lr_dir: str | None, scale: int,
 
 
 def load_upscaler(spec: str, scale: int, histogram_match="auto",
-                  models_dir: str = "savedmodels", memory_budget=None):
+                  models_dir: str = "savedmodels", memory_budget=None, precision="float32"):
     """(name, function low-res uint8 -> high-res uint8) for ``spec``: ``bicubic`` or a model
     ``models.load_model`` takes. Raises ``EvaluationError`` if it cannot be loaded or does not
     upscale by ``scale``."""
@@ -134,7 +134,8 @@ def load_upscaler(spec: str, scale: int, histogram_match="auto",
 
     try:
         stylizer = inference.Stylizer(spec, memory_budget=memory_budget,
-                                      histogram_match=histogram_match, models_dir=models_dir)
+                                      histogram_match=histogram_match, models_dir=models_dir,
+                                      precision=precision)
     except (FileNotFoundError, OSError, ImportError) as e:
         raise EvaluationError("model", str(e)) from e
     except ValueError as e:  # includes inference.OptionError
@@ -158,12 +159,12 @@ def score(output: np.ndarray, high_res: np.ndarray, scale: int, lpips=None) -> d
 
 def evaluate(model_specs, pairs: list[Pair], scale: int, *, use_lpips: bool = True,
              histogram_match="auto", models_dir: str = "savedmodels", memory_budget=None,
-             keep_outputs: bool = True, progress=None) -> dict:
+             keep_outputs: bool = True, progress=None, precision: str = "float32") -> dict:
     """Scores every model on every pair. Returns {model name: {"images": {pair name: scores},
     "mean": scores, "outputs": {pair name: uint8 image} (if ``keep_outputs``)}} in the order
     of ``model_specs``. ``progress`` is called with one line per image."""
-    upscalers = [load_upscaler(spec, scale, histogram_match, models_dir, memory_budget)
-                 for spec in model_specs]
+    upscalers = [load_upscaler(spec, scale, histogram_match, models_dir, memory_budget,
+                               precision) for spec in model_specs]
     lpips = metrics.LPIPS() if use_lpips else None
     names = [name for name, _ in upscalers]
     if len(set(names)) != len(names):

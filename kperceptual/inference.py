@@ -40,6 +40,7 @@ per pixel for the default network).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -49,7 +50,7 @@ import sys
 import numpy as np
 
 from kperceptual import color, images, networks, tiling
-from kperceptual.choices import HISTOGRAM_MATCH
+from kperceptual.choices import HISTOGRAM_MATCH, INFERENCE_PRECISIONS
 from kperceptual.models import LoadedModel, keras_forward, load_model
 
 IMAGE_BYTES_PER_INPUT_PIXEL = 6
@@ -146,6 +147,31 @@ def as_loaded_model(model, models_dir: str = "savedmodels") -> LoadedModel:
     if isinstance(model, (str, os.PathLike)):
         return load_model(os.fspath(model), models_dir)
     return LoadedModel(model.name, "", "keras", keras_forward(model), model)
+
+
+def resolve_inference_precision(precision: str) -> str:
+    """``auto`` -> ``bfloat16`` where the hardware computes it natively, else ``float32``;
+    raises OptionError for an unknown value."""
+    from kperceptual.precision import resolve_precision
+
+    if precision not in INFERENCE_PRECISIONS:
+        raise OptionError(f"precision: unknown value {precision!r}; expected one of "
+                          f"{', '.join(INFERENCE_PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if resolve_precision("auto") == "mixed_bfloat16" else "float32"
+    return precision
+
+
+def with_model_precision(model: LoadedModel, precision: str) -> LoadedModel:
+    """``model`` computing in ``precision`` (see ``networks.with_precision``); a model without
+    its Keras network runs as it is in float32, and half precision there is an OptionError."""
+    if precision == "float32":
+        return model
+    if model.network is None:
+        raise OptionError(f"precision: {precision} needs the Keras network, which "
+                          f"{model.path or model.name} does not carry (use float32)")
+    network = networks.with_precision(model.network, precision)
+    return dataclasses.replace(model, fn=keras_forward(network), network=network)
 
 
 def model_style_names(model: LoadedModel) -> tuple[str, ...]:
@@ -272,17 +298,24 @@ class Stylizer:
         warn: called once with each warning line (default: printed to stderr).
         style: multi-style networks (required there, refused elsewhere): a style name, index
             or mix such as ``"starry_night:0.7,wave:0.3"``.
+        precision: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"auto"``
+            (bfloat16 where the hardware computes it natively, else float32); half precision
+            needs the Keras network (a ``.keras`` file or a kperceptual SavedModel).
     """
 
     def __init__(self, model, *, max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
                  memory_budget=None, preserve_color: bool = False, strength: float = 1.0,
                  histogram_match="auto", models_dir: str = "savedmodels", warn=None,
-                 style=None):
+                 style=None, precision: str = "float32"):
         check_options(max_size, tile, tile_overlap, strength)
         self.memory_budget = (automatic_memory_budget() if memory_budget is None
                               else parse_memory_size(memory_budget))
         self.source_model = as_loaded_model(model, models_dir)
-        self.model = bind_model_style(self.source_model, style)
+        bound = bind_model_style(self.source_model, style)
+        self.precision = resolve_inference_precision(precision)
+        if precision == "auto" and bound.network is None:
+            self.precision = "float32"  # a graph or .tflite file runs as it was exported
+        self.model = with_model_precision(bound, self.precision)
         self.max_size, self.tile, self.tile_overlap = max_size, tile, tile_overlap
         self.preserve_color, self.strength = preserve_color, strength
         network = self.model.network

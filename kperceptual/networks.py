@@ -550,6 +550,25 @@ def style_weights(names, spec) -> np.ndarray:
     return (weights / weights.sum()).astype(np.float32)
 
 
+def with_precision(network, precision: str):
+    """``network`` computing in ``precision`` (``"float32"``, ``"bfloat16"`` or ``"float16"``):
+    the same layers and weights (float32 variables) under Keras's mixed policy of that type, the
+    output convolution and head in float32 as in training. float32 returns ``network``."""
+    if precision == "float32":
+        return network
+    if precision not in ("bfloat16", "float16"):
+        raise ValueError(f"unknown precision {precision!r}; expected float32, bfloat16 or "
+                         "float16")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(f"mixed_{precision}")
+    try:
+        copy = network.__class__.from_config(network.get_config())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    copy.set_weights(network.get_weights())
+    return copy
+
+
 def bind_style(network, weights, name=None):
     """The one-style network (``num_styles=1``, the paper's network) of a multi-style network
     at style weights (N,): the same convolutions, and at every normalisation layer the scale and

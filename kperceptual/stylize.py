@@ -68,6 +68,10 @@ flags.DEFINE_enum("histogram_match", "auto", list(choices.HISTOGRAM_MATCH),
                   "paper's post-processing); auto: on for models trained with l_feat.")
 flags.DEFINE_integer("batch_size", 4, "Video frames per network call.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files (never an input).")
+flags.DEFINE_enum("precision", "auto", list(choices.INFERENCE_PRECISIONS),
+                  "auto (bfloat16 where the CPU or GPU computes it natively, else float32), "
+                  "float32, bfloat16 or float16; half precision needs the Keras network (a "
+                  ".keras file or a kperceptual SavedModel).")
 flags.DEFINE_string("style", "", "Multi-style networks: a style name, a mix NAME:WEIGHT,... "
                                  "(e.g. starry_night:0.7,wave:0.3), or all (images only).")
 FLAGS = flags.FLAGS
@@ -155,7 +159,7 @@ def _stylizer() -> inference.Stylizer:
             model, max_size=FLAGS.max_size, tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap,
             memory_budget=None if FLAGS.memory_budget == "auto" else FLAGS.memory_budget,
             preserve_color=FLAGS.preserve_color, strength=FLAGS.strength,
-            histogram_match=FLAGS.histogram_match, style=style,
+            histogram_match=FLAGS.histogram_match, style=style, precision=FLAGS.precision,
             warn=lambda line: print(f"{PROGRAM}: --{line}", file=sys.stderr))
     except inference.OptionError as e:
         cli.fail(PROGRAM, f"--{e}")

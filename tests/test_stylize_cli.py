@@ -68,7 +68,7 @@ def test_saved_model_graph_and_its_keras_asset_match_the_network(tmp_path, photo
                                    .astype(np.float32))[0])
     for model, out in [("tiny_style", "out"), (str(graph_only), "out_graph")]:
         result = run_stylize([f"--model={model}", "--models_dir=savedmodels", f"--output={out}",
-                              "coffee.png"], tmp_path)
+                              "--precision=float32", "coffee.png"], tmp_path)
         assert result.returncode == 0, result.stderr[-1500:]
         name = "tiny_style" if model == "tiny_style" else "graph_only"
         served = images.read_image(str(tmp_path / out / f"coffee_{name}.png"))
