@@ -6,7 +6,8 @@
 For each square size (a real photo, centre-cropped): median latency of one image and images per
 second for
 
-* the Keras model (``predict_on_batch``, float32),
+* the Keras model (``predict_on_batch``) in float32, bfloat16 and float16
+  (``networks.with_precision``, as ``stylize --precision`` runs it),
 * the SavedModel (``serving_float``, as ``kperceptual.stylize`` runs it),
 * TFLite with each ``--quantize`` (none, float16, dynamic, int8), converted here with
   ``kperceptual.export`` at a dynamic input size and run with LiteRT,
@@ -33,7 +34,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import report  # noqa: E402
-from kperceptual import images, inference, models, video  # noqa: E402
+from kperceptual import images, inference, models, networks, video  # noqa: E402
 
 flags.DEFINE_string("model", "starry_night", "A name in savedmodels/ (with its Keras network), "
                                              "a SavedModel folder or a .keras file.")
@@ -166,6 +167,10 @@ def speed(model) -> str:
     photo = images.read_image(PHOTO)
     network = model.network
     runners = {"Keras (`predict_on_batch`)": models.keras_forward(network),
+               "Keras, bfloat16 (`--precision=bfloat16`)": models.keras_forward(
+                   networks.with_precision(network, "bfloat16")),
+               "Keras, float16 (`--precision=float16`)": models.keras_forward(
+                   networks.with_precision(network, "float16")),
                "SavedModel (`serving_float`)": model.fn}
     with tempfile.TemporaryDirectory() as folder:
         video_row = video_run(model, folder)

@@ -173,16 +173,19 @@ class PerceptualObjective:
         return terms
 
 
-def stability_loss(shifted_output, output, shift: int, border: int = STABILITY_BORDER):
+def stability_loss(shifted_output, output, offset, border: int = STABILITY_BORDER):
     """A training-time temporal stability term (not part of the paper's objective): per-example
-    mean squared difference, in pixel levels, between the network's output for a view of its
-    input moved ``shift`` pixels down and right (``inputs[:, shift:, shift:]``, perhaps with
-    sensor noise), and its output for the whole input at the same place; over the pixels both
-    show, less ``border`` at the edges. (B,). A network whose output moves with the scene
-    scores 0: what a camera pan over a still scene asks of it (``metrics.flicker``)."""
-    height, width = ops.shape(output)[1], ops.shape(output)[2]
-    ours = shifted_output[:, border:height - shift - border, border:width - shift - border]
-    theirs = output[:, shift + border:height - border, shift + border:width - border]
+    mean squared difference, in pixel levels, between the network's output for a window of its
+    input whose top-left corner is at ``offset`` = (dy, dx) (perhaps with sensor noise added),
+    and its output for the whole input at the same place; over the window's pixels less
+    ``border`` at its edges. (B,). A network whose output moves with the scene scores 0: what
+    a camera pan over a still scene asks of it (``metrics.flicker``). ``offset`` may hold
+    tensors (a shift drawn each step); the window's size is ``shifted_output``'s."""
+    shape = ops.shape(shifted_output)
+    height, width = shape[1] - 2 * border, shape[2] - 2 * border
+    ours = shifted_output[:, border:border + height, border:border + width]
+    theirs = ops.slice(output, [0, offset[0] + border, offset[1] + border, 0],
+                       [shape[0], height, width, shape[3]])
     return ops.mean(ops.square(ops.cast(ours, "float32") - ops.cast(theirs, "float32")),
                     axis=(1, 2, 3))
 

@@ -65,12 +65,12 @@ flags.DEFINE_string("head", _D["head"].default,
                     "tanh, whose saturated regions become black or white blobs).")
 flags.DEFINE_float("stability_weight", _D["stability_weight"].default,
                    "Style: weight of a temporal stability term (0: the paper's objective). Each "
-                   "step also runs the network on a view of its inputs moved --stability_shift "
-                   "pixels, with --stability_noise, and asks for the same output there: less "
-                   "flicker on video.")
+                   "step also runs the network on a window of its inputs moved by up to "
+                   "--stability_shift pixels, with --stability_noise, and asks for the same "
+                   "output there: less flicker on video.")
 flags.DEFINE_integer("stability_shift", _D["stability_shift"].default,
-                     "Style: the stability term's shift in pixels (a multiple of 4 keeps the "
-                     "network's stride-4 grid).")
+                     "Style: the stability term's largest shift in pixels (each step draws one "
+                     "from 0 to this in each direction).")
 flags.DEFINE_float("stability_noise", _D["stability_noise"].default,
                    "Style: the stability term's Gaussian sensor noise (pixel levels, std).")
 flags.DEFINE_integer("style_size", _D["style_size"].default,

@@ -57,9 +57,10 @@ class PerceptualTrainer(keras.Model):
     or (input, target) pairs (super-resolution: low-res, high-res).
 
     ``stability_weight`` > 0 adds ``losses.stability_loss`` to the objective: each step also
-    runs the network on views of every other input moved ``stability_shift`` pixels down and
-    right, with Gaussian noise of ``stability_noise`` levels, and asks for the same output
-    there."""
+    runs the network on a window of every other input, ``stability_shift`` pixels smaller in
+    each side and placed at an offset drawn from 0..``stability_shift`` in each direction (so
+    shifts that do not keep the network's stride-4 grid are trained too), with Gaussian noise
+    of ``stability_noise`` levels, and asks for the same output there."""
 
     def __init__(self, network, objective, stability_weight=0.0, stability_shift=8,
                  stability_noise=0.0, seed=0, **kwargs):
@@ -73,8 +74,8 @@ class PerceptualTrainer(keras.Model):
         self.stability_shift = int(stability_shift)
         self.stability_noise = float(stability_noise)
         terms = objective.terms + (("stability",) if self.stability_weight else ())
-        if self.stability_weight and self.stability_noise:
-            self.noise_seed = keras.random.SeedGenerator(seed)
+        if self.stability_weight:
+            self.stability_seed = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=f"{name}_loss" if name != "total"
                                                   else "loss") for name in terms}
 
@@ -116,23 +117,28 @@ class PerceptualTrainer(keras.Model):
         if self.stability_weight:
             # Every other example (half the cost of a second pass over all of them); the term
             # is their mean, the same for each example of the batch.
+            offset = keras.random.randint((2,), 0, self.stability_shift + 1,
+                                          seed=self.stability_seed, dtype="int32")
             half = self.stability_weight * losses.stability_loss(
-                self._shifted_output(x[::2], None if styles is None else styles[::2]),
-                y_pred[::2], self.stability_shift)
+                self._shifted_output(x[::2], None if styles is None else styles[::2], offset),
+                y_pred[::2], offset)
             stability = keras.ops.mean(half) * keras.ops.ones_like(terms["total"])
             terms = {**terms, "stability": stability, "total": terms["total"] + stability}
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])
         return keras.ops.mean(terms["total"])
 
-    def _shifted_output(self, pixels, styles):
-        """The network's output for ``pixels``' view moved ``stability_shift`` pixels down and
-        right, with its sensor noise (the stability term's second view)."""
-        shift = self.stability_shift
-        view = keras.ops.cast(pixels, "float32")[:, shift:, shift:, :]
+    def _shifted_output(self, pixels, styles, offset):
+        """The network's output for the window of ``pixels`` at ``offset`` (dy, dx), each side
+        ``stability_shift`` pixels shorter, with sensor noise: the stability term's view."""
+        pixels = keras.ops.cast(pixels, "float32")
+        shape = keras.ops.shape(pixels)
+        view = keras.ops.slice(pixels, [0, offset[0], offset[1], 0],
+                               [shape[0], shape[1] - self.stability_shift,
+                                shape[2] - self.stability_shift, shape[3]])
         if self.stability_noise:
             view = keras.ops.clip(view + self.stability_noise * keras.random.normal(
-                keras.ops.shape(view), seed=self.noise_seed), 0.0, 255.0)
+                keras.ops.shape(view), seed=self.stability_seed), 0.0, 255.0)
         return self.call(view if styles is None else
                          {data.PIXELS_KEY: view, data.STYLE_KEY: styles}, training=True)
 
