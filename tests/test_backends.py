@@ -46,6 +46,7 @@ def batch_file(tmp_path, photos):
     return tmp_path / "batch.npy"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_a_few_steps_lower_the_loss(backend, tmp_path, batch_file, vgg_weights_path):
     # The same compute_loss as on TensorFlow, run by Keras's own train_step on this backend.
@@ -56,6 +57,7 @@ def test_a_few_steps_lower_the_loss(backend, tmp_path, batch_file, vgg_weights_p
     assert result["after"] < 0.7 * result["before"], result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_train_writes_checkpoints_keras_file_and_saved_model(backend, tmp_path,
                                                              vgg_weights_path):
@@ -77,6 +79,7 @@ def test_train_writes_checkpoints_keras_file_and_saved_model(backend, tmp_path,
     assert np.abs(out.astype(np.float32) - expected).max() <= 1.0
 
 
+@pytest.mark.slow
 def test_weights_round_trip_between_backends(tmp_path):
     # Each backend saves a style and a super-resolution network; each other backend loads them
     # and must compute the same output (within float rounding: PSNR >= 60 dB).
@@ -98,6 +101,7 @@ def test_weights_round_trip_between_backends(tmp_path):
                     assert psnr(out, reference) >= 60, (origin, other, kind)
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_over_two_devices_equals_one_device(tmp_path, vgg_weights_path):
     # keras.distribution.DataParallel over two (virtual CPU) devices: the same steps as one
     # device on the same global batch (plain SGD, as in test_multi_worker.py).
@@ -121,6 +125,7 @@ def test_jax_data_parallel_over_two_devices_equals_one_device(tmp_path, vgg_weig
         np.testing.assert_allclose(two, one, rtol=0, atol=SUM_ORDER_TOLERANCE * moved)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_steps_stay_finite(tmp_path, photos, vgg_weights_path):
     config = small_config(tmp_path, precision="mixed_bfloat16", learning_rate=3e-3)
     with trainer.dtype_policy("mixed_bfloat16"):
@@ -135,6 +140,7 @@ def test_mixed_bfloat16_steps_stay_finite(tmp_path, photos, vgg_weights_path):
     assert history["loss"][-1] < 0.9 * history["loss"][0], history["loss"]
 
 
+@pytest.mark.slow
 def test_mixed_float16_on_two_tensorflow_replicas(tmp_path, batch_file, vgg_weights_path):
     # Loss scale 2**15 at first: steps whose gradients overflow are skipped while it halves,
     # and an overflow on either replica must skip the step on both.
@@ -147,6 +153,7 @@ def test_mixed_float16_on_two_tensorflow_replicas(tmp_path, batch_file, vgg_weig
     assert result["after"] < 0.9 * result["before"], result
 
 
+@pytest.mark.slow
 def test_mixed_float16_on_jax_stays_finite_and_learns(tmp_path, batch_file, vgg_weights_path):
     result = run_worker("jax", "steps", config_json(tmp_path, precision="mixed_float16",
                                                     learning_rate=1e-3), batch_file, 16)
@@ -156,6 +163,7 @@ def test_mixed_float16_on_jax_stays_finite_and_learns(tmp_path, batch_file, vgg_
     assert result["after"] < result["before"], result
 
 
+@pytest.mark.slow
 def test_mixed_float16_runs_count_skipped_steps(tmp_path, vgg_weights_path):
     # Loss scaling skips the optimizer's update on overflow (the first steps, here); the run
     # still trains --steps batches and checkpoints the last one.
@@ -184,6 +192,7 @@ def test_strategies_a_backend_lacks_are_refused_in_one_line(tmp_path, monkeypatc
 
 
 
+@pytest.mark.slow
 def test_train_command_without_tensorflow(tmp_path, vgg_weights_path):
     # A JAX-only machine (like the GPU machines this project borrows): TensorFlow cannot be
     # imported, so images come through keras.utils.PyDataset and logs are JSON lines and PNGs.

@@ -174,6 +174,7 @@ print(keras.backend.backend())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_jax_and_torch_compute_the_same_and_read_each_others_files(backend, tmp_path, multi):
     import subprocess

@@ -269,6 +269,7 @@ print("trained on", keras.backend.backend())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_training_data_without_tensorflow(tiny_folder, backend):
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO)

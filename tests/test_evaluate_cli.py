@@ -69,6 +69,7 @@ def _find(grid, block):
     return any(np.array_equal(grid[y:y + h], block) for y in range(grid.shape[0] - h + 1))
 
 
+@pytest.mark.slow
 def test_evaluation_report_numbers_grid_and_no_overwrite(fixtures, tmp_path, vgg_weights_path):
     f = fixtures
     args = [f"--model=bicubic,{f['x4']}", f"--hr={f['hr_dir']}", f"--lr={f['lr_dir']}",
@@ -167,6 +168,7 @@ def _lr_copy(fixtures, tmp_path, drop=None, replace=None):
     return str(lr_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["lr_missing_file", "lr_wrong_size", "x2_model_for_scale_4",
                                   "missing_hr_folder", "unknown_model"])
 def test_bad_inputs_exit_2_with_one_line(fixtures, tmp_path, case):

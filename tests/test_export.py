@@ -206,6 +206,7 @@ def run_export(args, cwd):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_saved_model_with_a_dotted_name(tiny, tmp_path):
     previous = os.umask(0o022)  # the subprocess inherits it
     try:
@@ -221,6 +222,7 @@ def test_cli_saved_model_with_a_dotted_name(tiny, tmp_path):
     assert 'name: "tiny.v2-b_1"\n    base_path: "/srv/tiny.v2-b_1"' in config
 
 
+@pytest.mark.slow
 def test_cli_writes_int8_tflite_and_refuses_to_overwrite(tiny, tmp_path):
     args = [f"--model={tiny[1]}", "--format=tflite", "--quantize=int8", "--calibration_steps=2",
             "--calibration_size=32", "--export_dir=out"]
@@ -262,6 +264,7 @@ def test_cli_writes_int8_tflite_and_refuses_to_overwrite(tiny, tmp_path):
     (["--model=my style.keras"], "--name: the model's own name 'my style' is not a safe model "
      "name (letters, digits, _ . - only, not starting with .); pass --name"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     shutil.copytree(os.path.dirname(tiny[2]), tmp_path / "savedmodels" / "tiny")
     old = tmp_path / "old"  # a SavedModel exported before the network asset existed

@@ -23,6 +23,7 @@ def _all_finite(path):
 
 
 # -- 2: the NaN guard never keeps (or names) a poisoned checkpoint ---------------------------
+@pytest.mark.slow
 def test_divergent_weights_are_never_checkpointed(tmp_path, vgg_weights_path):
     # A style weight this large makes the first step's gradient infinite, so Adam's update
     # writes NaN into the weights while the first loss is still finite.
@@ -40,6 +41,7 @@ def test_divergent_weights_are_never_checkpointed(tmp_path, vgg_weights_path):
 
 
 # -- 3: a damaged newest checkpoint falls back to the newest readable one --------------------
+@pytest.mark.slow
 def test_a_truncated_newest_checkpoint_falls_back_to_an_older_one(tmp_path, vgg_weights_path,
                                                                   caplog):
     trainer.train(small_config(tmp_path, steps=2), verbose=0)
@@ -53,6 +55,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_an_older_one(tmp_path, vgg_
     assert any("damaged" in r.getMessage() and newest in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_one_line_and_keeps_them(tmp_path, vgg_weights_path):
     trainer.train(small_config(tmp_path, steps=2), verbose=0)
     for _, path in _checkpoints(tmp_path):
@@ -64,6 +67,7 @@ def test_no_readable_checkpoint_is_one_line_and_keeps_them(tmp_path, vgg_weights
     assert len(_checkpoints(tmp_path)) == 2  # nothing of the user's was removed
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_nan_is_not_resumed_from(tmp_path, vgg_weights_path):
     trainer.train(small_config(tmp_path, steps=2), verbose=0)
     (_, older), (_, newest) = _checkpoints(tmp_path)
@@ -157,6 +161,7 @@ def test_training_skips_device_links_and_fifos(tmp_path):
 
 
 # -- 7: results are written atomically: an interrupted save leaves the previous file whole ---
+@pytest.mark.slow
 def test_an_interrupted_final_save_keeps_the_previous_keras_file(tmp_path, vgg_weights_path,
                                                                  monkeypatch):
     first = trainer.train(small_config(tmp_path, steps=1), verbose=0)
@@ -196,6 +201,7 @@ def test_atomic_writes_never_clobber_and_use_unique_temporaries(tmp_path):
 
 
 # -- 8: runs that collide: another objective in a model_dir, two runs at once -----------------
+@pytest.mark.slow
 def test_another_style_in_an_existing_model_dir_is_refused(tmp_path, vgg_weights_path):
     first = trainer.train(small_config(tmp_path, steps=1), verbose=0)
     before = open(first["keras_path"], "rb").read()
@@ -208,6 +214,7 @@ def test_another_style_in_an_existing_model_dir_is_refused(tmp_path, vgg_weights
     assert [s for s, _ in _checkpoints(tmp_path)] == [1]
 
 
+@pytest.mark.slow
 def test_a_model_dir_in_use_is_refused_and_a_killed_runs_lock_is_not(tmp_path,
                                                                     vgg_weights_path):
     from kperceptual import files
@@ -254,6 +261,7 @@ def test_a_flagfile_that_is_not_utf8_is_one_line(tmp_path):
         f"kperceptual.train: --flagfile: {flagfile}: not UTF-8 text"), result.stderr[-800:]
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_and_stops_cleanly(tmp_path, vgg_weights_path, monkeypatch):
     original = trainer.TrainingMonitor.on_train_batch_end
 
@@ -273,6 +281,7 @@ def test_ctrl_c_checkpoints_and_stops_cleanly(tmp_path, vgg_weights_path, monkey
     assert trainer.train(config, verbose=0)["trained_steps"] == 3
 
 
+@pytest.mark.slow
 def test_two_exports_racing_for_a_version_is_one_line(tmp_path, tiny_style_model, monkeypatch):
     from kperceptual import export, models
 
@@ -292,6 +301,7 @@ def test_two_exports_racing_for_a_version_is_one_line(tmp_path, tiny_style_model
 
 
 # -- 12: trust: a SavedModel's Keras asset is used (safe_mode), its graph is never loaded ----
+@pytest.mark.slow
 def test_a_saved_model_with_its_network_runs_without_loading_the_graph(tmp_path,
                                                                       tiny_style_model):
     from kperceptual import export, inference, models
@@ -331,6 +341,7 @@ def test_malformed_keras_files_are_one_line_naming_them(tmp_path):
 
 
 # -- 11: a seed gives one run, whether or not the VGG16 weights were fetched in this process --
+@pytest.mark.slow
 def test_the_seed_gives_the_same_run_when_the_weights_are_converted_in_process(
         tmp_path, vgg_weights_path, monkeypatch):
     from kperceptual import weights

@@ -78,6 +78,7 @@ def test_a_keras_only_tile_needs_a_network_and_room_for_the_overlap(stylizer):
         inference.Stylizer(no_network, tile=512)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["starry_night", "sr_x4_pixel"])
 def test_half_precision_matches_float32_on_a_real_photo(photos, model):
     # Measured: bfloat16 46.6 / 62.3 dB, float16 58.7 / 70.9 dB at 384 px (style / SR x4).

@@ -109,6 +109,7 @@ def test_saved_model_takes_style_weights_or_an_index(multi, photos, tmp_path):
                                    ).style_names == STYLES
 
 
+@pytest.mark.slow
 def test_tflite_with_a_style_input_and_fixed_to_one_style(multi, photos, tmp_path):
     network, _ = multi
     photo = images.resize_and_center_crop(photos["chelsea"], 32)[None].astype(np.float32)
@@ -136,6 +137,7 @@ def run_module(module, args, cwd):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_stylize_cli_style_names_mixes_and_all(multi, photos, tmp_path):
     _, path = multi
     images.write_image(str(tmp_path / "cat.png"), images.resize_long_side(photos["chelsea"], 48))
@@ -149,6 +151,7 @@ def test_stylize_cli_style_names_mixes_and_all(multi, photos, tmp_path):
     assert (tmp_path / "out" / "cat_zoo_wave0.3-udnie0.7.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--style=mosaic"], "kperceptual.stylize: --style: unknown style 'mosaic'; this network "
                          "has: starry_night, wave, udnie"),
@@ -170,6 +173,7 @@ def test_stylize_cli_style_errors_are_one_line(multi, tiny_style_model, tmp_path
         message.format(model=path, single=tiny_style_model)), result.stderr
 
 
+@pytest.mark.slow
 def test_export_cli_fixes_a_style_and_refuses_unknown_ones(multi, tmp_path):
     _, path = multi
     result = run_module("kperceptual.export", [f"--model={path}", "--format=tflite",

@@ -85,6 +85,7 @@ def two_style_run(tmp_path_factory, vgg_weights_path):
     return trainer.train(config, verbose=0), tmp_path
 
 
+@pytest.mark.slow
 def test_a_multi_style_run_trains_and_saves_every_style(two_style_run):
     result, _ = two_style_run
     network = keras.saving.load_model(result["keras_path"])
@@ -96,6 +97,7 @@ def test_a_multi_style_run_trains_and_saves_every_style(two_style_run):
     assert os.path.isdir(result["export_path"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_adding_a_style_trains_only_its_parameters(two_style_run, tmp_path, ema):
     result, _ = two_style_run
@@ -127,6 +129,7 @@ def test_init_from_with_some_of_its_styles_is_refused(two_style_run, tmp_path):
         trainer.train(config, verbose=0)
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_multi_style_network_with_its_own_styles_trains_everything(
         two_style_run, tmp_path):
     result, _ = two_style_run
@@ -137,6 +140,7 @@ def test_fine_tuning_a_multi_style_network_with_its_own_styles_trains_everything
     assert all(not np.array_equal(tuned[p], v) for p, v in source.items() if "kernel" in p)
 
 
+@pytest.mark.slow
 def test_a_multi_style_run_on_jax_with_the_py_dataset_loader(tmp_path, vgg_weights_path):
     # Keras's own train_step on another backend, with the dict batches of MultiStyleImages.
     import json
@@ -168,6 +172,7 @@ def test_train_cli_bad_style_list_is_one_line(tmp_path):
         "kperceptual.train: --style_image: nowhere.png: no such file"
 
 
+@pytest.mark.slow
 def test_a_run_adding_a_style_resumes_with_the_same_frozen_weights(two_style_run, tmp_path):
     import dataclasses
 

@@ -10,6 +10,7 @@ import time
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import REPO, SGD_LEARNING_RATE, SUM_ORDER_TOLERANCE, small_config
@@ -73,6 +74,7 @@ def run_cluster(tmp_path, config_json, tag, optimizer):
     return results, weights
 
 
+@pytest.mark.slow
 def test_two_workers_train_like_one_process_and_resume(tmp_path, vgg_weights_path):
     # Plain SGD: Adam's first steps move every weight by about the learning rate whatever the
     # size of its gradient, so float rounding in the all-reduce of tiny gradients would show.

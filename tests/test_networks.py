@@ -50,6 +50,7 @@ def test_keras_file_round_trip_without_custom_objects(network, tmp_path):
     np.testing.assert_allclose(loaded(x), network(x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_weights_file_round_trip(tmp_path):
     net = networks.StyleTransferNetwork(norm="batch", upsample="transpose")
     path = str(tmp_path / "net.weights.h5")

@@ -69,6 +69,7 @@ GOOD = ["--content=content.png", "--style=style.jpg", "--output=out.png"]
      "--save_every: out_0002.png: is the --content"),
     (["--image_size=100000"], "--image_size: a 100000x67500 image needs about"),
 ])
+@pytest.mark.slow
 def test_bad_inputs_exit_2_with_one_line(files, args, message):
     result = run_optimize(GOOD + args, files)
     assert result.returncode == 2, result.stderr
@@ -86,6 +87,7 @@ def test_missing_required_flag(files):
     assert result.stderr.strip() == "kperceptual.optimize: --style: required"
 
 
+@pytest.mark.slow
 def test_a_run_writes_output_and_snapshots_and_never_overwrites(files):
     (files / "out_0002.png").unlink()
     args = GOOD + ["--image_size=32", "--iterations=4", "--save_every=2", "--precision=float32",

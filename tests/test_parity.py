@@ -65,6 +65,7 @@ def test_saved_model_matches_keras(trained, references):
     assert min(scores) >= 50.0, scores
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", list(FLOORS))
 def test_tflite_matches_keras(trained, references, calibration_folder, quantize, tmp_path):
     calibration = None

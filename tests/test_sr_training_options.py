@@ -150,6 +150,7 @@ def sr_config(tmp_path, **overrides):
     return config_lib.SuperResolutionConfig(**values)
 
 
+@pytest.mark.slow
 def test_moving_average_is_what_is_saved_and_exported(tmp_path):
     config = sr_config(tmp_path)
     result = trainer.train(config, verbose=0)
@@ -173,6 +174,7 @@ def test_moving_average_is_what_is_saved_and_exported(tmp_path):
         "bicubic"
 
 
+@pytest.mark.slow
 def test_resume_with_a_schedule_continues_it(tmp_path):
     trainer.train(sr_config(tmp_path, steps=2, lr_schedule="step", warmup_steps=0), verbose=0)
     result = trainer.train(sr_config(tmp_path, steps=4, lr_schedule="step", warmup_steps=0),
@@ -180,6 +182,7 @@ def test_resume_with_a_schedule_continues_it(tmp_path):
     assert (result["steps"], result["trained_steps"]) == (4, 2)
 
 
+@pytest.mark.slow
 def test_init_from_copies_weights_and_refuses_another_shape(tmp_path):
     first = trainer.train(sr_config(tmp_path, steps=2), verbose=0)
     start = trainer.make_network(sr_config(tmp_path))

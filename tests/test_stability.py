@@ -41,6 +41,7 @@ def test_whole_frame_statistics_are_unstable(photos):
     assert value == pytest.approx(float(np.mean(difference ** 2)), rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("styles", [1, 2])
 def test_training_with_the_term_lowers_it(tmp_path, photos, vgg_weights_path, styles):
     style_image = ",".join(["skimage:hubble_deep_field", "skimage:coffee"][:styles])
@@ -84,6 +85,7 @@ def test_the_term_is_checked_and_recorded_with_the_objective(tmp_path):
     config_lib.validate(small_config(tmp_path, image_size=32, stability_shift=30))
 
 
+@pytest.mark.slow
 def test_the_term_trains_on_jax(tmp_path, photos, vgg_weights_path):
     # Keras's own train_step runs the same compute_loss there (random offsets and noise from
     # the trainer's seed generator inside the jitted step).

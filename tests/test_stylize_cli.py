@@ -27,6 +27,7 @@ def run_stylize(args, cwd):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_folder_with_a_bad_file_goes_on_and_exits_1(tmp_path, photo_folder, keras_model):
     out = tmp_path / "out"
     result = run_stylize([f"--model={keras_model}", f"--output={out}", "--max_size=64",
@@ -48,6 +49,7 @@ def test_folder_with_a_bad_file_goes_on_and_exits_1(tmp_path, photo_folder, kera
     assert (out / "sub" / "chelsea_tiny_style.png").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_saved_model_graph_and_its_keras_asset_match_the_network(tmp_path, photos,
                                                                  keras_model):
     """By name, the SavedModel's Keras asset runs (its graph is never loaded); a copy without
@@ -81,6 +83,7 @@ def test_saved_model_graph_and_its_keras_asset_match_the_network(tmp_path, photo
     assert without.network is None and without.fn.loaded
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,flag", [(["--strength=1.5", "x.jpg"], "--strength"),
                                        (["--memory_budget=lots", "x.jpg"], "--memory_budget"),
                                        (["--tile=-3", "x.jpg"], "--tile"),
@@ -109,6 +112,7 @@ def _bomb_png(path):
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_bad_files_same_stems_and_collisions(tmp_path, photos, keras_model):
     root = tmp_path / "batch"
     for folder in ("a", "b"):
@@ -188,6 +192,7 @@ def test_never_overwrites_an_input(tmp_path, photos, keras_model):
     assert (folder / "p_tiny_style_tiny_style.png").exists()
 
 
+@pytest.mark.slow
 def test_video_keeps_frame_count_size_and_rate(tmp_path, photos, keras_model):
     import imageio.v2 as imageio
 
@@ -243,6 +248,7 @@ def tflite_models(tmp_path_factory, keras_model):
     return net, dynamic, fixed
 
 
+@pytest.mark.slow
 def test_tflite_models_dynamic_and_fixed_size(tmp_path, tflite_models):
     net, dynamic, fixed = tflite_models
     _write(tmp_path / "wide.png", (30, 45))
@@ -273,6 +279,7 @@ def test_tflite_models_dynamic_and_fixed_size(tmp_path, tflite_models):
            "does not carry" in tiled.stderr
 
 
+@pytest.mark.slow
 def test_outputs_inside_the_input_folder_literal_names_and_duplicates(tmp_path, keras_model):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -303,6 +310,7 @@ def _read_video(path):
         reader.close()
 
 
+@pytest.mark.slow
 def test_video_frames_are_stylised_and_a_broken_video_goes_on(tmp_path, photos, keras_model):
     import imageio.v2 as imageio
 

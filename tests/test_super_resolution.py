@@ -173,6 +173,7 @@ def relu2_2_net(vgg_weights_path):
     return loss_network.LossNetwork(("relu2_2",), weights="torchvision")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss,terms", [("feat", {"loss", "content_loss"}),
                                         ("pixel", {"loss", "pixel_loss"})])
 def test_a_few_steps_lower_the_objective(tmp_path, photos, relu2_2_net, loss, terms):
@@ -199,6 +200,7 @@ def test_a_few_steps_lower_the_objective(tmp_path, photos, relu2_2_net, loss, te
     assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_train_end_to_end_writes_keras_file_and_saved_model(tmp_path, photo_folder):
     config = config_lib.SuperResolutionConfig(
         scale=2, loss="pixel", image_size=32, batch_size=2, steps=2, checkpoint_every=1,

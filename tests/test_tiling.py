@@ -95,6 +95,7 @@ def test_memory_budget_chooses_tiling(tiny_network):
         stylizer.plan(4000, 3000)  # its buffers alone exceed the budget
 
 
+@pytest.mark.slow
 def test_memory_estimate_covers_the_measured_peak(tiny_style_model):
     """Peak RSS of one untiled image (a fresh process, compiled first) against the estimate.
 

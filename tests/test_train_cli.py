@@ -43,6 +43,7 @@ def run_train(args, tmp_path, **kw):
     ("stability_weight", "-1", "--stability_weight: must be a finite number >= 0"),
     ("stability_noise", "inf", "--stability_noise: must be a finite number >= 0"),
 ])
+@pytest.mark.slow
 def test_bad_flags_exit_2_with_one_line(tmp_path, flag, value, message):
     (tmp_path / "empty_folder").mkdir()
     (tmp_path / "notes.txt").write_text("not an image")
@@ -56,6 +57,7 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flag, value, message):
     assert not (tmp_path / "run").exists()  # nothing was started
 
 
+@pytest.mark.slow
 def test_train_command_trains_exports_and_resumes(tmp_path):
     result = run_train([*TINY, "--steps=2", "--checkpoint_every=1", "--name=tiny"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -67,6 +69,7 @@ def test_train_command_trains_exports_and_resumes(tmp_path):
     assert os.path.isfile(tmp_path / "export" / "tiny" / "2" / "saved_model.pb")
 
 
+@pytest.mark.slow
 def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
     ckpt_dir = tmp_path / "run" / "checkpoints"
@@ -90,6 +93,7 @@ def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path):
     assert f"to step {saved + 1} (1 this run" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy,message", [
     ("data_parallel", "--strategy: data_parallel is not available on the tensorflow backend"),
     ("multi_worker", "--strategy: multi_worker needs TF_CONFIG"),

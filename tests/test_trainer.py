@@ -23,6 +23,7 @@ def _objective_value(t, batch):
     return float(tf.reduce_mean(terms["total"]))
 
 
+@pytest.mark.slow
 def test_a_few_steps_on_two_replicas_lower_the_objective(tmp_path, photos, vgg_weights_path):
     # Seeded: with an unseeded start and a learning rate of 1e-2 this failed now and then (one
     # start in five rose); 3e-3 lowered the objective to at most 0.24 of its start in 5 of 5.
@@ -39,6 +40,7 @@ def test_a_few_steps_on_two_replicas_lower_the_objective(tmp_path, photos, vgg_w
     assert after < 0.7 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_two_replicas_give_the_single_replica_gradients(tmp_path, photos, vgg_weights_path):
     config = small_config(tmp_path)
     batch = _batch(photos, 32, 4)
@@ -63,6 +65,7 @@ def test_two_replicas_give_the_single_replica_gradients(tmp_path, photos, vgg_we
     np.testing.assert_allclose(logs[1], logs[0], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_train_resumes_and_exports_new_versions(tmp_path, vgg_weights_path):
     first = trainer.train(small_config(tmp_path, steps=2), verbose=0)
     assert (first["steps"], first["trained_steps"]) == (2, 2)
@@ -76,12 +79,14 @@ def test_train_resumes_and_exports_new_versions(tmp_path, vgg_weights_path):
     assert os.listdir(tmp_path / "run" / "logs")  # TensorBoard events
 
 
+@pytest.mark.slow
 def test_resume_with_another_architecture_is_refused(tmp_path, vgg_weights_path):
     trainer.train(small_config(tmp_path, steps=1), verbose=0)
     with pytest.raises(config_lib.ConfigError, match="--norm"):
         trainer.train(small_config(tmp_path, steps=2, norm="batch"), verbose=0)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, vgg_weights_path,
                                                           monkeypatch):
     from kperceptual import losses
@@ -95,6 +100,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, vgg_weights
     assert sorted(os.listdir(tmp_path / "export" / "test_style")) == ["1"]  # nothing exported
 
 
+@pytest.mark.slow
 def test_saved_model_signatures_map_any_size_to_uint8(tmp_path, photos, vgg_weights_path):
     result = trainer.train(small_config(tmp_path, steps=1, precision="mixed_bfloat16"),
                            verbose=0)
