@@ -20,6 +20,9 @@ def flags_parser(program: str):
     from absl import flags
 
     def parse(argv):
+        bad = _irregular_flagfile(argv)
+        if bad:
+            fail(program, f"--flagfile: {bad}")
         try:
             return flags.FLAGS(argv)
         except UnicodeDecodeError as e:
@@ -40,19 +43,45 @@ def flags_parser(program: str):
     return parse
 
 
-def _undecodable_flagfile(argv) -> str | None:
-    """``--flagfile=FILE`` of ``argv`` that is not UTF-8 text (absl does not say which)."""
-    for arg in argv[1:]:
+MAX_FLAGFILE_BYTES = 1 << 20
+
+
+def _flagfiles(argv) -> list[str]:
+    """The ``--flagfile`` paths of ``argv`` (``--flagfile=F``, ``-flagfile=F``, ``--flagfile F``)."""
+    found = []
+    for i, arg in enumerate(argv[1:], start=1):
         for prefix in ("--flagfile=", "-flagfile="):
             if arg.startswith(prefix):
-                path = arg[len(prefix):]
-                try:
-                    with open(path, encoding="utf-8") as f:
-                        f.read()
-                except UnicodeDecodeError:
-                    return f"--flagfile: {path}"
-                except OSError:
-                    pass
+                found.append(arg[len(prefix):])
+        if arg in ("--flagfile", "-flagfile") and i + 1 < len(argv):
+            found.append(argv[i + 1])
+    return found
+
+
+def _irregular_flagfile(argv) -> str | None:
+    """The first ``--flagfile`` that exists but is not a regular file of at most a MiB (a FIFO
+    would block absl's read for ever, a device feed it without end), as one line; else None."""
+    from kperceptual import images
+
+    for path in _flagfiles(argv):
+        if os.path.exists(path):
+            try:
+                images.check_regular_file(path, MAX_FLAGFILE_BYTES, ValueError)
+            except ValueError as e:
+                return str(e)
+    return None
+
+
+def _undecodable_flagfile(argv) -> str | None:
+    """``--flagfile=FILE`` of ``argv`` that is not UTF-8 text (absl does not say which)."""
+    for path in _flagfiles(argv):
+        try:
+            with open(path, encoding="utf-8") as f:
+                f.read()
+        except UnicodeDecodeError:
+            return f"--flagfile: {path}"
+        except OSError:
+            pass
     return None
 
 

@@ -638,10 +638,9 @@ def _check_model_dir(config, write: bool = True) -> None:
     """A model_dir remembers its network; resuming with another architecture is an error.
     Writes the config there when it has none and ``write`` (the chief)."""
     path = os.path.join(config.model_dir, "config.json")
-    if os.path.isfile(path):
+    if os.path.lexists(path):
         try:
-            with open(path, encoding="utf-8") as f:
-                saved = json.load(f)
+            saved = json.loads(images.read_regular_file(path, 1 << 20, ValueError))
             if not isinstance(saved, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too

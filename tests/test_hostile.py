@@ -116,6 +116,31 @@ def test_devices_and_fifos_are_refused_without_reading(tmp_path, monkeypatch):
         images.read_image(str(big))
 
 
+def test_a_flagfile_or_config_json_that_is_not_a_file_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    os.mkfifo(tmp_path / "style.flags")  # absl's read would block for ever
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    for verb in ("train", "stylize"):
+        done = subprocess.run([sys.executable, "-m", f"kperceptual.{verb}",
+                               f"--flagfile={tmp_path / 'style.flags'}"], capture_output=True,
+                              text=True, timeout=120, env=env, cwd=tmp_path)
+        assert done.returncode == 2
+        # (stylize imports TensorFlow, whose start-up lines may come first)
+        assert done.stderr.strip().splitlines()[-1] == (f"kperceptual.{verb}: --flagfile: "
+                                       f"{tmp_path / 'style.flags'}: a named pipe (FIFO), not a regular "
+                                       "file; not read")
+    config = small_config(tmp_path)
+    os.makedirs(config.model_dir)
+    os.symlink("/dev/zero", os.path.join(config.model_dir, "config.json"))
+    with pytest.raises(config_lib.ConfigError, match="config.json: unreadable .*character "
+                                                     "device, not a regular file"):
+        trainer.train(config, verbose=0)
+
+
 def test_stylize_goes_on_past_a_device_link_and_a_fifo(tmp_path, photos, tiny_style_model):
     import subprocess
     import sys
