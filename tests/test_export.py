@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, psnr
 from kperceptual import export, files, images, models
 from kperceptual.litert import TFLiteModel
 
@@ -239,11 +239,48 @@ def test_cli_writes_int8_tflite_and_refuses_to_overwrite(tiny, tmp_path):
         "kperceptual.export: out/tiny_int8.tflite: already exists (pass --overwrite to replace it)")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["starry_night", "zoo_like"])
+def test_cli_writes_onnx_that_onnxruntime_runs_at_any_size(model, tmp_path, photos):
+    import keras
+    import onnxruntime
+
+    from kperceptual import networks
+
+    if model == "zoo_like":  # a small multi-style network: the style weights are an input
+        net = networks.StyleTransferNetwork(filters=(8, 8, 8), num_residual_blocks=1,
+                                            num_styles=2, style_names=["a", "b"])
+        spec = str(tmp_path / "zoo_like.keras")
+        net.save(spec)
+    else:
+        spec, net = model, models.load_model(model).network
+    result = run_export([f"--model={spec}", "--format=onnx", "--export_dir=out"], tmp_path)
+    assert result.returncode == 0, result.stderr[-1500:]
+    path = tmp_path / "out" / f"{model}.onnx"
+    assert f"wrote out/{model}.onnx (" in result.stdout
+    session = onnxruntime.InferenceSession(str(path))
+    names = [i.name for i in session.get_inputs()]
+    for height, width in ((64, 96), (120, 80)):
+        x = images.resize(photos["astronaut"], height, width)[None].astype(np.float32)
+        feed = {names[0]: x}
+        inputs = x
+        if len(names) > 1:
+            weights = np.array([[0.25, 0.75]], np.float32)
+            feed[names[1]] = weights
+            inputs = [x, weights]
+        out = session.run(None, feed)[0]
+        reference = keras.ops.convert_to_numpy(net.predict_on_batch(inputs))
+        assert out.shape == reference.shape == (1, height, width, 3)
+        assert psnr(out, reference) >= 45
+    again = run_export([f"--model={spec}", "--format=onnx", "--export_dir=out"], tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model=no_such_model"], "--model: no_such_model: not a .keras or .tflite file"),
     (["--model=M", "--format=tflite", "--quantize=int4"], "--quantize: 'int4' is not one of"),
     (["--model=M", "--format=tflite", "--input_size=4"], "--input_size: must be 0 (any size) or"),
-    (["--model=M", "--format=onnx"], "--format: 'onnx' is not one of"),
+    (["--model=M", "--format=coreml"], "--format: 'coreml' is not one of"),
     (["--model=M", "--max_pixels=0"], "--max_pixels: must be positive, got 0"),
     (["--model=M", "--max_pixels=100", "--max_batch_pixels=50"],
      "--max_batch_pixels: must be 0 or at least --max_pixels (100), got 50"),

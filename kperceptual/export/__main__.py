@@ -5,12 +5,15 @@ Examples:
     python -m kperceptual.export --model=starry_night --format=tflite --quantize=float16
     python -m kperceptual.export --model=starry_night --format=tflite --quantize=int8 \\
         --calibration_data=my_photos/ --input_size=512
+    python -m kperceptual.export --model=starry_night --format=onnx
 
 ``--format=saved_model`` writes ``EXPORT_DIR/<name>/<version>/`` (the next version unless
 ``--version``; an existing one is never replaced) and adds the model to
 ``EXPORT_DIR/models.config`` for TF Serving. ``--format=tflite`` writes
 ``EXPORT_DIR/<name>_<quantize>[_<input_size>].tflite``, replacing nothing without
-``--overwrite``. Every bad flag gets one line naming it and exit status 2.
+``--overwrite``. ``--format=onnx`` writes ``EXPORT_DIR/<name>.onnx`` (any input size, for
+onnxruntime; docs/onnx.md), likewise never replacing a file without ``--overwrite``. Every bad
+flag gets one line naming it and exit status 2.
 
 A multi-style network exports with the style as an input (SavedModel: ``style_weights`` and
 ``serving_style_index``; TFLite: ``style_weights``). ``--style=NAME`` or a mix
@@ -29,10 +32,10 @@ from absl import app, flags, logging
 
 from kperceptual import cli, files, images
 from kperceptual.config import SKIMAGE_SOURCE
-from kperceptual.export import saved_model, tflite
+from kperceptual.export import onnx, saved_model, tflite
 
 PROGRAM = "kperceptual.export"
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
 MIN_INPUT_SIZE = 8
 # Names go into paths and into models.config's text proto: no separators, quotes or spaces.
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -67,7 +70,7 @@ flags.DEFINE_integer("calibration_steps", 32, "tflite int8/int16x8: calibration 
                      "last).")
 flags.DEFINE_integer("calibration_size", 256, "tflite int8/int16x8: side of the square "
                      "calibration crops when --input_size is 0.")
-flags.DEFINE_bool("overwrite", False, "tflite: replace an existing file.")
+flags.DEFINE_bool("overwrite", False, "tflite, onnx: replace an existing file.")
 flags.DEFINE_string("style", "", "Multi-style networks: export fixed to this style or mix "
                     "(NAME, or NAME:WEIGHT,... e.g. starry_night:0.7,wave:0.3); default: the "
                     "style is an input of the export.")
@@ -203,6 +206,19 @@ def export_tflite(name, network):
     print(f"wrote {path} ({_megabytes(path):.1f} MB, converted in {seconds:.1f} s)")
 
 
+def export_onnx(name, network):
+    path = os.path.join(FLAGS.export_dir, onnx.onnx_filename(name))
+    if os.path.exists(path) and not FLAGS.overwrite:
+        cli.fail(PROGRAM, f"{path}: already exists (pass --overwrite to replace it)")
+    try:
+        content = onnx.convert_onnx(network)
+    except ImportError as e:
+        cli.fail(PROGRAM, f"--format: onnx needs tf2onnx and onnx ({e}); "
+                          'pip install -e ".[onnx]"', status=1)
+    files.write_atomically(path, content, overwrite=FLAGS.overwrite)
+    print(f"wrote {path} ({_megabytes(path):.1f} MB)")
+
+
 def main(argv):
     if len(argv) > 1:
         cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; use --flags")
@@ -212,6 +228,8 @@ def main(argv):
     try:
         if FLAGS.format == "saved_model":
             export_saved_model(name, network)
+        elif FLAGS.format == "onnx":
+            export_onnx(name, network)
         else:
             export_tflite(name, network)
     except FileExistsError as e:  # another export took the version or the file meanwhile
