@@ -2,11 +2,76 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import re
 import sys
+import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+def _verbose(argv) -> bool:
+    """``--verbosity=N`` (absl's flag) with N > 0 on the command line: keep TensorFlow's own
+    start-up lines."""
+    for arg in argv[1:]:
+        for prefix in ("--verbosity=", "-verbosity=", "--v=", "-v="):
+            if arg.startswith(prefix):
+                try:
+                    return int(arg[len(prefix):]) > 0
+                except ValueError:
+                    return False
+    return False
+
+
+@contextlib.contextmanager
+def _native_stderr_to_file():
+    """What native code writes to file descriptor 2 goes to a temporary file inside the block;
+    it is written out after all if the block raises (an import that fails says why)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            os.write(2, captured.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class _QuietTensorFlowImport:
+    """A meta-path finder that loads ``tensorflow`` (once, whoever imports it first: Keras, or
+    our TensorFlow-only modules) with its native start-up lines held back: the oneDNN and CUDA
+    notices that XLA's logging prints before any flag could silence it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def quiet(module):
+                with _native_stderr_to_file():
+                    exec_module(module)
+
+            spec.loader.exec_module = quiet
+        return spec
+
+
+# Commands import this module first: TensorFlow's C++ logging below errors (and its error about
+# a missing CUDA driver on machines without a GPU) is off unless --verbosity > 0 asks for it.
+if _verbose(sys.argv):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+else:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
 def fail(program: str, message: str, status: int = 2):

@@ -106,3 +106,22 @@ def test_strategies_this_backend_or_cluster_lacks_exit_2(tmp_path, monkeypatch, 
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("kperceptual.train: ") and message in last, last
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_commands_start_without_tensorflows_noise(tmp_path):
+    # TensorFlow's native start-up lines (oneDNN, CUDA) are held back unless --verbosity > 0.
+    import skimage.data
+
+    from kperceptual import images
+
+    images.write_image(str(tmp_path / "cat.png"), skimage.data.chelsea()[:40, :48])
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO
+    args = [sys.executable, "-m", "kperceptual.stylize", "--model=starry_night", "cat.png"]
+    quiet = subprocess.run(args + ["--output=a"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    loud = subprocess.run(args + ["--output=b", "--verbosity=1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert loud.returncode == 0 and "oneDNN" in loud.stderr
