@@ -70,6 +70,7 @@ flags.DEFINE_string("styles_dir", os.path.join(report.SHARED_DATA, "styles"),
                     "Multi-style networks: the style images, <styles_dir>/<style name>.jpg.")
 flags.DEFINE_integer("flicker_frames", 8, "Frames of the virtual camera's pan (0: no flicker).")
 flags.DEFINE_float("flicker_noise", 2.0, "Sensor noise of the pan's frames (levels, std).")
+flags.DEFINE_bool("write", True, "Write the section, plot and strip into docs/ (else print only).")
 flags.DEFINE_integer("style_size", 256, "The style image's long side in training.")
 flags.DEFINE_string("train_data", os.path.join(report.SHARED_DATA, "train"),
                     "The model's training photos; no content image may be among them.")
@@ -210,6 +211,9 @@ def main(argv):
             + f" | {'yes' if bar is not None and bar >= 1 else 'no'} | {100 * worst_blob:.3f}% "
             f"({'pass' if worst_blob <= metrics.PIN_MAX_FRACTION else 'FAIL'}) | "
             f"{np.mean([f[0] for f in flickers]):.2f} |")
+    print("\n".join(summary), flush=True)
+    if not FLAGS.write:
+        return
     os.makedirs(os.path.join(DOCS, "images"), exist_ok=True)
     plot.log_log_chart(
         os.path.join(DOCS, "images", "objective_vs_optimisation.png"), series,
