@@ -16,10 +16,12 @@ its own style image, ``--styles_dir/<name>.jpg``.
 
 Beside the objective, for each network output:
 
-* **blobs**: the largest 8-connected region pinned at 0 or 255 in some channel where the content
-  photo is not within ``metrics.PIN_MARGIN`` (32) levels of that extreme, as a fraction of the
-  image (``metrics.largest_pinned_region``). The bar is ``metrics.PIN_MAX_FRACTION`` (0.1%): a
-  pure-black blob over a bright sky is far above it, a naturally dark shadow is not counted.
+* **blobs**: the largest 8-connected region of pure black (0, 0, 0) or pure white (255, 255,
+  255) where the content photo is not within ``metrics.PIN_MARGIN`` (32) levels of that extreme
+  in every channel, as a fraction of the image (``metrics.largest_pinned_region`` with
+  ``channels="all"``). The bar is ``metrics.PIN_MAX_FRACTION`` (0.1%): a pure-black blob over a
+  bright sky is far above it; a naturally dark shadow is not counted, nor is one saturated
+  channel (a style's pure reds or blues).
 * **flicker**: the network applied to a clip of a virtual camera panning over the photo
   (``--flicker_frames`` frames of the crop's size, moving 1 px down and 2 px right a frame,
   with Gaussian sensor noise of ``--flicker_noise`` levels), and the mean absolute warping error
@@ -169,7 +171,7 @@ def main(argv):
             network_output = images.to_uint8(styled.fn(content[None].astype(np.float32))[0])
             objective = gatys.PixelObjective(content, style, objective_config, loss_net)
             network = objective(network_output)["total"]
-            blob = metrics.largest_pinned_region(network_output, content)
+            blob = metrics.largest_pinned_region(network_output, content, channels="all")
             worst_blob = max(worst_blob, blob)
             flicker = (flicker_of(styled.fn, pan_source(photo)) if FLAGS.flicker_frames > 1
                        else (np.nan, np.nan))
@@ -233,8 +235,8 @@ def main(argv):
         f"and of the Gatys optimiser (L-BFGS-B from white noise, float32) after N iterations, "
         f"on {FLAGS.image_size}x{FLAGS.image_size} centre crops of held-out photos. Lower is "
         "better. \"Worth\" is the first iteration at which Gatys reaches the network's value. "
-        "Blobs: the largest region pinned at 0 or 255 where the photo is not, as a share of "
-        f"the image (bar {100 * metrics.PIN_MAX_FRACTION:g}%). Flicker: mean warping error "
+        "Blobs: the largest region of pure black or white where the photo is not near it, as a "
+        f"share of the image (bar {100 * metrics.PIN_MAX_FRACTION:g}%). Flicker: mean warping error "
         f"(levels) between consecutive outputs on a {FLAGS.flicker_frames}-frame camera pan "
         f"over the photo ({FLICKER_STEP[0]} px down, {FLICKER_STEP[1]} px right a frame, "
         f"sensor noise {FLAGS.flicker_noise:g} levels); in brackets the input clip's own.",

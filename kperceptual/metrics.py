@@ -204,22 +204,33 @@ PIN_MARGIN = 32
 PIN_MAX_FRACTION = 0.001  # the bar: no connected region above 0.1% of the image
 
 
-def pinned_mask(output, reference, margin: int = PIN_MARGIN) -> np.ndarray:
-    """(H, W) bool: where ``output`` has a channel pinned at 0 or 255 that ``reference`` (the
-    same size) does not come within ``margin`` levels of."""
+def pinned_mask(output, reference, margin: int = PIN_MARGIN, channels: str = "any") -> np.ndarray:
+    """(H, W) bool: where ``output`` is pinned at 0 or 255 and ``reference`` (the same size)
+    does not come within ``margin`` levels of that extreme. ``channels="any"``: some channel is
+    pinned where the reference's same channel is not near it (super-resolution, whose truth is a
+    photo); ``"all"``: the pixel is pure black or pure white where the reference is not near
+    that extreme in every channel (style transfer, whose palettes may saturate one channel on
+    purpose: candy's reds, mosaic's blues; the blobs users see are pure black or white)."""
     out = np.clip(np.round(np.asarray(output, np.float64)), 0, 255)
     ref = np.asarray(reference, np.float64)
     if out.shape != ref.shape:
         raise ValueError(f"output {out.shape} and reference {ref.shape} differ in size")
+    if channels == "all":
+        low = np.all(out <= 0, axis=-1) & ~np.all(ref <= margin, axis=-1)
+        high = np.all(out >= 255, axis=-1) & ~np.all(ref >= 255 - margin, axis=-1)
+        return low | high
+    if channels != "any":
+        raise ValueError(f"channels must be 'any' or 'all', got {channels!r}")
     low = (out <= 0) & (ref > margin)
     high = (out >= 255) & (ref < 255 - margin)
     return np.any(low | high, axis=-1)
 
 
-def largest_pinned_region(output, reference, margin: int = PIN_MARGIN) -> float:
+def largest_pinned_region(output, reference, margin: int = PIN_MARGIN,
+                          channels: str = "any") -> float:
     """The largest 8-connected region of ``pinned_mask`` as a fraction of the image (0 when
     there is none): a blob check. ``PIN_MAX_FRACTION`` is the bar a shipped model must pass."""
-    mask = pinned_mask(output, reference, margin)
+    mask = pinned_mask(output, reference, margin, channels)
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if not count:
         return 0.0

@@ -283,3 +283,24 @@ def test_camera_pan_and_warping_error_refuse_what_cannot_be_measured(photo):
         metrics.warping_error(photo[:10], photo[:11], (0, 1))
     with pytest.raises(ValueError, match="share no pixels"):
         metrics.warping_error(photo[:10, :10], photo[:10, :10], (0, 10))
+
+
+def test_style_blob_check_counts_pure_black_or_white_not_a_saturated_palette():
+    # A bright sky (the content) and a style output over it: a pure-black disc is a blob; a
+    # region of pure red (one channel at 0 and one at 255, a palette's colour) is not, in the
+    # style check ("all" channels), though the per-channel check used for SR counts it; black
+    # where the photo itself is black is never counted.
+    sky = np.full((100, 100, 3), (150, 190, 235), np.uint8)
+    sky[80:, :] = 5  # a dark foreground, as in the photo
+    out = np.full_like(sky, 128)
+    yy, xx = np.mgrid[:100, :100]
+    out[(yy - 30) ** 2 + (xx - 30) ** 2 < 36] = 0  # a disc of 113 pixels: 1.13%
+    out[40:60, 60:90] = (255, 0, 0)  # 600 pixels of pure red
+    out[80:, :] = 0  # black where the photo is black
+    disc = np.sum((yy - 30) ** 2 + (xx - 30) ** 2 < 36) / out[..., 0].size
+    assert metrics.largest_pinned_region(out, sky, channels="all") == pytest.approx(disc)
+    assert metrics.largest_pinned_region(out, sky) == pytest.approx(0.06)  # the red block
+    out[(yy - 30) ** 2 + (xx - 30) ** 2 < 36] = 1  # one level off pure black: not pinned
+    assert metrics.largest_pinned_region(out, sky, channels="all") == 0.0
+    with pytest.raises(ValueError, match="channels must be"):
+        metrics.pinned_mask(out, sky, channels="some")
