@@ -73,6 +73,9 @@ flags.DEFINE_string("styles_dir", os.path.join(report.SHARED_DATA, "styles"),
 flags.DEFINE_integer("flicker_frames", 8, "Frames of the virtual camera's pan (0: no flicker).")
 flags.DEFINE_float("flicker_noise", 2.0, "Sensor noise of the pan's frames (levels, std).")
 flags.DEFINE_bool("write", True, "Write the section, plot and strip into docs/ (else print only).")
+flags.DEFINE_string("gatys_cache", os.path.join(report.REPO, "runs", "gatys_cache"),
+                    "Folder keeping each Gatys run (it does not depend on the network), keyed by "
+                    "content, style, sizes, objective and iterations; empty: none.")
 flags.DEFINE_integer("style_size", 256, "The style image's long side in training.")
 flags.DEFINE_string("train_data", os.path.join(report.SHARED_DATA, "train"),
                     "The model's training photos; no content image may be among them.")
@@ -96,6 +99,45 @@ def check_held_out(contents, train_data: str) -> None:
         if not path.startswith(images.SKIMAGE_PREFIX) and _digest(path) in seen:
             sys.exit(f"objective_vs_optimisation: {path}: is one of the training photos in "
                      f"{train_data}; choose held-out images")
+
+
+def gatys_run(content, style, objective_config, objective, keep_iterations):
+    """(history, snapshots at ``keep_iterations``, stop message) of Gatys's L-BFGS from noise on
+    ``objective``; kept in ``--gatys_cache`` and read from it when the same run was made."""
+    import json
+
+    key = hashlib.sha256()
+    for part in (content.tobytes(), content.shape, style.tobytes(), style.shape,
+                 sorted(objective_config.objective_kwargs().items()),
+                 objective_config.vgg_weights, FLAGS.iterations, sorted(keep_iterations)):
+        key.update(part if isinstance(part, bytes) else repr(part).encode())
+    path = os.path.join(FLAGS.gatys_cache, key.hexdigest()[:24]) if FLAGS.gatys_cache else ""
+    if path and os.path.isfile(path + ".json") and os.path.isfile(path + ".npz"):
+        with open(path + ".json") as f:
+            record = json.load(f)
+        with np.load(path + ".npz") as z:
+            snapshots = {int(k): z[k] for k in z.files}
+        return record["history"], snapshots, record["stopped"]
+    snapshots = {}
+
+    def keep(iteration, terms, image):
+        if iteration in keep_iterations:
+            snapshots[iteration] = images.to_uint8(image)
+
+    _, history, _, stopped = gatys.minimize_lbfgs(
+        objective, gatys.initial_image(content, "noise", seed=0), FLAGS.iterations, callback=keep)
+    history = [{k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v)
+                for k, v in row.items()} for row in history]
+    if path:
+        from kperceptual import files
+
+        os.makedirs(FLAGS.gatys_cache, exist_ok=True)
+        with files.atomic_path(path + ".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{str(k): v for k, v in snapshots.items()})
+        files.write_atomically(path + ".json", json.dumps(
+            {"history": history, "stopped": str(stopped)}).encode(), overwrite=True)
+    return history, snapshots, stopped
 
 
 def worth(history, target: float):
@@ -176,15 +218,8 @@ def main(argv):
             flicker = (flicker_of(styled.fn, pan_source(photo)) if FLAGS.flicker_frames > 1
                        else (np.nan, np.nan))
             flickers.append(flicker)
-            snapshots = {}
-
-            def keep(iteration, terms, image, snapshots=snapshots):
-                if iteration in (50, FLAGS.iterations):
-                    snapshots[iteration] = images.to_uint8(image)
-
-            _, history, _, stopped = gatys.minimize_lbfgs(
-                objective, gatys.initial_image(content, "noise", seed=0), FLAGS.iterations,
-                callback=keep)
+            history, snapshots, stopped = gatys_run(content, style, objective_config,
+                                                    objective, (50, FLAGS.iterations))
             totals = {c: history[c]["total"] for c in checkpoints if c < len(history)}
             at = worth(history, network)
             rows.append(
