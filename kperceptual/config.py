@@ -300,6 +300,18 @@ def _check_stability(config: StyleTrainingConfig) -> None:
                                              f"must share pixels), got {shift}")
 
 
+def _model_exists(spec: str, export_dir: str) -> bool:
+    """A path, or a model name in ``export_dir`` or among the shipped models (as
+    ``models.load_model`` resolves it)."""
+    from kperceptual import models
+
+    if os.path.exists(spec) or os.path.isdir(os.path.join(export_dir, spec)):
+        return True
+    shipped = models.shipped_models_dir()
+    return bool(shipped) and "/" not in spec and os.sep not in spec and os.path.isdir(
+        os.path.join(shipped, spec))
+
+
 def validate(config: TrainingConfig) -> None:
     """Raises ``ConfigError`` for the first wrong value; cheap (reads the style image only)."""
     if isinstance(config, StyleTrainingConfig):
@@ -320,11 +332,10 @@ def validate(config: TrainingConfig) -> None:
                                           f"{config.warmup_steps}")
     if not 0 <= config.ema < 1:
         raise ConfigError("ema", f"must be in [0, 1) (e.g. 0.999; 0 for none), got {config.ema}")
-    if config.init_from and not (os.path.exists(config.init_from) or os.path.isdir(
-            os.path.join(config.export_dir, config.init_from))):
+    if config.init_from and not _model_exists(config.init_from, config.export_dir):
         raise ConfigError("init_from", f"{config.init_from}: no such model (a .keras file, a "
                                        f"SavedModel folder, or a model name in "
-                                       f"{config.export_dir}/)")
+                                       f"{config.export_dir}/ or among the shipped models)")
     if isinstance(config, SuperResolutionConfig):
         _validate_super_resolution(config)
     else:

@@ -35,3 +35,16 @@ def test_a_model_of_your_own_with_a_shipped_name_is_listed_as_shadowing_it(tmp_p
     lines = [line for line in done.stdout.splitlines() if line.startswith("starry_night")]
     assert lines[0].split()[:3] == ["starry_night", "v7", "yours"]
     assert "shadowed by yours" in lines[1]
+
+
+def test_init_from_takes_a_shipped_name(tmp_path):
+    from conftest import small_config
+    from kperceptual import config as config_lib
+
+    config_lib.validate(small_config(tmp_path, init_from="starry_night"))  # export_dir is empty
+    try:
+        config_lib.validate(small_config(tmp_path, init_from="no_such_model"))
+    except config_lib.ConfigError as e:
+        assert "or among the shipped models" in str(e)
+    else:
+        raise AssertionError("an unknown --init_from name was accepted")
