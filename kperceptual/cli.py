@@ -112,7 +112,8 @@ MAX_FLAGFILE_BYTES = 1 << 20
 
 
 def _flagfiles(argv) -> list[str]:
-    """The ``--flagfile`` paths of ``argv`` (``--flagfile=F``, ``-flagfile=F``, ``--flagfile F``)."""
+    """The ``--flagfile`` paths of ``argv`` (``--flagfile=F``, ``-flagfile=F``,
+    ``--flagfile F``)."""
     found = []
     for i, arg in enumerate(argv[1:], start=1):
         for prefix in ("--flagfile=", "-flagfile="):

@@ -559,12 +559,10 @@ def with_precision(network, precision: str):
     if precision not in ("bfloat16", "float16"):
         raise ValueError(f"unknown precision {precision!r}; expected float32, bfloat16 or "
                          "float16")
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(f"mixed_{precision}")
-    try:
+    from kperceptual.precision import dtype_policy
+
+    with dtype_policy(f"mixed_{precision}"):
         copy = network.__class__.from_config(network.get_config())
-    finally:
-        keras.config.set_dtype_policy(previous)
     copy.set_weights(network.get_weights())
     return copy
 

@@ -6,7 +6,8 @@
 Frames are read and stylised in batches of ``batch_size`` (one network call per batch where it
 fits the memory budget) and written as H.264 MP4 at the source's frame rate. The source's first
 audio track is kept (re-encoded as AAC by imageio-ffmpeg's ffmpeg, as MP4 players expect); a
-track ffmpeg cannot carry over leaves the video silent, with a warning. Odd output sides are padded by one replicated pixel (H.264's 4:2:0 needs even
+track ffmpeg cannot carry over leaves the video silent, with a warning. Odd output sides are
+padded by one replicated pixel (H.264's 4:2:0 needs even
 sides). The output is written to a temporary file and renamed (``kperceptual.files``), so a
 failed run leaves nothing.
 """
@@ -132,7 +133,7 @@ def stylize_video(model, source: str, target: str, *, batch_size: int = 4,
                     writer.close()
             if not count:
                 raise VideoError(f"{source}: no frames")
-            audio = copy_audio(source, tmp, warn=getattr(stylizer, "warn", None))
+            audio = copy_audio(source, tmp)
     except (OSError, RuntimeError, ValueError, IndexError) as e:
         if isinstance(e, images.ImageError):
             raise
