@@ -34,7 +34,11 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import report  # noqa: E402
-from kperceptual import images, inference, models, networks, video  # noqa: E402
+from kperceptual.imaging import images  # noqa: E402
+from kperceptual.inference import stylizer as inference
+from kperceptual.inference import loading as models
+from kperceptual import networks
+from kperceptual.inference import video
 
 flags.DEFINE_string("model", "starry_night", "A name in savedmodels/ (with its Keras network), "
                                              "a SavedModel folder or a .keras file.")
@@ -95,9 +99,9 @@ def torch_forward():
 def tflite_variants(network, folder: str) -> dict:
     """{quantize: (TFLiteModel, size in MB, conversion seconds)}, converted as
     ``python -m kperceptual.export --format=tflite`` does (calibrated on the bundled photos)."""
-    from kperceptual import files
-    from kperceptual.export import tflite
-    from kperceptual.litert import TFLiteModel
+    from kperceptual.imaging import files
+    from kperceptual.serving import tf_tflite as tflite
+    from kperceptual.serving.litert import TFLiteModel
 
     found = {}
     for quantize in FLAGS.quantize:

@@ -53,7 +53,12 @@ from absl import app, flags  # noqa: E402
 
 from benchmarks import plot, report  # noqa: E402
 from kperceptual import config as config_lib  # noqa: E402
-from kperceptual import gatys, images, inference, loss_network, metrics, models  # noqa: E402
+from kperceptual.gatys import optimizer as gatys  # noqa: E402
+from kperceptual.imaging import images
+from kperceptual.inference import stylizer as inference
+from kperceptual.losses import loss_network
+from kperceptual.evaluation import metrics
+from kperceptual.inference import loading as models
 
 CHECKPOINTS = (25, 50, 100, 200, 500)
 FLICKER_STEP = (1, 2)  # the virtual camera's move a frame, (dy, dx) pixels
@@ -129,7 +134,7 @@ def gatys_run(content, style, objective_config, objective, keep_iterations):
     history = [{k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v)
                 for k, v in row.items()} for row in history]
     if path:
-        from kperceptual import files
+        from kperceptual.imaging import files
 
         os.makedirs(FLAGS.gatys_cache, exist_ok=True)
         with files.atomic_path(path + ".npz") as tmp:

@@ -26,9 +26,11 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import report  # noqa: E402
-from kperceptual import gatys, images, models  # noqa: E402
+from kperceptual.gatys import optimizer as gatys  # noqa: E402
+from kperceptual.imaging import images
+from kperceptual.inference import loading as models
 from kperceptual.config import ObjectiveConfig  # noqa: E402
-from kperceptual.precision import dtype_policy, resolve_precision  # noqa: E402
+from kperceptual.networks.precision import dtype_policy, resolve_precision  # noqa: E402
 
 ITERATIONS = (100, 300, 500)
 PAPER = {  # seconds on a GTX Titan X (Gatys 100 / 300 / 500 iterations, feed-forward), speed-ups

@@ -68,7 +68,7 @@ def log_log_chart(path: str, series: dict, title: str, x_label: str, y_label: st
         ly = top + 10 + 20 * i + (40 if hline else 0)
         draw.line([(width - right + 8, ly), (width - right + 30, ly)], fill=colour, width=3)
         draw.text((width - right + 36, ly), name, fill="black", font=small, anchor="lm")
-    from kperceptual import files
+    from kperceptual.imaging import files
 
     with files.atomic_path(path) as tmp:
         image.save(tmp)

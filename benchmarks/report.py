@@ -71,7 +71,7 @@ def write_section(title: str, body: str, argv, doc: str = DOC) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda m: section + "\n", text) if pattern.search(text) else (
         text.rstrip("\n") + "\n\n" + section)
-    from kperceptual import files
+    from kperceptual.imaging import files
 
     files.write_atomically(doc, (text.rstrip("\n") + "\n").encode("utf-8"), overwrite=True)
 

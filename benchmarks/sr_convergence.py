@@ -55,7 +55,7 @@ def run_config(run_dir: str):
 
 
 def pairs_for(config):
-    from kperceptual import evaluation
+    from kperceptual.evaluation import super_resolution as evaluation
 
     root = os.path.join(report.SHARED_DATA, "sr", FLAGS.set)
     lr = os.path.join(root, f"LR_x{config.scale}")
@@ -64,7 +64,8 @@ def pairs_for(config):
 
 
 def score_checkpoint(config, path: str, pairs) -> dict:
-    from kperceptual import evaluation, trainer
+    from kperceptual.evaluation import super_resolution as evaluation
+    from kperceptual.training import trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = os.path.join(tmp, f"{config.name}.keras")
@@ -75,7 +76,7 @@ def score_checkpoint(config, path: str, pairs) -> dict:
 
 
 def watch(run_dir: str) -> None:
-    from kperceptual import trainer
+    from kperceptual.training import trainer
 
     config = run_config(run_dir)
     pairs = pairs_for(config)
@@ -146,7 +147,7 @@ def plot(runs: list[str]) -> str:
         draw.text((pad, top + height - pad + 8), f"0 .. {max_minutes:.0f} minutes",
                   fill="black")
     os.makedirs(os.path.dirname(PLOT), exist_ok=True)
-    from kperceptual import files
+    from kperceptual.imaging import files
 
     with files.atomic_path(PLOT) as tmp:
         image.save(tmp)

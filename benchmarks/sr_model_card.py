@@ -40,7 +40,7 @@ SETTINGS = ("scale", "loss", "pixel_loss", "chroma_weight", "residual", "norm", 
 
 
 def training_section(run_dir: str, name: str) -> str:
-    from kperceptual import trainer
+    from kperceptual.training import trainer
 
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)

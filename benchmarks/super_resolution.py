@@ -55,7 +55,7 @@ def trained_steps(name: str) -> str:
                 cells = [c.strip() for c in line.strip().strip("|").split("|")]
                 if len(cells) >= 2 and cells[0] == "steps":
                     return cells[1]
-    from kperceptual import trainer
+    from kperceptual.training import trainer
 
     found = trainer.list_checkpoints(os.path.join(report.REPO, "runs", name, "checkpoints"))
     return f"{found[-1][0]:,}" if found else "?"
@@ -68,7 +68,8 @@ def pinned_and_grey(results, pairs, scale, model_specs) -> dict:
     import numpy as np
     from PIL import Image
 
-    from kperceptual import evaluation, metrics
+    from kperceptual.evaluation import super_resolution as evaluation
+    from kperceptual.evaluation import metrics
 
     checks = {}
     for spec in model_specs:
@@ -86,7 +87,7 @@ def pinned_and_grey(results, pairs, scale, model_specs) -> dict:
 
 
 def run_set(name: str, scale: int, model_specs) -> tuple[dict, str]:
-    from kperceptual import evaluation
+    from kperceptual.evaluation import super_resolution as evaluation
 
     root = os.path.join(report.SHARED_DATA, "sr", name)
     hr = os.path.join(root, "HR")
@@ -111,7 +112,7 @@ def run_set(name: str, scale: int, model_specs) -> tuple[dict, str]:
     grid_path = os.path.join(report.REPO, "docs", "images", f"sr_{name.lower()}_x{scale}.jpg")
     from PIL import Image
 
-    from kperceptual import files
+    from kperceptual.imaging import files
 
     os.makedirs(os.path.dirname(grid_path), exist_ok=True)
     with files.atomic_path(grid_path) as tmp:

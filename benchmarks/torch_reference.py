@@ -25,7 +25,8 @@ from absl import app, flags  # noqa: E402
 from torch import nn  # noqa: E402
 
 from benchmarks import report  # noqa: E402
-from kperceptual import images, weights  # noqa: E402
+from kperceptual.imaging import images  # noqa: E402
+from kperceptual.losses import vgg16_weights as weights
 
 FLAGS = flags.FLAGS
 
@@ -68,7 +69,7 @@ class ResidualBlock(nn.Module):
 
 
 class StyleTransferNetwork(nn.Module):
-    """kperceptual.networks.StyleTransferNetwork defaults: instance norm, resize-conv, reflect."""
+    """kperceptual.networks.transformation.StyleTransferNetwork defaults: instance norm, resize-conv, reflect."""
 
     def __init__(self):
         super().__init__()

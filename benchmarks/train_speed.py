@@ -54,7 +54,8 @@ def seconds_per_step(precision: str, jit: str, batch_size: int) -> float:
     """Median seconds of one training step (forward, loss, backward, Adam), after warm-up."""
     import keras
 
-    from kperceptual import choices, trainer
+    from kperceptual import choices
+    from kperceptual.training import trainer
     from kperceptual import config as config_lib
 
     class StepTimes(keras.callbacks.Callback):
@@ -121,7 +122,7 @@ def run_backend(backend: str, argv) -> list[dict]:
 
 def pipeline_rates(folder: str, batches: int) -> list[str]:
     """Images per second of each loader reading ``folder`` (decode, resize, crop to 256)."""
-    from kperceptual import data
+    from kperceptual.data import sources as data
 
     source = data.TrainingImages(folder, 256)
     loaders = (["tf_data"] if data.tensorflow_available() else []) + ["py_dataset"]

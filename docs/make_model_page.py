@@ -26,7 +26,10 @@ from kperceptual import cli  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from kperceptual import export, images, inference, models  # noqa: E402
+from kperceptual.serving import layout  # noqa: E402
+from kperceptual.imaging import images
+from kperceptual.inference import stylizer as inference
+from kperceptual.inference import loading as models
 
 flags.DEFINE_string("name", "starry_night", "Model name (under savedmodels/ and runs/).")
 flags.DEFINE_string("model_dir", "", "The training run's folder; default runs/NAME.")
@@ -63,7 +66,7 @@ def main(argv):
     del argv
     name = FLAGS.name
     model_dir = FLAGS.model_dir or os.path.join(REPO, "runs", name)
-    version_path = export.latest_version_path(os.path.join(REPO, "savedmodels"), name)
+    version_path = layout.latest_version_path(os.path.join(REPO, "savedmodels"), name)
     if version_path is None:
         sys.exit(f"make_model_page: no savedmodels/{name}/<version>; train and export it first")
     model = models.load_model(version_path)

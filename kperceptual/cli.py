@@ -127,7 +127,7 @@ def _flagfiles(argv) -> list[str]:
 def _irregular_flagfile(argv) -> str | None:
     """The first ``--flagfile`` that exists but is not a regular file of at most a MiB (a FIFO
     would block absl's read for ever, a device feed it without end), as one line; else None."""
-    from kperceptual import images
+    from kperceptual.imaging import images
 
     for path in _flagfiles(argv):
         if os.path.exists(path):

@@ -11,7 +11,8 @@ import dataclasses
 import math
 import os
 
-from kperceptual import choices, images
+from kperceptual import choices
+from kperceptual.imaging import images
 
 TFDS_PREFIX = "tfds:"
 SKIMAGE_SOURCE = "skimage"
@@ -303,7 +304,7 @@ def _check_stability(config: StyleTrainingConfig) -> None:
 def _model_exists(spec: str, export_dir: str) -> bool:
     """A path, or a model name in ``export_dir`` or among the shipped models (as
     ``models.load_model`` resolves it)."""
-    from kperceptual import models
+    from kperceptual.inference import loading as models
 
     if os.path.exists(spec) or os.path.isdir(os.path.join(export_dir, spec)):
         return True

@@ -30,7 +30,7 @@ import sys
 
 from absl import app, flags
 
-from kperceptual import degradation
+from kperceptual.data import degradation
 from kperceptual.choices import HISTOGRAM_MATCH, INFERENCE_PRECISIONS
 
 PROGRAM = "kperceptual.evaluate"
@@ -67,7 +67,8 @@ def main(argv):
     for name in ("model", "hr", "scale", "output"):
         if not FLAGS[name].value:
             cli.fail(PROGRAM, f"--{name}: required")
-    from kperceptual import evaluation, weights
+    from kperceptual.evaluation import super_resolution as evaluation
+    from kperceptual.losses import vgg16_weights as weights
 
     title = FLAGS.title or evaluation.default_title(FLAGS.hr, FLAGS.scale)
     try:

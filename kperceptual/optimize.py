@@ -20,7 +20,8 @@ from kperceptual import cli
 from absl import app, flags
 
 from kperceptual import config as config_lib
-from kperceptual import images, weights
+from kperceptual.imaging import images
+from kperceptual.losses import vgg16_weights as weights
 
 PROGRAM = "kperceptual.optimize"
 _D = config_lib.GatysConfig.__dataclass_fields__
@@ -72,7 +73,7 @@ def main(argv):
 
     import keras  # the framework starts only once the flags are good
 
-    from kperceptual import gatys
+    from kperceptual.gatys import optimizer as gatys
 
     progress = keras.utils.Progbar(config.iterations, stateful_metrics=gatys.TERMS)
 

@@ -47,7 +47,10 @@ from kperceptual import cli  # noqa: F401  (quietens TensorFlow before it is imp
 import numpy as np
 from absl import app, flags
 
-from kperceptual import choices, images, inference, video
+from kperceptual import choices
+from kperceptual.imaging import images
+from kperceptual.inference import stylizer as inference
+from kperceptual.inference import video
 
 PROGRAM = "kperceptual.stylize"
 flags.DEFINE_string("model", None, "A name in --models_dir, a SavedModel folder, a .keras or a "

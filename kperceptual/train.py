@@ -27,7 +27,7 @@ from kperceptual import cli  # noqa: F401  (quietens TensorFlow before it is imp
 from absl import app, flags
 
 from kperceptual import config as config_lib
-from kperceptual import weights
+from kperceptual.losses import vgg16_weights as weights
 
 PROGRAM = "kperceptual.train"
 _D = config_lib.StyleTrainingConfig.__dataclass_fields__
@@ -155,7 +155,7 @@ def main(argv):
         config_lib.validate(config)
     except config_lib.ConfigError as e:
         cli.fail(PROGRAM, str(e))
-    from kperceptual import trainer  # TensorFlow is imported only once the flags are good
+    from kperceptual.training import trainer  # TensorFlow is imported only once the flags are good
 
     try:
         result = trainer.train(config)

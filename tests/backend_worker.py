@@ -27,7 +27,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kperceptual import config as config_lib  # noqa: E402
-from kperceptual import choices, networks, trainer  # noqa: E402
+from kperceptual import choices  # noqa: E402
+from kperceptual import networks
+from kperceptual.training import trainer
 
 BACKEND = keras.backend.backend()
 keras.config.disable_traceback_filtering()

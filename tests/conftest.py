@@ -14,7 +14,8 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
-from kperceptual import images, weights  # noqa: E402
+from kperceptual.imaging import images  # noqa: E402
+from kperceptual.losses import vgg16_weights as weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +31,7 @@ def vgg_weights_path():
 
 @pytest.fixture(scope="session")
 def loss_net(vgg_weights_path):
-    from kperceptual import loss_network
+    from kperceptual.losses import loss_network
 
     return loss_network.LossNetwork(loss_network.STYLE_LAYERS, weights="torchvision")
 

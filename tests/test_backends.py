@@ -15,7 +15,8 @@ import tensorflow as tf
 from conftest import (BLOCK_TENSORFLOW, REPO, SGD_LEARNING_RATE, SUM_ORDER_TOLERANCE, psnr,
                       random_pixels, small_config)
 from kperceptual import config as config_lib
-from kperceptual import images, trainer
+from kperceptual.imaging import images
+from kperceptual.training import trainer
 
 WORKER = os.path.join(REPO, "tests", "backend_worker.py")
 TIMEOUT = 600
@@ -177,7 +178,7 @@ def test_mixed_float16_runs_count_skipped_steps(tmp_path, vgg_weights_path):
 
 
 def test_strategies_a_backend_lacks_are_refused_in_one_line(tmp_path, monkeypatch):
-    from kperceptual import distribute
+    from kperceptual.training import distribute
 
     with pytest.raises(config_lib.ConfigError, match="--strategy: data_parallel is not "
                                                      "available on the tensorflow backend"):

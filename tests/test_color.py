@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kperceptual import color
+from kperceptual.imaging import color
 
 
 def test_known_colours():

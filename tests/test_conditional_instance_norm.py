@@ -200,7 +200,7 @@ def test_jax_and_torch_compute_the_same_and_read_each_others_files(backend, tmp_
 
 
 def test_mixed_bfloat16_network_stays_close_to_float32(multi):
-    from kperceptual.precision import dtype_policy
+    from kperceptual.networks.precision import dtype_policy
 
     with dtype_policy("mixed_bfloat16"):
         mixed = small()

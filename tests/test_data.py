@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import BLOCK_TENSORFLOW, REPO
-from kperceptual import data
+from kperceptual.data import sources as data
 
 
 def _batches(ds, n):
@@ -38,7 +38,7 @@ def test_order_is_deterministic_under_seed_and_changes_with_it(photo_folder):
 
 
 def test_resume_continues_the_same_stream(tmp_path, photos):
-    from kperceptual import images
+    from kperceptual.imaging import images
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -187,7 +187,7 @@ def test_shards_must_split_the_batch_evenly(tiny_folder):
 
 
 def test_distributed_dataset_gives_each_input_pipeline_its_shard(tiny_folder):
-    from kperceptual import tf_pipeline
+    from kperceptual.data import tf_pipeline
 
     class OneOfTwoWorkers:  # what MultiWorkerMirroredStrategy gives worker 1 of 2
         def __init__(self, replicas):
@@ -233,7 +233,7 @@ def test_tfds_source_has_no_py_dataset():
 
 NO_TENSORFLOW = BLOCK_TENSORFLOW + """
 import keras
-from kperceptual import data
+from kperceptual.data import sources as data
 
 
 def must_fail(fn, *args):

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from kperceptual import degradation, evaluation, images, metrics
+from kperceptual.data import degradation
+from kperceptual.evaluation import super_resolution as evaluation
+from kperceptual.imaging import images
+from kperceptual.evaluation import metrics
 
 NAMES = ("a", "b")  # a: 48 high x 64 wide, b: 64 high x 48 wide
 

@@ -15,8 +15,13 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import REPO, psnr
-from kperceptual import export, files, images, models
-from kperceptual.litert import TFLiteModel
+from kperceptual.serving import layout
+from kperceptual.serving import tf_saved_model
+from kperceptual.serving import tf_tflite
+from kperceptual.imaging import files
+from kperceptual.imaging import images
+from kperceptual.inference import loading as models
+from kperceptual.serving.litert import TFLiteModel
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +31,7 @@ def tiny(tmp_path_factory, tiny_style_model):
     keras_path = str(root / "tiny.keras")
     shutil.copy(tiny_style_model, keras_path)
     network = models.load_keras_network(keras_path)
-    version = export.export_saved_model(network, str(root / "savedmodels"), "tiny")
+    version = tf_saved_model.export_saved_model(network, str(root / "savedmodels"), "tiny")
     return network, keras_path, version
 
 
@@ -85,14 +90,14 @@ def test_saved_model_cli_lists_the_signatures(tiny):
 def test_versions_count_up_and_are_never_replaced(tiny, tmp_path):
     network, _, _ = tiny
     base = str(tmp_path / "savedmodels")
-    assert export.export_saved_model(network, base, "m") == os.path.join(base, "m", "1")
-    assert export.export_saved_model(network, base, "m") == os.path.join(base, "m", "2")
+    assert tf_saved_model.export_saved_model(network, base, "m") == os.path.join(base, "m", "1")
+    assert tf_saved_model.export_saved_model(network, base, "m") == os.path.join(base, "m", "2")
     saved = os.path.join(base, "m", "2", "saved_model.pb")
     before = os.stat(saved).st_mtime_ns
     with pytest.raises(FileExistsError, match="already exists"):
-        export.export_saved_model(network, base, "m", version=2)
+        tf_saved_model.export_saved_model(network, base, "m", version=2)
     assert os.stat(saved).st_mtime_ns == before
-    assert export.versions(os.path.join(base, "m")) == [1, 2]  # no temporary folder left
+    assert layout.versions(os.path.join(base, "m")) == [1, 2]  # no temporary folder left
     assert not [d for d in os.listdir(os.path.join(base, "m")) if d.startswith(".")]
 
 
@@ -109,7 +114,7 @@ def modes(folder):
 def test_exported_version_is_readable_by_other_users(tiny, tmp_path):
     previous = os.umask(0o022)
     try:
-        path = export.export_saved_model(tiny[0], str(tmp_path / "savedmodels"), "m")
+        path = tf_saved_model.export_saved_model(tiny[0], str(tmp_path / "savedmodels"), "m")
     finally:
         os.umask(previous)
     found = modes(path)
@@ -128,7 +133,7 @@ def test_load_saved_model_names_a_foreign_saved_model(tmp_path):
     path = str(tmp_path / "foreign")
     tf.saved_model.save(foreign, path, signatures={"serving_default": foreign.double})
     with pytest.raises(ValueError) as caught:
-        export.load_saved_model(path)
+        tf_saved_model.load_saved_model(path)
     assert str(caught.value) == (f"{path}: no serving_float signature (not a SavedModel "
                                  "exported by kperceptual)")
 
@@ -143,10 +148,10 @@ def test_network_asset_loads_as_the_same_network(tiny, photos):
 
 def test_models_config_is_created_and_updated(tmp_path):
     folder = str(tmp_path)
-    path, added = export.update_models_config(folder, "first", "/models/first")
+    path, added = tf_saved_model.update_models_config(folder, "first", "/models/first")
     assert added and path == os.path.join(folder, "models.config")
-    export.update_models_config(folder, "second", "/srv/second")
-    _, added_again = export.update_models_config(folder, "first", "/models/first")
+    tf_saved_model.update_models_config(folder, "second", "/srv/second")
+    _, added_again = tf_saved_model.update_models_config(folder, "first", "/models/first")
     assert not added_again
     text = open(path).read()
     assert text.count('name: "first"') == 1 and text.count('name: "second"') == 1
@@ -158,7 +163,7 @@ def test_models_config_is_created_and_updated(tmp_path):
              '    model_version_policy { specific { versions: 3 } }\n  }')
     with open(path, "w") as f:
         f.write(f"model_config_list {{\n  {other}\n}}\n")
-    export.update_models_config(folder, "first", "/models/first")
+    tf_saved_model.update_models_config(folder, "first", "/models/first")
     text = open(path).read()
     assert other in text and 'name: "first"' in text
     assert not [f for f in os.listdir(folder) if ".tmp" in f]
@@ -168,8 +173,8 @@ def test_tflite_dynamic_and_fixed_size_run_with_litert(tiny, photos, tmp_path):
     network = tiny[0]
     dynamic = str(tmp_path / "dynamic.tflite")
     fixed = str(tmp_path / "fixed.tflite")
-    files.write_atomically(dynamic, export.convert_tflite(network, "none"))
-    files.write_atomically(fixed, export.convert_tflite(network, "none", input_size=32))
+    files.write_atomically(dynamic, tf_tflite.convert_tflite(network, "none"))
+    files.write_atomically(fixed, tf_tflite.convert_tflite(network, "none", input_size=32))
 
     model = TFLiteModel(dynamic, num_threads=1)
     assert model.input_size is None
@@ -189,7 +194,7 @@ def test_tflite_dynamic_and_fixed_size_run_with_litert(tiny, photos, tmp_path):
 
 
 def test_calibration_crops_differ_even_from_one_photo(photos, tmp_path):
-    from kperceptual.export import tflite
+    from kperceptual.serving import tf_tflite as tflite
 
     images.write_image(str(tmp_path / "coffee.png"), photos["coffee"])
     batches = list(tflite.calibration_batches(str(tmp_path), steps=4, image_size=32))
@@ -307,7 +312,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     old = tmp_path / "old"  # a SavedModel exported before the network asset existed
     shutil.copytree(tiny[2], old)
     os.remove(old / "assets" / "network.keras")
-    (tmp_path / "tiny_none.tflite").write_bytes(export.convert_tflite(tiny[0], "none"))
+    (tmp_path / "tiny_none.tflite").write_bytes(tf_tflite.convert_tflite(tiny[0], "none"))
     (tmp_path / "not_a_zip.keras").write_bytes(b"not a zip archive")
     with zipfile.ZipFile(tmp_path / "no_config.keras", "w") as archive:
         archive.writestr("metadata.json", "{}")

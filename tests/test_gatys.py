@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
-from kperceptual import color, gatys, images, losses
+from kperceptual.imaging import color
+from kperceptual.gatys import optimizer as gatys
+from kperceptual.imaging import images
+from kperceptual.losses import perceptual as losses
 from kperceptual.config import ObjectiveConfig
 
 SIZE = 48

@@ -6,7 +6,7 @@ import pytest
 import skimage.data as skimage_data
 from skimage import exposure
 
-from kperceptual import color
+from kperceptual.imaging import color
 
 
 def _downsample(image, factor):

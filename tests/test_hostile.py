@@ -10,7 +10,7 @@ import pytest
 
 from conftest import small_config
 from kperceptual import config as config_lib
-from kperceptual import trainer
+from kperceptual.training import trainer
 
 
 def _checkpoints(tmp_path):
@@ -102,7 +102,7 @@ def _not_files(folder):
 
 
 def test_devices_and_fifos_are_refused_without_reading(tmp_path, monkeypatch):
-    from kperceptual import images
+    from kperceptual.imaging import images
 
     _not_files(tmp_path)
     with pytest.raises(images.ImageError, match="character device, not a regular file"):
@@ -146,7 +146,7 @@ def test_stylize_goes_on_past_a_device_link_and_a_fifo(tmp_path, photos, tiny_st
     import sys
 
     from conftest import REPO
-    from kperceptual import images
+    from kperceptual.imaging import images
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -164,7 +164,7 @@ def test_stylize_goes_on_past_a_device_link_and_a_fifo(tmp_path, photos, tiny_st
 
 
 def test_a_fifo_named_as_a_video_is_refused(tmp_path, tiny_style_model):
-    from kperceptual import video
+    from kperceptual.inference import video
 
     os.mkfifo(tmp_path / "clip.mp4")
     with pytest.raises(video.VideoError, match="named pipe"):
@@ -173,7 +173,8 @@ def test_a_fifo_named_as_a_video_is_refused(tmp_path, tiny_style_model):
 
 
 def test_training_skips_device_links_and_fifos(tmp_path):
-    from kperceptual import data, images
+    from kperceptual.data import sources as data
+    from kperceptual.imaging import images
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -205,7 +206,7 @@ def test_an_interrupted_final_save_keeps_the_previous_keras_file(tmp_path, vgg_w
 
 
 def test_atomic_writes_never_clobber_and_use_unique_temporaries(tmp_path):
-    from kperceptual import files
+    from kperceptual.imaging import files
 
     target = tmp_path / "a.weights.h5"
     names = {files.temporary_name(str(target)) for _ in range(3)}
@@ -242,7 +243,7 @@ def test_another_style_in_an_existing_model_dir_is_refused(tmp_path, vgg_weights
 @pytest.mark.slow
 def test_a_model_dir_in_use_is_refused_and_a_killed_runs_lock_is_not(tmp_path,
                                                                     vgg_weights_path):
-    from kperceptual import files
+    from kperceptual.imaging import files
 
     lock = tmp_path / "run" / ".lock"
     with files.exclusive_lock(str(lock)):  # as another live run holds it
@@ -308,9 +309,10 @@ def test_ctrl_c_checkpoints_and_stops_cleanly(tmp_path, vgg_weights_path, monkey
 
 @pytest.mark.slow
 def test_two_exports_racing_for_a_version_is_one_line(tmp_path, tiny_style_model, monkeypatch):
-    from kperceptual import export, models
+    from kperceptual.serving import tf_saved_model
+    from kperceptual.inference import loading as models
 
-    from kperceptual.export import saved_model
+    from kperceptual.serving import tf_saved_model as saved_model
 
     network = models.load_keras_network(tiny_style_model)
     original = saved_model._open_up
@@ -321,7 +323,7 @@ def test_two_exports_racing_for_a_version_is_one_line(tmp_path, tiny_style_model
 
     monkeypatch.setattr(saved_model, "_open_up", another_export_finishes_first)
     with pytest.raises(FileExistsError, match="another export wrote this version meanwhile"):
-        export.export_saved_model(network, str(tmp_path), "tiny")
+        tf_saved_model.export_saved_model(network, str(tmp_path), "tiny")
     assert sorted(os.listdir(tmp_path / "tiny")) == ["1"]  # its temporary folder is gone
 
 
@@ -329,10 +331,12 @@ def test_two_exports_racing_for_a_version_is_one_line(tmp_path, tiny_style_model
 @pytest.mark.slow
 def test_a_saved_model_with_its_network_runs_without_loading_the_graph(tmp_path,
                                                                       tiny_style_model):
-    from kperceptual import export, inference, models
+    from kperceptual.serving import tf_saved_model
+    from kperceptual.inference import stylizer as inference
+    from kperceptual.inference import loading as models
 
     network = models.load_keras_network(tiny_style_model)
-    path = export.export_saved_model(network, str(tmp_path), "tiny")
+    path = tf_saved_model.export_saved_model(network, str(tmp_path), "tiny")
     stylizer = inference.Stylizer(path)
     out = stylizer.image(np.full((24, 24, 3), 100, np.uint8))
     assert out.shape == (24, 24, 3)
@@ -340,7 +344,7 @@ def test_a_saved_model_with_its_network_runs_without_loading_the_graph(tmp_path,
 
 
 def test_a_keras_file_holding_python_code_is_refused(tmp_path):
-    from kperceptual import models
+    from kperceptual.inference import loading as models
 
     inputs = keras.Input((None, None, 3))
     unsafe = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
@@ -354,7 +358,7 @@ def test_a_keras_file_holding_python_code_is_refused(tmp_path):
 def test_malformed_keras_files_are_one_line_naming_them(tmp_path):
     import zipfile
 
-    from kperceptual import models
+    from kperceptual.inference import loading as models
 
     (tmp_path / "bad.keras").write_bytes(b"not a zip")
     with zipfile.ZipFile(tmp_path / "broken.keras", "w") as archive:
@@ -369,7 +373,7 @@ def test_malformed_keras_files_are_one_line_naming_them(tmp_path):
 @pytest.mark.slow
 def test_the_seed_gives_the_same_run_when_the_weights_are_converted_in_process(
         tmp_path, vgg_weights_path, monkeypatch):
-    from kperceptual import weights
+    from kperceptual.losses import vgg16_weights as weights
 
     cached = trainer.train(small_config(tmp_path / "a", steps=1, sample_every=100), verbose=0)
     real_fetch = weights.fetch_torchvision_weights

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kperceptual import images
+from kperceptual.imaging import images
 
 
 def _save(path, image, **kw):

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import psnr
-from kperceptual import color, images, inference
+from kperceptual.imaging import color
+from kperceptual.imaging import images
+from kperceptual.inference import stylizer as inference
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,7 @@ def test_half_precision_matches_float32_on_a_real_photo(photos, model):
 
 
 def test_precision_auto_and_bad_values(tiny_style_model):
-    from kperceptual import precision
+    from kperceptual.networks import precision
 
     auto = inference.Stylizer(tiny_style_model, precision="auto")
     native = precision.resolve_precision("auto") == "mixed_bfloat16"

@@ -5,7 +5,9 @@ import pickle
 import numpy as np
 import pytest
 
-from kperceptual import images, loss_network, weights
+from kperceptual.imaging import images
+from kperceptual.losses import loss_network
+from kperceptual.losses import vgg16_weights as weights
 
 
 def test_returns_requested_layers_with_vgg_shapes(loss_net):

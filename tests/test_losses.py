@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import random_pixels
-from kperceptual import loss_network, losses
+from kperceptual.losses import loss_network
+from kperceptual.losses import perceptual as losses
 
 
 def np_gram(f):  # f: (B, H, W, C)
@@ -66,7 +67,7 @@ def test_unknown_style_reduction_is_refused():
 
 
 def test_objective_is_the_weighted_sum_of_the_paper_terms(loss_net, photos):
-    from kperceptual import images
+    from kperceptual.imaging import images
 
     content = np.stack([images.resize_and_center_crop(photos[n], 48)
                         for n in ("astronaut", "chelsea")]).astype(np.float32)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from kperceptual import degradation, images, metrics
+from kperceptual.data import degradation
+from kperceptual.imaging import images
+from kperceptual.evaluation import metrics
 
 SET5 = os.path.join(REPO, "..", "shared", "data", "sr", "Set5")
 SET5_NAMES = [f"img_00{i}.png" for i in range(1, 6)]
@@ -185,7 +187,7 @@ def test_set5_bicubic_x4_matches_the_paper(set5):
 
 
 def test_lpips_heads_are_non_negative_and_sized(vgg_weights_path):
-    from kperceptual import weights
+    from kperceptual.losses import vgg16_weights as weights
 
     heads = weights.lpips_heads()
     sizes = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512, "relu5_3": 512}

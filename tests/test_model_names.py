@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import REPO
-from kperceptual import models
+from kperceptual.inference import loading as models
 
 
 def test_the_shipped_models_are_found_from_the_package_and_described():

@@ -12,8 +12,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, psnr
-from kperceptual import export, images, inference, networks, tiling
-from kperceptual.litert import TFLiteModel
+from kperceptual.serving import tf_saved_model
+from kperceptual.serving import tf_tflite
+from kperceptual.imaging import images
+from kperceptual.inference import stylizer as inference
+from kperceptual import networks
+from kperceptual.inference import tiling
+from kperceptual.serving.litert import TFLiteModel
 from test_conditional_instance_norm import STYLES, randomise_styles, small
 
 
@@ -83,7 +88,7 @@ def test_a_bound_style_tiles_exactly_and_an_unbound_network_is_refused(multi, ph
 
 def test_saved_model_takes_style_weights_or_an_index(multi, photos, tmp_path):
     network, _ = multi
-    version = export.export_saved_model(network, str(tmp_path), "zoo")
+    version = tf_saved_model.export_saved_model(network, str(tmp_path), "zoo")
     loaded = tf.saved_model.load(version)
     batch = np.stack([images.resize_and_center_crop(photos[n], 40)
                       for n in ("astronaut", "coffee")])
@@ -101,7 +106,7 @@ def test_saved_model_takes_style_weights_or_an_index(multi, photos, tmp_path):
         image_bytes=tf.constant([tf.io.encode_png(batch[0]).numpy()]),
         style_weights=tf.constant(weights[:1]))["png_bytes"].numpy()
     assert np.abs(images.decode_image(png[0]).astype(int) - expected[0]).max() <= 1
-    run = export.load_saved_model(version)
+    run = tf_saved_model.load_saved_model(version)
     assert np.abs(run(batch, weights).astype(int) - expected).max() <= 1
     with pytest.raises(ValueError, match="multi-style model; give style weights"):
         run(batch)
@@ -113,9 +118,9 @@ def test_saved_model_takes_style_weights_or_an_index(multi, photos, tmp_path):
 def test_tflite_with_a_style_input_and_fixed_to_one_style(multi, photos, tmp_path):
     network, _ = multi
     photo = images.resize_and_center_crop(photos["chelsea"], 32)[None].astype(np.float32)
-    (tmp_path / "any.tflite").write_bytes(export.convert_tflite(network, "none"))
+    (tmp_path / "any.tflite").write_bytes(tf_tflite.convert_tflite(network, "none"))
     (tmp_path / "wave.tflite").write_bytes(
-        export.convert_tflite(network, "none", style_weights=one_hot(1)))
+        tf_tflite.convert_tflite(network, "none", style_weights=one_hot(1)))
     with_input = TFLiteModel(str(tmp_path / "any.tflite"))
     fixed = TFLiteModel(str(tmp_path / "wave.tflite"))
     assert with_input.num_styles == 3 and fixed.num_styles == 1
@@ -128,7 +133,7 @@ def test_tflite_with_a_style_input_and_fixed_to_one_style(multi, photos, tmp_pat
     expected = images.to_uint8(keras_output(network, photo, one_hot(2))[0])
     assert np.abs(stylizer.image(photo[0].astype(np.uint8)).astype(int) - expected).max() <= 1
     with pytest.raises(ValueError, match="needs one style fixed"):
-        export.convert_tflite(network, "int8", calibration=[photo])
+        tf_tflite.convert_tflite(network, "int8", calibration=[photo])
 
 
 def run_module(module, args, cwd):

@@ -10,7 +10,11 @@ import pytest
 
 from conftest import small_config
 from kperceptual import config as config_lib
-from kperceptual import data, images, losses, networks, trainer
+from kperceptual.data import sources as data
+from kperceptual.imaging import images
+from kperceptual.losses import perceptual as losses
+from kperceptual import networks
+from kperceptual.training import trainer
 
 STYLES = "skimage:hubble_deep_field,skimage:immunohistochemistry"
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, SGD_LEARNING_RATE, SUM_ORDER_TOLERANCE, small_config
-from kperceptual import trainer
+from kperceptual.training import trainer
 
 WORKER = os.path.join(REPO, "tests", "backend_worker.py")
 TIMEOUT = 300  # seconds for both workers, start to finish

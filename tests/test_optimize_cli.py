@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from kperceptual import images
+from kperceptual.imaging import images
 
 
 def run_optimize(args, cwd):

@@ -18,9 +18,14 @@ import numpy as np
 import pytest
 
 from conftest import REPO, psnr
-from kperceptual import export, files, images, models
-from kperceptual.export import tflite
-from kperceptual.litert import TFLiteModel
+from kperceptual.serving import layout
+from kperceptual.serving import tf_saved_model
+from kperceptual.serving import tf_tflite
+from kperceptual.imaging import files
+from kperceptual.imaging import images
+from kperceptual.inference import loading as models
+from kperceptual.serving import tf_tflite as tflite
+from kperceptual.serving.litert import TFLiteModel
 
 FLOORS = {"none": 45.0, "float16": 35.0, "dynamic": 32.0, "int16x8": 42.0, "int8": 18.0}
 CALIBRATION_PHOTOS = ("astronaut", "rocket", "stereo_motorcycle")
@@ -37,7 +42,7 @@ def calibration_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained():
-    version = export.latest_version_path(os.path.join(REPO, "savedmodels"), "starry_night")
+    version = layout.latest_version_path(os.path.join(REPO, "savedmodels"), "starry_night")
     asset = version and os.path.join(version, models.NETWORK_ASSET)
     if not asset or not os.path.isfile(asset):
         pytest.fail(f"the parity tests need the shipped model's Keras network, "
@@ -59,7 +64,7 @@ def references(trained):
 
 
 def test_saved_model_matches_keras(trained, references):
-    serve = export.load_saved_model(trained[0])
+    serve = tf_saved_model.load_saved_model(trained[0])
     scores = [psnr(serve(pixels), expected) for pixels, expected in references]
     print(f"saved_model: PSNR {', '.join(f'{s:.1f}' for s in scores)} dB")
     assert min(scores) >= 50.0, scores
@@ -72,7 +77,7 @@ def test_tflite_matches_keras(trained, references, calibration_folder, quantize,
     if quantize in tflite.CALIBRATED:
         calibration = tflite.calibration_batches(calibration_folder, steps=8, image_size=256)
     path = str(tmp_path / f"starry_night_{quantize}.tflite")
-    files.write_atomically(path, export.convert_tflite(trained[1], quantize,
+    files.write_atomically(path, tf_tflite.convert_tflite(trained[1], quantize,
                                                         calibration=calibration))
     model = TFLiteModel(path, num_threads=2)
     scores = [psnr(model(pixels), expected) for pixels, expected in references]

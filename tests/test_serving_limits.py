@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from kperceptual import export, models
+from kperceptual.serving import tf_saved_model
+from kperceptual.inference import loading as models
 
 
 def encode(shape, fmt):
@@ -31,7 +32,7 @@ def png_declaring(width, height):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_style_model):
     network = models.load_keras_network(tiny_style_model)
-    path = export.export_saved_model(network, str(tmp_path_factory.mktemp("limits")), "tiny",
+    path = tf_saved_model.export_saved_model(network, str(tmp_path_factory.mktemp("limits")), "tiny",
                                      max_pixels=40 * 40, max_batch_pixels=3 * 40 * 40)
     return tf.saved_model.load(path).signatures
 

@@ -12,7 +12,13 @@ from PIL import Image
 
 from conftest import REPO, random_pixels
 from kperceptual import config as config_lib
-from kperceptual import degradation, images, losses, metrics, networks, schedules, trainer
+from kperceptual.data import degradation
+from kperceptual.imaging import images
+from kperceptual.losses import perceptual as losses
+from kperceptual.evaluation import metrics
+from kperceptual import networks
+from kperceptual.training import schedules
+from kperceptual.training import trainer
 
 SET5 = os.path.join(os.path.dirname(REPO), "shared", "data", "sr", "Set5")
 
@@ -165,7 +171,7 @@ def test_moving_average_is_what_is_saved_and_exported(tmp_path):
     for got, want in zip(saved.get_weights(), averaged):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     # The SavedModel's network asset is the same averaged network.
-    from kperceptual import models
+    from kperceptual.inference import loading as models
 
     exported = models.load_model(result["export_path"]).network
     for got, want in zip(exported.get_weights(), averaged):

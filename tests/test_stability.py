@@ -9,7 +9,9 @@ import tensorflow as tf
 
 from conftest import small_config
 from kperceptual import config as config_lib
-from kperceptual import images, losses, trainer
+from kperceptual.imaging import images
+from kperceptual.losses import perceptual as losses
+from kperceptual.training import trainer
 
 
 def _views(pixels, shift, offset=None):

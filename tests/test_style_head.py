@@ -6,7 +6,8 @@ import numpy as np
 import keras
 import pytest
 
-from kperceptual import networks, trainer
+from kperceptual import networks
+from kperceptual.training import trainer
 from kperceptual import config as config_lib
 
 

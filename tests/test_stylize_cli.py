@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from kperceptual import images
+from kperceptual.imaging import images
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +58,14 @@ def test_saved_model_graph_and_its_keras_asset_match_the_network(tmp_path, photo
 
     import keras
 
-    from kperceptual import export, inference, models
+    from kperceptual.serving import layout
+    from kperceptual.serving import tf_saved_model
+    from kperceptual.serving import tf_tflite
+    from kperceptual.inference import stylizer as inference
+    from kperceptual.inference import loading as models
 
     net = keras.saving.load_model(keras_model)
-    version = export.export_saved_model(net, str(tmp_path / "savedmodels"), "tiny_style")
+    version = tf_saved_model.export_saved_model(net, str(tmp_path / "savedmodels"), "tiny_style")
     graph_only = tmp_path / "graph_only"
     shutil.copytree(version, graph_only)
     os.remove(graph_only / models.NETWORK_ASSET)
@@ -238,13 +242,16 @@ def tflite_models(tmp_path_factory, keras_model):
     """The tiny network as a dynamic-size and a fixed-size (32x32) .tflite file."""
     import keras
 
-    from kperceptual import export, files
+    from kperceptual.serving import layout
+    from kperceptual.serving import tf_saved_model
+    from kperceptual.serving import tf_tflite
+    from kperceptual.imaging import files
 
     net = keras.saving.load_model(keras_model)
     folder = tmp_path_factory.mktemp("tflite")
     dynamic, fixed = str(folder / "dynamic.tflite"), str(folder / "fixed.tflite")
-    files.write_atomically(dynamic, export.convert_tflite(net, "none", 0))
-    files.write_atomically(fixed, export.convert_tflite(net, "none", 32))
+    files.write_atomically(dynamic, tf_tflite.convert_tflite(net, "none", 0))
+    files.write_atomically(fixed, tf_tflite.convert_tflite(net, "none", 32))
     return net, dynamic, fixed
 
 
@@ -314,7 +321,7 @@ def _read_video(path):
 def test_video_frames_are_stylised_and_a_broken_video_goes_on(tmp_path, photos, keras_model):
     import imageio.v2 as imageio
 
-    from kperceptual import inference
+    from kperceptual.inference import stylizer as inference
 
     frames = [images.resize(np.roll(photos["coffee"], 12 * i, axis=1), 48, 64) for i in range(5)]
     imageio.mimwrite(str(tmp_path / "clip.mp4"), frames, fps=10, macro_block_size=1)
@@ -352,9 +359,12 @@ def test_a_shipped_model_by_name_from_any_folder(tmp_path, photos):
                          tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "cat_starry_night.png").is_file()
-    from kperceptual import export, models
+    from kperceptual.serving import layout
+    from kperceptual.serving import tf_saved_model
+    from kperceptual.serving import tf_tflite
+    from kperceptual.inference import loading as models
 
-    newest = export.latest_version_path(models.shipped_models_dir(), "starry_night")
+    newest = layout.latest_version_path(models.shipped_models_dir(), "starry_night")
     assert result.stdout.splitlines()[0] == f"model: {os.path.normpath(newest)}"
     missing = run_stylize(["--model=no_such_model", "cat.png"], tmp_path)
     assert missing.returncode == 2
@@ -383,7 +393,7 @@ def _streams(path):
 
 
 def test_a_video_keeps_its_sound(tmp_path, keras_model):
-    from kperceptual import video
+    from kperceptual.inference import video
 
     _ffmpeg_clip(tmp_path / "talk.mp4", audio=True)
     _ffmpeg_clip(tmp_path / "silent.mp4", audio=False)

@@ -11,7 +11,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, random_pixels
-from kperceptual import data, degradation, images, inference, networks, trainer
+from kperceptual.data import sources as data
+from kperceptual.data import degradation
+from kperceptual.imaging import images
+from kperceptual.inference import stylizer as inference
+from kperceptual import networks
+from kperceptual.training import trainer
 from kperceptual import config as config_lib
 
 SET5 = os.path.join(os.path.dirname(REPO), "shared", "data", "sr", "Set5")
@@ -168,7 +173,7 @@ def test_pairs_pipeline_is_deterministic_under_seed(sr_folder):
 # -- training ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def relu2_2_net(vgg_weights_path):
-    from kperceptual import loss_network
+    from kperceptual.losses import loss_network
 
     return loss_network.LossNetwork(("relu2_2",), weights="torchvision")
 

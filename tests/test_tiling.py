@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import REPO, psnr
-from kperceptual import images, inference, networks, tiling
+from kperceptual.imaging import images
+from kperceptual.inference import stylizer as inference
+from kperceptual import networks
+from kperceptual.inference import tiling
 
 
 @pytest.fixture(scope="module")
 def tiny_network(tiny_style_model):
-    from kperceptual.models import load_keras_network
+    from kperceptual.inference.loading import load_keras_network
 
     return load_keras_network(tiny_style_model)
 
@@ -103,7 +106,7 @@ def test_memory_estimate_covers_the_measured_peak(tiny_style_model):
     call, so loading and compiling do not count."""
     code = f"""
 import numpy as np
-from kperceptual import inference
+from kperceptual.inference import stylizer as inference
 s = inference.Stylizer({tiny_style_model!r})
 s.image(np.zeros((64, 64, 3), np.uint8))
 image = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)

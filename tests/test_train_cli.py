@@ -85,7 +85,7 @@ def test_kill_9_loses_at_most_checkpoint_every_steps(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    from kperceptual import trainer
+    from kperceptual.training import trainer
 
     saved = trainer.list_checkpoints(str(ckpt_dir))[-1][0]  # complete checkpoints only
     result = run_train([*TINY, f"--steps={saved + 1}", "--checkpoint_every=2"], tmp_path)
@@ -113,7 +113,7 @@ def test_commands_start_without_tensorflows_noise(tmp_path):
     # TensorFlow's native start-up lines (oneDNN, CUDA) are held back unless --verbosity > 0.
     import skimage.data
 
-    from kperceptual import images
+    from kperceptual.imaging import images
 
     images.write_image(str(tmp_path / "cat.png"), skimage.data.chelsea()[:40, :48])
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

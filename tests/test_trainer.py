@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from conftest import small_config
 from kperceptual import config as config_lib
-from kperceptual import images, trainer
+from kperceptual.imaging import images
+from kperceptual.training import trainer
 
 
 def _batch(photos, size, n):
@@ -89,7 +90,7 @@ def test_resume_with_another_architecture_is_refused(tmp_path, vgg_weights_path)
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, vgg_weights_path,
                                                           monkeypatch):
-    from kperceptual import losses
+    from kperceptual.losses import perceptual as losses
 
     trainer.train(small_config(tmp_path, steps=2), verbose=0)
     monkeypatch.setattr(losses, "total_variation_loss",  # a loss term that goes NaN

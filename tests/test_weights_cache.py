@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from kperceptual import weights
+from kperceptual.losses import vgg16_weights as weights
 
 
 @pytest.fixture

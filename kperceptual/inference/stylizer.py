@@ -1,7 +1,8 @@
 """Apply a trained transformation network to images: what ``python -m kperceptual.stylize``
 does, as functions.
 
-    from kperceptual import inference, images
+    from kperceptual.inference import stylizer as inference
+    from kperceptual.imaging import images
 
     rgb, alpha = images.read_image_and_alpha("photo.png")
     out = inference.stylize_image("starry_night", rgb, max_size=2048, memory_budget="4G",
@@ -49,9 +50,12 @@ import sys
 
 import numpy as np
 
-from kperceptual import color, images, networks, tiling
+from kperceptual.imaging import color
+from kperceptual.imaging import images
+from kperceptual import networks
+from kperceptual.inference import tiling
 from kperceptual.choices import HISTOGRAM_MATCH, INFERENCE_PRECISIONS
-from kperceptual.models import LoadedModel, keras_forward, load_model
+from kperceptual.inference.loading import LoadedModel, keras_forward, load_model
 
 IMAGE_BYTES_PER_INPUT_PIXEL = 6
 IMAGE_BYTES_PER_OUTPUT_PIXEL = 16
@@ -152,7 +156,7 @@ def as_loaded_model(model, models_dir: str = "savedmodels") -> LoadedModel:
 def resolve_inference_precision(precision: str) -> str:
     """``auto`` -> ``bfloat16`` where the hardware computes it natively, else ``float32``;
     raises OptionError for an unknown value."""
-    from kperceptual.precision import resolve_precision
+    from kperceptual.networks.precision import resolve_precision
 
     if precision not in INFERENCE_PRECISIONS:
         raise OptionError(f"precision: unknown value {precision!r}; expected one of "

@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from kperceptual import choices
-from kperceptual import weights as weights_lib
+from kperceptual.losses import vgg16_weights as weights_lib
 
 LAYER_NAMES = choices.VGG16_LAYERS
 STYLE_LAYERS = choices.STYLE_LAYERS

@@ -114,7 +114,7 @@ def calibration_batches(source: str, steps: int, image_size: int,
     ``image_size``; each step takes a random ``image_size`` crop of it, flipped left to right
     half the time, so a source with fewer photos than ``steps`` still gives different crops.
     """
-    from kperceptual import data
+    from kperceptual.data import sources as data
 
     photos = data.TrainingImages(source, int(round(image_size * CALIBRATION_MARGIN)))
     rng = np.random.default_rng(seed)

@@ -34,9 +34,15 @@ from absl import logging
 
 from kperceptual import choices
 from kperceptual import config as config_lib
-from kperceptual import (data, degradation, distribute, files, images, losses, networks,
-                         schedules)
-from kperceptual.precision import dtype_policy, resolve_precision
+from kperceptual.data import sources as data
+from kperceptual.data import degradation
+from kperceptual.training import distribute
+from kperceptual.imaging import files
+from kperceptual.imaging import images
+from kperceptual.losses import perceptual as losses
+from kperceptual import networks
+from kperceptual.training import schedules
+from kperceptual.networks.precision import dtype_policy, resolve_precision
 
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
 # Network settings that runs before them did not record, as those runs had them.
@@ -144,7 +150,7 @@ class PerceptualTrainer(keras.Model):
 
     if keras.backend.backend() == "tensorflow":
         def train_step(self, data):
-            from kperceptual import tf_training
+            from kperceptual.training import tf_step as tf_training
 
             return tf_training.train_step(self, data)
 
@@ -518,7 +524,7 @@ def network_from_checkpoint(config, path: str):
 def load_init_network(spec: str, models_dir: str = "savedmodels"):
     """The Keras network of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
     model name in ``models_dir``); raises ``ConfigError`` (``init_from``)."""
-    from kperceptual import models
+    from kperceptual.inference import loading as models
 
     try:
         source = models.load_model(spec, models_dir).network
@@ -740,7 +746,7 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
     checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
     chief = distribution.is_chief
     if getattr(config, "loss", None) != "pixel":
-        from kperceptual import weights
+        from kperceptual.losses import vgg16_weights as weights
 
         # Before the seed: converting fetched weights builds a VGG16, which would move the
         # random state, and the run would start elsewhere than every later one.
@@ -839,9 +845,9 @@ def export_saved_model(network, keras_path: str, export_dir: str, name: str) -> 
     the saved ``keras_path`` through a TensorFlow-backend subprocess (the weights load on any
     backend); without TensorFlow it logs how to export later and returns None."""
     if keras.backend.backend() == "tensorflow":
-        from kperceptual import export
+        from kperceptual.serving import tf_saved_model
 
-        return export.export_saved_model(network, export_dir, name)
+        return tf_saved_model.export_saved_model(network, export_dir, name)
     if not data.tensorflow_available():
         logging.warning("TensorFlow is not installed, so no SavedModel was written; where it "
                         "is, run: python -m kperceptual.export --model=%s --export_dir=%s "
@@ -865,5 +871,5 @@ def export_saved_model(network, keras_path: str, export_dir: str, name: str) -> 
     return lines[-1]
 
 
-_EXPORT = ("import sys, keras; from kperceptual import export, networks; "
-           "print(export.export_saved_model(keras.saving.load_model(sys.argv[1]), *sys.argv[2:]))")
+_EXPORT = ("import sys, keras; from kperceptual import networks; from kperceptual.serving import tf_saved_model; "
+           "print(tf_saved_model.export_saved_model(keras.saving.load_model(sys.argv[1]), *sys.argv[2:]))")

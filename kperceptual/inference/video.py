@@ -1,6 +1,6 @@
 """Stylise videos frame by frame (imageio with its ffmpeg plugin; imageio-ffmpeg brings ffmpeg).
 
-    from kperceptual import video
+    from kperceptual.inference import video
     video.stylize_video("starry_night", "clip.mov", "clip_starry_night.mp4", batch_size=8)
 
 Frames are read and stylised in batches of ``batch_size`` (one network call per batch where it
@@ -21,9 +21,10 @@ import sys
 
 import numpy as np
 
-from kperceptual import files, images
-from kperceptual.inference import Stylizer
-from kperceptual.tiling import pad_to_multiple
+from kperceptual.imaging import files
+from kperceptual.imaging import images
+from kperceptual.inference.stylizer import Stylizer
+from kperceptual.inference.tiling import pad_to_multiple
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 

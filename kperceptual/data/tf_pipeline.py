@@ -11,7 +11,7 @@ deterministic order; bad files are filtered out after decoding, so they never st
 
 from __future__ import annotations
 
-from kperceptual.data import DataError, MultiStyleImages, TrainingImages, import_tensorflow
+from kperceptual.data.sources import DataError, MultiStyleImages, TrainingImages, import_tensorflow
 
 tf = import_tensorflow()  # GPUs hidden from it under the JAX and PyTorch backends
 

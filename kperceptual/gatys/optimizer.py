@@ -11,7 +11,7 @@ for an optimised image. Two optimisers:
 
 Python use::
 
-    from kperceptual import gatys
+    from kperceptual.gatys import optimizer as gatys
     result = gatys.stylize("photo.jpg", "starry_night.jpg", iterations=300, image_size=512)
     result.image        # uint8 (H, W, 3)
     result.history      # one dict per iteration: content, style, tv, total, seconds
@@ -27,11 +27,14 @@ import time
 import keras
 import numpy as np
 
-from kperceptual import autodiff, color, images, losses
+from kperceptual.gatys import autodiff
+from kperceptual.imaging import color
+from kperceptual.imaging import images
+from kperceptual.losses import perceptual as losses
 from kperceptual import choices
 from kperceptual.config import (ConfigError, GatysConfig, ObjectiveConfig, check_gatys_memory,
                                 check_gatys_sizes, validate_objective)
-from kperceptual.precision import dtype_policy, resolve_precision
+from kperceptual.networks.precision import dtype_policy, resolve_precision
 
 TERMS = ("content", "style", "tv", "total")
 

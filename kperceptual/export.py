@@ -30,9 +30,13 @@ import zipfile
 
 from absl import app, flags, logging
 
-from kperceptual import cli, files, images
+from kperceptual import cli
+from kperceptual.imaging import files
+from kperceptual.imaging import images
 from kperceptual.config import SKIMAGE_SOURCE
-from kperceptual.export import onnx, saved_model, tflite
+from kperceptual.serving import tf_onnx as onnx
+from kperceptual.serving import tf_saved_model as saved_model
+from kperceptual.serving import tf_tflite as tflite
 
 PROGRAM = "kperceptual.export"
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -142,7 +146,7 @@ def _one_line(error: Exception) -> str:
 
 
 def load_network():
-    from kperceptual.models import load_model
+    from kperceptual.inference.loading import load_model
 
     try:
         loaded = load_model(FLAGS.model, FLAGS.models_dir)

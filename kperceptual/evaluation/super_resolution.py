@@ -1,7 +1,7 @@
 """Super-resolution evaluation as the paper reports it: what ``python -m kperceptual.evaluate``
 does, as functions.
 
-    from kperceptual import evaluation
+    from kperceptual.evaluation import super_resolution as evaluation
 
     pairs = evaluation.load_pairs("Set5/HR", "Set5/LR_x4", scale=4)
     results = evaluation.evaluate(["bicubic", "sr_x4_pixel", "sr_x4_feat"], pairs, scale=4)
@@ -30,7 +30,9 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from kperceptual import degradation, images, metrics
+from kperceptual.data import degradation
+from kperceptual.imaging import images
+from kperceptual.evaluation import metrics
 
 BICUBIC = "bicubic"
 METRIC_NAMES = ("psnr", "ssim", "lpips")
@@ -130,7 +132,7 @@ def load_upscaler(spec: str, scale: int, histogram_match="auto",
     upscale by ``scale``."""
     if spec == BICUBIC:
         return BICUBIC, lambda low: degradation.bicubic_upscale(low, scale)
-    from kperceptual import inference
+    from kperceptual.inference import stylizer as inference
 
     try:
         stylizer = inference.Stylizer(spec, memory_budget=memory_budget,
@@ -327,7 +329,7 @@ def write_report(results: dict, pairs: list[Pair], output_dir: str, *, scale: in
                 raise EvaluationError("output", f"{path}: already exists (pass --overwrite to "
                                                 "replace it)")
     os.makedirs(output_dir, exist_ok=True)
-    from kperceptual import files
+    from kperceptual.imaging import files
 
     with files.atomic_path(paths["markdown"]) as tmp, open(tmp, "w") as f:
         f.write(markdown_table(results, title))

@@ -23,7 +23,7 @@ import dataclasses
 import keras
 
 from kperceptual import config as config_lib
-from kperceptual import data
+from kperceptual.data import sources as data
 
 
 @dataclasses.dataclass
@@ -66,7 +66,7 @@ class Distribution:
         """Raises ``ConfigError`` unless every worker resumes from the same step (they read the
         chief's checkpoints: ``model_dir`` must be one folder they all see)."""
         if self.num_workers > 1:
-            from kperceptual import tf_training
+            from kperceptual.training import tf_step as tf_training
 
             low, high = tf_training.min_and_max(self.strategy, step)
             if low != high:
@@ -86,7 +86,7 @@ class Distribution:
         """What ``fit`` reads: the global batches from ``start_step`` on. Several workers each
         read their own share of every global batch (``data`` shards the stream by position)."""
         if self.num_workers > 1:
-            from kperceptual import tf_pipeline
+            from kperceptual.data import tf_pipeline
 
             return tf_pipeline.distributed_dataset(source, self.strategy, batch_size, seed,
                                                    start_step)
@@ -105,7 +105,7 @@ def make_distribution(name: str = "auto") -> Distribution:
     if backend == "tensorflow":
         if name == "data_parallel":
             _refuse(name, backend, "use --strategy=mirrored (one machine) or multi_worker")
-        from kperceptual import tf_training
+        from kperceptual.training import tf_step as tf_training
 
         strategy = (tf_training.multi_worker_strategy() if name == "multi_worker"
                     else tf_training.mirrored_strategy())

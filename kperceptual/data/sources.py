@@ -36,7 +36,8 @@ import keras
 import numpy as np
 from absl import logging
 
-from kperceptual import degradation, images
+from kperceptual.data import degradation
+from kperceptual.imaging import images
 from kperceptual.choices import LOADERS
 from kperceptual.config import SKIMAGE_SOURCE, TFDS_PREFIX
 
@@ -217,7 +218,7 @@ class TrainingImages:
         ``batch_size`` is the global batch (all replicas together); ``start_step`` skips the
         batches a resumed run has already trained on.
         """
-        from kperceptual import tf_pipeline
+        from kperceptual.data import tf_pipeline
 
         return tf_pipeline.dataset(self, batch_size, seed, start_step, num_shards, shard_index)
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from kperceptual import images
+from kperceptual.imaging import images
 
 BLUR_SIGMA = 1.0
 SCALES = (2, 3, 4, 8)  # what the benchmark sets and the paper use; any integer >= 2 works

@@ -47,7 +47,7 @@ import math
 
 import numpy as np
 
-from kperceptual.models import keras_forward
+from kperceptual.inference.loading import keras_forward
 
 # The untiled forward pass's memory, calibrated on this project's 2-core CPU (TensorFlow,
 # float32, ``predict_on_batch``; peak RSS above the loaded model, at 512^2 to 2048^2 pixels):

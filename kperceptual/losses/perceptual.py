@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from kperceptual.choices import PIXEL_LOSSES, STABILITY_BORDER, STYLE_REDUCTIONS
-from kperceptual.loss_network import LossNetwork
+from kperceptual.losses.loss_network import LossNetwork
 
 
 def _per_example_mean(x):

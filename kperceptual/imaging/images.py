@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from kperceptual import files
+from kperceptual.imaging import files
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 SKIMAGE_PREFIX = "skimage:"

@@ -258,7 +258,8 @@ class LPIPS:
     EPS = 1e-10
 
     def __init__(self):
-        from kperceptual import loss_network, weights
+        from kperceptual.losses import loss_network
+        from kperceptual.losses import vgg16_weights as weights
 
         heads = weights.lpips_heads()
         missing = [name for name in self.LAYERS if name not in heads]

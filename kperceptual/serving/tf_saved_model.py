@@ -37,8 +37,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from kperceptual.files import write_atomically
-from kperceptual.models import NETWORK_ASSET, latest_version_path, versions  # noqa: F401
+from kperceptual.imaging.files import write_atomically
+from kperceptual.serving.layout import NETWORK_ASSET, latest_version_path, versions  # noqa: F401
 
 MODELS_CONFIG = "models.config"
 # Per image: 2048 x 2048 (about 4 GB of activations on a CPU for the default style network).

@@ -1,0 +1,202 @@
+"""Trained networks by name or path, for every command that applies one.
+
+A model is
+
+* a name under ``--models_dir`` (default ``savedmodels/`` of the working folder) or, where it
+  has none of that name, among the models this project ships (``shipped_models_dir``: found
+  from the package, so from any folder and after ``pip install .``); its newest version,
+* a SavedModel folder (TF Serving's ``<name>/<version>/`` or any other), or a model's folder
+  of versions (``<name>/``: its newest),
+* a ``.keras`` file, or
+* a ``.tflite`` file (run with LiteRT).
+
+SavedModels need TensorFlow; ``.keras`` files load on any Keras backend; ``.tflite`` files need
+only ``ai-edge-litert``. SavedModels written by ``kperceptual.export`` carry their Keras network
+in ``assets/network.keras``, so a model name gives the Keras network too (needed for exact
+tiling and for TFLite conversion).
+
+Trust: a SavedModel's graph is a program (TensorFlow's SECURITY.md): loading one runs whatever
+operations it holds, files and network included. Where a SavedModel carries its Keras network,
+that network (loaded in Keras's ``safe_mode``, which runs no code from the file) does the work
+and the graph is never loaded; a SavedModel without one is loaded as a graph, so give only
+SavedModels you trust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from kperceptual.serving.layout import NETWORK_ASSET, latest_version_path, versions  # noqa: F401
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # kperceptual/
+# Where the shipped models are: inside an installed package (setup.py installs the repository's
+# savedmodels/ as kperceptual/savedmodels), or beside the package in a clone or an editable
+# install (the repository's savedmodels/).
+SHIPPED_MODEL_DIRS = (os.path.join(_PACKAGE, "savedmodels"),
+                      os.path.join(os.path.dirname(_PACKAGE), "savedmodels"))
+
+
+def shipped_models_dir() -> str | None:
+    """The folder of the models this project ships (TF Serving's layout), or None."""
+    return next((d for d in SHIPPED_MODEL_DIRS if os.path.isdir(d)), None)
+
+
+def describe(version_path: str) -> dict:
+    """What a kperceptual SavedModel holds, read from its network's config (nothing is
+    loaded): ``{"task": "style" | "super_resolution" | "?", "styles": [...], "scale": int}``."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(os.path.join(version_path, NETWORK_ASSET)) as archive:
+            spec = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return {"task": "?", "styles": [], "scale": 1}
+    config = spec.get("config", {})
+    if spec.get("class_name") == "SuperResolutionNetwork":
+        return {"task": "super_resolution", "styles": [], "scale": int(config.get("scale", 1)),
+                "loss": config.get("loss", "")}
+    return {"task": "style", "styles": list(config.get("style_names") or []), "scale": 1}
+
+
+def available_models(models_dir: str = "savedmodels") -> list[dict]:
+    """Every model a name can load: those in ``models_dir`` first (the user's), then the
+    shipped ones, each ``{"name", "version", "path", "source", "shadowed"}`` plus ``describe``'s
+    keys; a shipped model with the name of one of the user's is ``shadowed`` (the name loads
+    the user's)."""
+    found, seen = [], set()
+    shipped = shipped_models_dir()
+    places = [(models_dir, "yours")]
+    if shipped and (not os.path.isdir(models_dir) or not os.path.samefile(models_dir, shipped)):
+        places.append((shipped, "shipped"))
+    for folder, source in places:
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for name in names:
+            path = latest_version_path(folder, name)
+            if path is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
+                continue
+            is_shipped = source == "shipped" or (shipped and os.path.samefile(folder, shipped))
+            found.append({"name": name, "version": int(os.path.basename(path)), "path": path,
+                          "source": "shipped" if is_shipped else source,
+                          "shadowed": name in seen, **describe(path)})
+            seen.add(name)
+    return found
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A transformation network ready to apply.
+
+    ``fn`` maps float32 pixels ``(B, H, W, 3)`` in [0, 255] to pixels in [0, 255] (float or
+    uint8), ``(B, H * scale, W * scale, 3)`` (for a SavedModel, a ``LazySavedModel`` that loads
+    the graph on its first call). ``network`` is the Keras model when one is
+    available (``.keras`` files and kperceptual SavedModels), else None.
+    """
+
+    name: str
+    path: str
+    kind: str  # "keras", "saved_model" or "tflite"
+    fn: Callable[[np.ndarray], Any]
+    network: Any = None
+
+
+def load_keras_network(path: str):
+    """A ``.keras`` transformation network, with kperceptual's classes registered, loaded in
+    Keras's ``safe_mode``: a file holding Python code (a ``Lambda`` layer's bytecode) is refused
+    with a ``ValueError`` instead of run."""
+    import keras
+
+    from kperceptual import networks  # noqa: F401  (registers the classes)
+
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def keras_forward(network) -> Callable[[np.ndarray], np.ndarray]:
+    """``network``'s forward pass as a function of float32 pixels (B, H, W, 3) -> numpy.
+
+    ``predict_on_batch`` compiles the forward pass: about 2x faster than an eager call, and a
+    third of its peak memory."""
+    return lambda x: np.asarray(network.predict_on_batch(np.asarray(x, np.float32)))
+
+
+class LazySavedModel:
+    """A kperceptual SavedModel's ``serving_float`` signature as a function, loaded on its
+    first call (the Keras network in ``assets/`` usually does the work instead)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fn = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._fn is not None
+
+    def load(self):
+        """Loads the graph now (ValueError naming the path if it is not kperceptual's)."""
+        if self._fn is None:
+            from kperceptual.serving import tf_saved_model
+
+            self._fn = tf_saved_model.load_saved_model(self.path)
+        return self._fn
+
+    def __call__(self, pixels) -> np.ndarray:
+        return self.load()(pixels)
+
+
+def _load_keras_file(path: str):
+    """``load_keras_network``, with every way a damaged file fails as one ``ValueError`` line
+    naming it."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras archive (a .keras file is a zip archive)")
+    try:
+        return load_keras_network(path)
+    except Exception as e:  # Keras raises many kinds for damaged archives  # noqa: BLE001
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        first = (text.strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: cannot load ({first})") from e
+
+
+def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
+    """Loads ``spec`` (see the module docstring); raises FileNotFoundError or ValueError with a
+    one-line message naming ``spec``."""
+    stem = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0]
+    if spec.endswith(".keras"):
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"{spec}: no such file")
+        network = _load_keras_file(spec)
+        return LoadedModel(stem, spec, "keras", keras_forward(network), network)
+    if spec.endswith(".tflite"):
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"{spec}: no such file")
+        from kperceptual.serving.litert import TFLiteModel
+
+        return LoadedModel(stem, spec, "tflite", TFLiteModel(spec))
+    if os.path.isfile(os.path.join(spec, "saved_model.pb")):
+        path = spec
+    elif os.path.isdir(spec):  # a model's folder of versions, as savedmodels/<name>
+        path = latest_version_path(os.path.dirname(os.path.normpath(spec)) or ".",
+                                          os.path.basename(os.path.normpath(spec)))
+    else:
+        path = latest_version_path(models_dir, spec)
+        shipped = shipped_models_dir()
+        if path is None and shipped and os.sep not in spec and "/" not in spec:
+            path = latest_version_path(shipped, spec)
+    if path is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise FileNotFoundError(f"{spec}: not a .keras or .tflite file, a SavedModel folder, or "
+                                f"a model name in {models_dir}/ or among the shipped models")
+    path = os.path.normpath(path)
+    name = os.path.basename(path)
+    if name.isdigit():  # savedmodels/<name>/<version>
+        name = os.path.basename(os.path.dirname(path))
+    asset = os.path.join(path, NETWORK_ASSET)
+    network = _load_keras_file(asset) if os.path.isfile(asset) else None
+    fn = LazySavedModel(path)
+    if network is None:
+        fn.load()  # needed anyway; a SavedModel kperceptual did not write fails here
+    return LoadedModel(name, path, "saved_model", fn, network)
