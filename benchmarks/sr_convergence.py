@@ -76,7 +76,7 @@ def score_checkpoint(config, path: str, pairs) -> dict:
 
 
 def watch(run_dir: str) -> None:
-    from kperceptual.training import trainer
+    from kperceptual.training import checkpoints, trainer
 
     config = run_config(run_dir)
     pairs = pairs_for(config)
@@ -87,7 +87,7 @@ def watch(run_dir: str) -> None:
             done = {json.loads(line)["step"] for line in f if line.strip()}
     started = os.path.getmtime(os.path.join(run_dir, "config.json"))
     while True:
-        for step, path in trainer.list_checkpoints(os.path.join(run_dir, "checkpoints")):
+        for step, path in checkpoints.list_checkpoints(os.path.join(run_dir, "checkpoints")):
             if step in done:
                 continue
             try:
@@ -102,7 +102,7 @@ def watch(run_dir: str) -> None:
             print(json.dumps(row), flush=True)
             done.add(step)
         if not FLAGS.watch or os.path.exists(os.path.join(run_dir, f"{config.name}.keras")) \
-                and not [s for s, _ in trainer.list_checkpoints(
+                and not [s for s, _ in checkpoints.list_checkpoints(
                     os.path.join(run_dir, "checkpoints")) if s not in done]:
             return
         time.sleep(20)

@@ -122,13 +122,15 @@ def run_backend(backend: str, argv) -> list[dict]:
 
 def pipeline_rates(folder: str, batches: int) -> list[str]:
     """Images per second of each loader reading ``folder`` (decode, resize, crop to 256)."""
+    from kperceptual import tf_fence
+    from kperceptual.data import loaders as data_loaders
     from kperceptual.data import sources as data
 
     source = data.TrainingImages(folder, 256)
-    loaders = (["tf_data"] if data.tensorflow_available() else []) + ["py_dataset"]
+    loaders = (["tf_data"] if tf_fence.tensorflow_available() else []) + ["py_dataset"]
     rows = []
     for loader in loaders:
-        batches_of = source.batches(4, seed=0, loader=loader, num_batches=batches + 5)
+        batches_of = data_loaders.batches(source, 4, seed=0, loader=loader, num_batches=batches + 5)
         iterator = iter(batches_of) if loader == "tf_data" else (
             batches_of[i] for i in range(batches + 5))
         for _ in range(5):

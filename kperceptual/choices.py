@@ -37,6 +37,10 @@ LOADERS = ("auto", "tf_data", "py_dataset")  # auto: tf.data where TensorFlow is
 # on JAX, 1.3-3x slower on TensorFlow; torch.compile 1.05-1.29x faster after minutes of compiling.
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 TASKS = ("style", "super_resolution")
+# Training sources besides a folder: tensorflow-datasets by name, and the photos bundled with
+# scikit-image.
+TFDS_PREFIX = "tfds:"
+SKIMAGE_SOURCE = "skimage"
 SR_LOSSES = ("feat", "pixel")  # feature reconstruction at relu2_2 (l_feat), or l_pixel
 # Super-resolution output: none (the paper: scaled tanh) or bicubic (global residual learning:
 # the network adds a correction to the bicubic upsampling of its input).

@@ -85,7 +85,7 @@ def main(argv):
             info={"hr": FLAGS.hr, "lr": FLAGS.lr, "blur_sigma": None if FLAGS.lr else
                   FLAGS.blur_sigma, "histogram_match": FLAGS.histogram_match})
     except evaluation.EvaluationError as e:
-        cli.fail(PROGRAM, f"--{e}")
+        cli.fail(PROGRAM, str(e))
     except weights.WeightsError as e:
         cli.fail(PROGRAM, f"--lpips: {e} (or pass --nolpips)", status=1)
     print(evaluation.markdown_table(results, title, per_image=False), end="")

@@ -33,7 +33,7 @@ from absl import app, flags, logging
 from kperceptual import cli
 from kperceptual.imaging import files
 from kperceptual.imaging import images
-from kperceptual.config import SKIMAGE_SOURCE
+from kperceptual.choices import SKIMAGE_SOURCE
 from kperceptual.serving import tf_onnx as onnx
 from kperceptual.serving import tf_saved_model as saved_model
 from kperceptual.serving import tf_tflite as tflite

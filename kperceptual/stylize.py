@@ -138,7 +138,7 @@ def _check_flags(inputs):
         if FLAGS.memory_budget != "auto":
             inference.parse_memory_size(FLAGS.memory_budget)
     except inference.OptionError as e:
-        cli.fail(PROGRAM, f"--{e}")
+        cli.fail(PROGRAM, str(e))
 
 
 ALL_STYLES = "all"
@@ -165,7 +165,7 @@ def _stylizer() -> inference.Stylizer:
             histogram_match=FLAGS.histogram_match, style=style, precision=FLAGS.precision,
             warn=lambda line: print(f"{PROGRAM}: --{line}", file=sys.stderr))
     except inference.OptionError as e:
-        cli.fail(PROGRAM, f"--{e}")
+        cli.fail(PROGRAM, str(e))
 
 
 def _stylize_all_styles(stylizer, path: str, relative: str, sources) -> list[str]:

@@ -145,8 +145,8 @@ def main(argv):
     config_class = CONFIGS[FLAGS.task]
     if FLAGS.task == "style" and not FLAGS.style_image:
         cli.fail(PROGRAM, "--style_image: required (an image file or skimage:NAME)")
-    unused = (config_lib.STYLE_ONLY_FIELDS if FLAGS.task == "super_resolution"
-              else config_lib.SR_ONLY_FIELDS)
+    unused = [name for other in CONFIGS.values() if other is not config_class
+              for name in other.TASK_FIELDS if name not in config_class.TASK_FIELDS]
     for name in unused:
         if FLAGS[name].present or not FLAGS[name].using_default_value:
             cli.fail(PROGRAM, f"--{name}: not used by --task={FLAGS.task}")

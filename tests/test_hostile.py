@@ -8,13 +8,14 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from kperceptual import config as config_lib
+from kperceptual.training import checkpoints
 from kperceptual.training import trainer
 
 
 def _checkpoints(tmp_path):
-    return trainer.list_checkpoints(str(tmp_path / "run" / "checkpoints"))
+    return checkpoints.list_checkpoints(str(tmp_path / "run" / "checkpoints"))
 
 
 def _all_finite(path):
@@ -75,8 +76,8 @@ def test_a_checkpoint_with_nan_is_not_resumed_from(tmp_path, vgg_weights_path):
         arrays = {k: f[k] for k in f.files}
     arrays["net_0"] = arrays["net_0"] * np.nan
     np.savez(newest, **arrays)
-    with pytest.raises(trainer.CheckpointError, match="NaN"):
-        trainer.read_checkpoint(newest)
+    with pytest.raises(checkpoints.CheckpointError, match="NaN"):
+        checkpoints.read_checkpoint(newest)
     result = trainer.train(small_config(tmp_path, steps=3), verbose=0)
     assert result["trained_steps"] == 2
 
@@ -120,7 +121,7 @@ def test_a_flagfile_or_config_json_that_is_not_a_file_is_one_line(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     os.mkfifo(tmp_path / "style.flags")  # absl's read would block for ever
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
@@ -145,7 +146,7 @@ def test_stylize_goes_on_past_a_device_link_and_a_fifo(tmp_path, photos, tiny_st
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
     from kperceptual.imaging import images
 
     folder = tmp_path / "in"
@@ -275,7 +276,7 @@ def test_a_flagfile_that_is_not_utf8_is_one_line(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     flagfile = tmp_path / "bad.flags"
     flagfile.write_bytes(b"--steps=5\n--name=\xff\xfe\n")

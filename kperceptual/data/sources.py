@@ -14,12 +14,12 @@ skipped, logged once each and counted in ``TrainingImages.skipped``; they never 
 The order of images is a pure function of ``seed`` and the position in the stream, so a run
 resumed at step ``s`` sees the same images it would have seen without the interruption.
 
-Two loaders give the same uint8 batches (``TrainingImages.batches`` picks one, see ``LOADERS``):
+Two loaders give the same uint8 batches (``kperceptual.data.loaders`` picks one, see ``LOADERS``):
 
 * ``py_dataset``: ``ImageBatches``, a ``keras.utils.PyDataset`` decoding with Python threads;
   this module and it need no TensorFlow, so the JAX and PyTorch backends train without it
   (from folders and ``skimage``).
-* ``tf_data``: ``TrainingImages.dataset``, a tf.data pipeline (``kperceptual.tf_pipeline``,
+* ``tf_data``: ``tf_pipeline.dataset(source, ...)``, a tf.data pipeline (``kperceptual.data.tf_pipeline``,
   TensorFlow-only, imported when asked for); the one loader for ``tfds:`` sources, and the one
   that shards each global batch over the input pipelines of a ``tf.distribute`` strategy.
 """
@@ -27,7 +27,6 @@ Two loaders give the same uint8 batches (``TrainingImages.batches`` picks one, s
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import itertools
 import os
 import threading
@@ -38,11 +37,12 @@ from absl import logging
 
 from kperceptual.data import degradation
 from kperceptual.imaging import images
-from kperceptual.choices import LOADERS
-from kperceptual.config import SKIMAGE_SOURCE, TFDS_PREFIX
+from kperceptual.choices import SKIMAGE_SOURCE, TFDS_PREFIX
+from kperceptual.errors import InputError
+from kperceptual.tf_fence import tensorflow_available
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A training source is missing, empty or unusable."""
 
 
@@ -64,43 +64,6 @@ def _tfds_image_key(info) -> str:
         if isinstance(feature, tfds.features.Image):
             return key
     raise DataError(f"{info.name} has no image feature")
-
-
-@functools.cache
-def tensorflow_available() -> bool:
-    """Whether TensorFlow can be imported (asked once; imports it, through
-    ``import_tensorflow``, which keeps it off the GPUs of the JAX and PyTorch backends)."""
-    try:
-        import_tensorflow()
-    except ImportError:
-        return False
-    return True
-
-
-def import_tensorflow():
-    """TensorFlow, for what only it does (tf.data, TensorBoard logs). Under the JAX or PyTorch
-    backend the GPUs are hidden from it first, or it would take their memory."""
-    import keras
-    import tensorflow as tf
-
-    if keras.backend.backend() != "tensorflow":
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:  # TensorFlow had already started: it kept what it has
-            pass
-    return tf
-
-
-def resolve_loader(loader: str) -> str:
-    """``tf_data`` or ``py_dataset`` for one of ``LOADERS``: ``auto`` is tf.data where TensorFlow
-    is installed, else the PyDataset; raises ``DataError`` for tf.data without TensorFlow."""
-    if loader not in LOADERS:
-        raise DataError(f"unknown loader {loader!r}; choose one of {', '.join(LOADERS)}")
-    if loader == "auto":
-        return "tf_data" if tensorflow_available() else "py_dataset"
-    if loader == "tf_data" and not tensorflow_available():
-        raise DataError("tf_data needs TensorFlow, which is not installed; use py_dataset")
-    return loader
 
 
 class TrainingImages:
@@ -133,12 +96,12 @@ class TrainingImages:
 
             name, split = parse_tfds_name(source)
             try:
-                self._builder = tfds.builder(name, data_dir=tfds_data_dir)
+                self.builder = tfds.builder(name, data_dir=tfds_data_dir)
             except Exception as e:  # tfds raises several types for unknown names
                 raise DataError(f"{source}: not a tensorflow-datasets dataset "
                                 f"({str(e).splitlines()[0]})") from e
-            self._split = split
-            self._image_key = _tfds_image_key(self._builder.info)
+            self.split = split
+            self.image_key = _tfds_image_key(self.builder.info)
         else:
             self.kind = "folder"
             if not os.path.isdir(source):
@@ -157,7 +120,7 @@ class TrainingImages:
         if first:
             logging.warning("skipping unreadable training image: %s", error)
 
-    def _output_shapes(self) -> tuple[tuple[int, int, int], ...]:
+    def output_shapes(self) -> tuple[tuple[int, int, int], ...]:
         """The shapes of the uint8 arrays one example gives (subclasses give pairs)."""
         return ((self.image_size, self.image_size, 3),)
 
@@ -172,13 +135,13 @@ class TrainingImages:
             return (*self._prepare(read(), int(key), int(seed)), True)
         except images.ImageError as e:
             self._skip(name, e)
-            return (*(np.zeros(shape, np.uint8) for shape in self._output_shapes()), False)
+            return (*(np.zeros(shape, np.uint8) for shape in self.output_shapes()), False)
 
-    def _load_file(self, path, key, seed) -> tuple:
+    def load_file(self, path, key, seed) -> tuple:
         name = path.decode() if isinstance(path, bytes) else str(path)
         return self._attempt(name, lambda: images.read_image(name), key, seed)
 
-    def _load_bytes(self, data, index, key, seed) -> tuple:
+    def load_bytes(self, data, index, key, seed) -> tuple:
         name = f"{self.source} example {int(index)}"
         return self._attempt(name, lambda: images.decode_image(bytes(data), name), key, seed)
 
@@ -194,7 +157,7 @@ class TrainingImages:
             raise DataError(f"{self.source}: none of its images can be read")
 
     # -- streams -----------------------------------------------------------------------------
-    def _file_stream(self, seed: int, start: int):
+    def file_stream(self, seed: int, start: int):
         """(file name, position) pairs, an independent shuffle per epoch, from ``start``."""
         n = len(self.files)
         epoch, offset = divmod(start, n)
@@ -208,38 +171,15 @@ class TrainingImages:
             epoch += 1
 
     # -- loaders -----------------------------------------------------------------------------
-    def dataset(self, batch_size: int, seed: int = 0, start_step: int = 0, num_shards: int = 1,
-                shard_index: int = 0):
-        """An endless tf.data dataset of uint8 batches, prefetched: (batch_size, size, size, 3)
-        images, or (low-res, high-res) batch pairs for ``SuperResolutionPairs``
-        (TensorFlow-only; see ``kperceptual.tf_pipeline.dataset``, which also explains
-        ``num_shards`` and ``shard_index``).
-
-        ``batch_size`` is the global batch (all replicas together); ``start_step`` skips the
-        batches a resumed run has already trained on.
-        """
-        from kperceptual.data import tf_pipeline
-
-        return tf_pipeline.dataset(self, batch_size, seed, start_step, num_shards, shard_index)
-
     def py_dataset(self, batch_size: int, seed: int = 0, start_step: int = 0,
                    num_batches: int | None = None, **kwargs) -> ImageBatches:
-        """The same batches as ``dataset`` as a ``keras.utils.PyDataset`` (no TensorFlow), for
+        """The same batches as ``tf_pipeline.dataset`` as a ``keras.utils.PyDataset`` (no TensorFlow), for
         folders and ``skimage``; endless when ``num_batches`` is None. ``kwargs`` go to
         ``ImageBatches`` (``threads``, ``workers``, ``max_queue_size``)."""
         if self.kind == "tfds":
             raise DataError(f"{self.source}: the py_dataset loader reads folders and skimage; "
                             "read tensorflow-datasets with the tf_data loader")
         return ImageBatches(self, batch_size, seed, start_step, num_batches, **kwargs)
-
-    def batches(self, batch_size: int, seed: int = 0, start_step: int = 0, loader: str = "auto",
-                num_batches: int | None = None):
-        """``dataset`` (``tf_data``, only its first ``num_batches`` if given) or ``py_dataset``,
-        as ``resolve_loader(loader)`` says."""
-        if resolve_loader(loader) == "py_dataset":
-            return self.py_dataset(batch_size, seed, start_step, num_batches)
-        ds = self.dataset(batch_size, seed, start_step)
-        return ds if num_batches is None else ds.take(num_batches)
 
     def describe(self) -> str:
         if self.kind == "folder":
@@ -266,7 +206,7 @@ class SuperResolutionPairs(TrainingImages):
         self.scale = int(scale)
         self.blur_sigma = float(blur_sigma)
 
-    def _output_shapes(self):
+    def output_shapes(self):
         low = self.image_size // self.scale
         return (low, low, 3), (self.image_size, self.image_size, 3)
 
@@ -295,8 +235,8 @@ class MultiStyleImages(TrainingImages):
             raise DataError(f"style indices must be in 0..255, got {self.styles}")
         super().__init__(source, image_size, tfds_data_dir)
 
-    def _output_shapes(self):
-        return super()._output_shapes() + ((),)
+    def output_shapes(self):
+        return super().output_shapes() + ((),)
 
     def _prepare(self, image, key, seed):
         return (*super()._prepare(image, key, seed),
@@ -362,10 +302,10 @@ class ImageBatches(keras.utils.PyDataset):
     def _read(self, index: int):
         """Batch ``index`` (its start known), recording where the next one starts."""
         source, examples = self.source, []
-        stream = source._file_stream(self.seed, self._starts[index])
+        stream = source.file_stream(self.seed, self._starts[index])
         while len(examples) < self.batch_size:
             wanted = list(itertools.islice(stream, self.batch_size - len(examples)))
-            decoded = self._pool.map(lambda item: source._load_file(*item, self.seed), wanted)
+            decoded = self._pool.map(lambda item: source.load_file(*item, self.seed), wanted)
             examples += [arrays for *arrays, ok in decoded if ok]
             if len(examples) < self.batch_size:
                 source.check_readable()

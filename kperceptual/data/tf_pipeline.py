@@ -11,7 +11,8 @@ deterministic order; bad files are filtered out after decoding, so they never st
 
 from __future__ import annotations
 
-from kperceptual.data.sources import DataError, MultiStyleImages, TrainingImages, import_tensorflow
+from kperceptual.data.sources import DataError, MultiStyleImages, TrainingImages
+from kperceptual.tf_fence import import_tensorflow
 
 tf = import_tensorflow()  # GPUs hidden from it under the JAX and PyTorch backends
 
@@ -26,7 +27,7 @@ def _example_only(example, ok):
 
 def _decode(source: TrainingImages, fn, *args):
     """(example, ok) from ``fn(*args)``, one of the source's ``_load_*`` methods."""
-    shapes = source._output_shapes()
+    shapes = source.output_shapes()
     outputs = tf.numpy_function(fn, list(args), (tf.uint8,) * len(shapes) + (tf.bool,),
                                 stateful=False)
     for output, shape in zip(outputs, shapes):
@@ -43,7 +44,7 @@ def _examples(source: TrainingImages, seed: int, start: int, keep=None) -> tf.da
         return _tfds_examples(source, seed, start, keep)
 
     def files():  # ends once no file can be read: fit stops, and the trainer says why
-        for name, position in source._file_stream(seed, start):
+        for name, position in source.file_stream(seed, start):
             if source.none_readable():
                 return
             if keep is None or keep(position):
@@ -51,23 +52,23 @@ def _examples(source: TrainingImages, seed: int, start: int, keep=None) -> tf.da
 
     ds = tf.data.Dataset.from_generator(
         files, output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64)))
-    return ds.map(lambda p, k: _decode(source, source._load_file, p, k, seed),
+    return ds.map(lambda p, k: _decode(source, source.load_file, p, k, seed),
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _tfds_examples(source: TrainingImages, seed: int, start: int, keep=None) -> tf.data.Dataset:
     import tensorflow_datasets as tfds
 
-    source._builder.download_and_prepare()
-    ds = source._builder.as_dataset(
-        split=source._split, shuffle_files=False,
-        decoders={source._image_key: tfds.decode.SkipDecoding()})
-    ds = ds.map(lambda ex: ex[source._image_key])
+    source.builder.download_and_prepare()
+    ds = source.builder.as_dataset(
+        split=source.split, shuffle_files=False,
+        decoders={source.image_key: tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: ex[source.image_key])
     ds = ds.enumerate().shuffle(4096, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.skip(start).enumerate(start)  # cheap: images are still encoded here
     if keep is not None:
         ds = ds.filter(lambda k, ex: keep(k))
-    return ds.map(lambda k, ex: _decode(source, source._load_bytes, ex[1], ex[0], k, seed),
+    return ds.map(lambda k, ex: _decode(source, source.load_bytes, ex[1], ex[0], k, seed),
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 

@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 from kperceptual.data import degradation
 from kperceptual.imaging import images
 from kperceptual.evaluation import metrics
+from kperceptual.errors import FlagError
 
 BICUBIC = "bicubic"
 METRIC_NAMES = ("psnr", "ssim", "lpips")
@@ -40,12 +41,8 @@ GRID_CROP = 96  # high-res pixels per crop side in the comparison grid
 GRID_ZOOM = 2  # crops are enlarged (nearest) by this much, so pixels can be seen
 
 
-class EvaluationError(ValueError):
-    """Bad evaluation inputs; the message starts with the flag it concerns (``lr: ...``)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
+class EvaluationError(FlagError):
+    """Bad evaluation inputs: ``--lr: ...``, naming the flag it concerns."""
 
 
 @dataclasses.dataclass

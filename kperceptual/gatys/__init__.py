@@ -3,4 +3,10 @@ networks against: ``optimizer`` (L-BFGS or Adam on the pixels, ``python -m kperc
 and ``autodiff`` (gradients on whichever Keras backend runs).
 """
 
-from kperceptual.gatys.optimizer import GatysResult, PixelObjective, stylize  # noqa: F401
+
+def __getattr__(name):  # the optimiser (and Keras) load on first use, not with the config
+    if name in ("GatysResult", "PixelObjective", "stylize"):
+        from kperceptual.gatys import optimizer
+
+        return getattr(optimizer, name)
+    raise AttributeError(f"module 'kperceptual.gatys' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The optimisation-based style transfer of Gatys, Ecker and Bethge (CVPR 2016), the baseline the
 paper measures its networks against: minimise the perceptual objective over an image's pixels.
 
-The objective is ``losses.PerceptualObjective``, built by ``losses.objective_from_config`` exactly
+The objective is ``objectives.PerceptualObjective``, built by ``objectives.objective_from_config`` exactly
 as training builds it, so "the objective value" means the same thing for a network's output and
 for an optimised image. Two optimisers:
 
@@ -30,10 +30,11 @@ import numpy as np
 from kperceptual.gatys import autodiff
 from kperceptual.imaging import color
 from kperceptual.imaging import images
-from kperceptual.losses import perceptual as losses
+from kperceptual.losses import objective as objectives
 from kperceptual import choices
-from kperceptual.config import (ConfigError, GatysConfig, ObjectiveConfig, check_gatys_memory,
-                                check_gatys_sizes, validate_objective)
+from kperceptual.errors import FlagError as ConfigError
+from kperceptual.gatys.config import GatysConfig, check_gatys_memory, check_gatys_sizes
+from kperceptual.losses.config import ObjectiveConfig, validate_objective
 from kperceptual.networks.precision import dtype_policy, resolve_precision
 
 TERMS = ("content", "style", "tv", "total")
@@ -65,7 +66,7 @@ class PixelObjective:
     def __init__(self, content, style, config: ObjectiveConfig | None = None, loss_net=None):
         self.config = config or ObjectiveConfig()
         self.shape = tuple(np.shape(content))
-        self.objective = losses.objective_from_config(
+        self.objective = objectives.objective_from_config(
             self.config, np.asarray(style, np.float32), loss_net)
         self.content_targets = self.objective.content_targets(
             np.asarray(content, np.float32)[None])

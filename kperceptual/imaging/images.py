@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from kperceptual.errors import FlagError, InputError
 from kperceptual.imaging import files
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -33,7 +34,7 @@ SKIMAGE_PHOTOS = SKIMAGE_TRAINING_PHOTOS + ("hubble_deep_field", "immunohistoche
                                             "colorwheel")
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An image could not be read or written; the message names the file."""
 
 
@@ -246,3 +247,15 @@ def size_content_and_style(content: np.ndarray, style: np.ndarray, image_size: i
     if image_size:
         content = resize_long_side(content, image_size)
     return content, resize_long_side(style, style_size or max(content.shape[:2]))
+
+
+def read_flag_image(config, field: str, path: str | None = None) -> np.ndarray:
+    """The image a flag names (``config.<field>``, or ``path`` given for it); raises
+    ``FlagError`` naming the flag, the file and what is wrong with it."""
+    path = getattr(config, field) if path is None else path
+    if not image_source_exists(path):
+        raise FlagError(field, f"{path}: no such file")
+    try:
+        return read_image(path)
+    except ImageError as e:
+        raise FlagError(field, str(e)) from e

@@ -4,4 +4,10 @@ style mixing, memory budget), ``memory`` (budgets), ``tiling`` (exact tiled appl
 images larger than memory), ``video``.
 """
 
-from kperceptual.inference.stylizer import Stylizer, stylize_image  # noqa: F401
+
+def __getattr__(name):  # Keras loads on first use, not when a submodule is imported
+    if name in ("Stylizer", "stylize_image"):
+        from kperceptual.inference import stylizer
+
+        return getattr(stylizer, name)
+    raise AttributeError(f"module 'kperceptual.inference' has no attribute {name!r}")

@@ -56,6 +56,7 @@ from kperceptual import networks
 from kperceptual.inference import tiling
 from kperceptual.choices import HISTOGRAM_MATCH, INFERENCE_PRECISIONS
 from kperceptual.inference.loading import LoadedModel, keras_forward, load_model
+from kperceptual import errors
 
 IMAGE_BYTES_PER_INPUT_PIXEL = 6
 IMAGE_BYTES_PER_OUTPUT_PIXEL = 16
@@ -68,15 +69,16 @@ MIN_SIDE = 16
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 
 
-class OptionError(ValueError):
-    """A bad option; the message starts with the option's name (``strength: ...``)."""
+class OptionError(errors.FlagError):
+    """A bad option: ``OptionError("strength", "must be in [0, 1]")`` reads
+    ``--strength: must be in [0, 1]``."""
 
 
-class MemoryBudgetError(ValueError):
+class MemoryBudgetError(errors.InputError):
     """An image cannot be processed within the memory budget; the message says why."""
 
 
-class InputError(ValueError):
+class InputError(errors.InputError):
     """The model cannot take an image (a fixed-size model, or the network failed on it); the
     message says why in one line, without the file's name (callers add it)."""
 
@@ -96,11 +98,11 @@ def parse_memory_size(text) -> int:
     else:
         match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
         if not match:
-            raise OptionError(f"memory_budget: expected a size such as 4G or 512M, got {text!r}")
+            raise OptionError("memory_budget", f"expected a size such as 4G or 512M, got {text!r}")
         value, unit = float(match.group(1)), match.group(2)
     size = int(value * _UNITS[unit])
     if size <= 0:
-        raise OptionError(f"memory_budget: must be positive, got {text!r}")
+        raise OptionError("memory_budget", f"must be positive, got {text!r}")
     return size
 
 
@@ -133,15 +135,15 @@ def check_options(max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
                   strength: float = 1.0, batch_size: int = 1):
     """Raises OptionError naming the first bad option."""
     if max_size < 0:
-        raise OptionError(f"max_size: must not be negative, got {max_size}")
+        raise OptionError("max_size", f"must not be negative, got {max_size}")
     if tile < 0:
-        raise OptionError(f"tile: must be 0 (automatic) or a side in pixels, got {tile}")
+        raise OptionError("tile", f"must be 0 (automatic) or a side in pixels, got {tile}")
     if tile_overlap < -1:
-        raise OptionError(f"tile_overlap: must be -1 (automatic) or pixels, got {tile_overlap}")
+        raise OptionError("tile_overlap", f"must be -1 (automatic) or pixels, got {tile_overlap}")
     if not (math.isfinite(strength) and 0.0 <= strength <= 1.0):
-        raise OptionError(f"strength: must be in [0, 1], got {strength}")
+        raise OptionError("strength", f"must be in [0, 1], got {strength}")
     if batch_size < 1:
-        raise OptionError(f"batch_size: must be at least 1, got {batch_size}")
+        raise OptionError("batch_size", f"must be at least 1, got {batch_size}")
 
 
 def as_loaded_model(model, models_dir: str = "savedmodels") -> LoadedModel:
@@ -159,7 +161,7 @@ def resolve_inference_precision(precision: str) -> str:
     from kperceptual.networks.precision import resolve_precision
 
     if precision not in INFERENCE_PRECISIONS:
-        raise OptionError(f"precision: unknown value {precision!r}; expected one of "
+        raise OptionError("precision", f"unknown value {precision!r}; expected one of "
                           f"{', '.join(INFERENCE_PRECISIONS)}")
     if precision == "auto":
         return "bfloat16" if resolve_precision("auto") == "mixed_bfloat16" else "float32"
@@ -172,7 +174,7 @@ def with_model_precision(model: LoadedModel, precision: str) -> LoadedModel:
     if precision == "float32":
         return model
     if model.network is None:
-        raise OptionError(f"precision: {precision} needs the Keras network, which "
+        raise OptionError("precision", f"{precision} needs the Keras network, which "
                           f"{model.path or model.name} does not carry (use float32)")
     network = networks.with_precision(model.network, precision)
     return dataclasses.replace(model, fn=keras_forward(network), network=network)
@@ -204,14 +206,14 @@ def bind_model_style(model: LoadedModel, style) -> LoadedModel:
     if not names:
         if style is None:
             return model
-        raise OptionError(f"style: {where} has one style; --style is for multi-style networks")
+        raise OptionError("style", f"{where} has one style; --style is for multi-style networks")
     if style is None or style == "":
-        raise OptionError(f"style: {where} has {len(names)} styles; choose one (or a mix such as "
+        raise OptionError("style", f"{where} has {len(names)} styles; choose one (or a mix such as "
                           f"{names[0]}:0.5,{names[1]}:0.5): {', '.join(names)}")
     try:
         weights = networks.style_weights(names, style)
     except ValueError as e:
-        raise OptionError(f"style: {e}") from None
+        raise OptionError("style", f"{e}") from None
     name = f"{model.name}_{style_label(names, weights)}"
     if model.network is not None:
         bound = networks.bind_style(model.network, weights)
@@ -236,7 +238,7 @@ def histogram_match_enabled(setting, network) -> bool:
     if setting in (True, False):
         return setting
     if setting not in HISTOGRAM_MATCH:
-        raise OptionError(f"histogram_match: {setting!r}; expected one of "
+        raise OptionError("histogram_match", f"{setting!r}; expected one of "
                           f"{', '.join(HISTOGRAM_MATCH)}")
     if setting == "auto":
         return getattr(network, "trained_loss", None) == "feat"
@@ -332,12 +334,12 @@ class Stylizer:
         self.last_plan = None  # the windows of the last image, None where it ran whole
         if tile:
             if self.tiler is None:
-                raise OptionError(f"tile: tiling needs the Keras network, which "
+                raise OptionError("tile", f"tiling needs the Keras network, which "
                                   f"{self.model.path or self.model.name} does not carry")
             try:
                 self.tiler.check_tile(tile, tile_overlap)
             except ValueError as e:
-                raise OptionError(str(e)) from None
+                raise OptionError(*str(e).split(": ", 1)) from None
         if self.tiler and 0 <= tile_overlap < 2 * self.tiler.geometry.halo:
             (warn or (lambda line: print(line, file=sys.stderr)))(
                 f"tile_overlap: {tile_overlap} is less than twice the network's receptive-field "
@@ -406,7 +408,7 @@ class Stylizer:
         try:
             plan = self.tiler.plan(height, width, side, self.tile_overlap)
         except ValueError as e:
-            raise OptionError(str(e)) from None
+            raise OptionError(*str(e).split(": ", 1)) from None
         return None if len(plan.windows) == 1 else plan
 
     def _prepare(self, image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -459,7 +461,7 @@ class Stylizer:
         source = self.source_model
         names = model_style_names(source)
         if not names:
-            raise OptionError(f"style: {source.path or source.name} has one style")
+            raise OptionError("style", f"{source.path or source.name} has one style")
         rgb, alpha = self._prepare(image)
         padded = self._padded(rgb)
         n = len(names)

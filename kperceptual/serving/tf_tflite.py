@@ -115,10 +115,11 @@ def calibration_batches(source: str, steps: int, image_size: int,
     half the time, so a source with fewer photos than ``steps`` still gives different crops.
     """
     from kperceptual.data import sources as data
+    from kperceptual.data import tf_pipeline
 
     photos = data.TrainingImages(source, int(round(image_size * CALIBRATION_MARGIN)))
     rng = np.random.default_rng(seed)
-    for batch in photos.dataset(batch_size=1, seed=seed).take(steps):
+    for batch in tf_pipeline.dataset(photos, batch_size=1, seed=seed).take(steps):
         square = batch.numpy()[0]
         top, left = rng.integers(0, square.shape[0] - image_size + 1, size=2)
         crop = square[top:top + image_size, left:left + image_size]

@@ -90,7 +90,10 @@ class Distribution:
 
             return tf_pipeline.distributed_dataset(source, self.strategy, batch_size, seed,
                                                    start_step)
-        return source.batches(batch_size, seed, start_step, loader=loader, num_batches=steps)
+        from kperceptual.data import loaders
+
+        return loaders.batches(source, batch_size, seed, start_step, loader=loader,
+                               num_batches=steps)
 
 
 def _refuse(name: str, backend: str, why: str):

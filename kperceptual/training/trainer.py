@@ -19,32 +19,33 @@ writes.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
-import math
 import os
-import re
-import subprocess
-import sys
 import time
 
 import keras
-import numpy as np
 from absl import logging
 
 from kperceptual import choices
 from kperceptual import config as config_lib
 from kperceptual.data import sources as data
-from kperceptual.data import degradation
 from kperceptual.training import distribute
 from kperceptual.imaging import files
 from kperceptual.imaging import images
 from kperceptual.losses import perceptual as losses
 from kperceptual import networks
+from kperceptual.data import loaders
 from kperceptual.training import schedules
+from kperceptual.serving.backend_export import export_saved_model
+from kperceptual.training.checkpoints import (ema_weights, keep_untrained_values,
+                                              last_good_checkpoint,
+                                              restore_checkpoint, restore_newest_checkpoint,
+                                              save_checkpoint)
+from kperceptual.training.init_from import (freeze_shared_weights, init_network_from,
+                                            resolve_init_from)
+from kperceptual.training.monitor import TrainingMonitor
 from kperceptual.networks.precision import dtype_policy, resolve_precision
 
-SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee")
 # Network settings that runs before them did not record, as those runs had them.
 NETWORK_DEFAULTS = {"residual": "none", "head": "tanh"}
 
@@ -155,267 +156,7 @@ class PerceptualTrainer(keras.Model):
             return tf_training.train_step(self, data)
 
 
-# -- checkpoints ------------------------------------------------------------------------------
-_CKPT = re.compile(r"ckpt-(\d+)\.npz$")
-
-
-def _variables(trainer):
-    return list(trainer.network.weights), list(trainer.optimizer.variables)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is damaged (truncated, not an npz) or holds NaN or infinite values."""
-
-
-def _finite(arrays) -> bool:
-    return all(np.isfinite(a).all() for a in arrays.values()
-               if np.issubdtype(a.dtype, np.inexact))
-
-
-def save_checkpoint(trainer, directory: str, step: int, keep: int = 2) -> str | None:
-    """Writes network and optimizer state atomically as ``ckpt-<step>.npz``; keeps the last few.
-    State holding NaN or infinite values is not written (nothing is removed): returns None."""
-    net_vars, opt_vars = _variables(trainer)
-    arrays = {f"net_{i}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(net_vars)}
-    arrays.update({f"opt_{i}": keras.ops.convert_to_numpy(v.value)
-                   for i, v in enumerate(opt_vars)})
-    if not _finite(arrays):
-        return None
-    path = os.path.join(directory, f"ckpt-{step:08d}.npz")
-    with files.atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
-    for old in sorted(list_checkpoints(directory))[:-keep]:
-        os.remove(old[1])
-    return path
-
-
-def list_checkpoints(directory: str) -> list[tuple[int, str]]:
-    """Complete checkpoints in ``directory`` as sorted (step, path) pairs."""
-    found = []
-    for path in glob.glob(os.path.join(directory, "ckpt-*.npz")):
-        match = _CKPT.fullmatch(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def read_checkpoint(path: str) -> dict:
-    """A checkpoint's arrays by name; raises ``CheckpointError`` (one line naming ``path``) for
-    a damaged file or one holding NaN or infinite values."""
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: damaged checkpoint ({reason})") from e
-    if not _finite(arrays):
-        raise CheckpointError(f"{path}: holds NaN or infinite values")
-    return arrays
-
-
-def restore_checkpoint(trainer, path: str) -> int:
-    """Loads a checkpoint into the trainer (optimizer built first); returns its step (the
-    training batches behind it; ``mixed_float16`` skips the optimizer's update on overflow, so
-    the optimizer may count fewer). Raises ``CheckpointError`` for a damaged one (nothing is
-    assigned then)."""
-    trainer.optimizer.build(trainer.network.trainable_variables)
-    net_vars, opt_vars = _variables(trainer)
-    f = read_checkpoint(path)
-    if len([k for k in f if k.startswith("net_")]) != len(net_vars) or \
-            len([k for k in f if k.startswith("opt_")]) != len(opt_vars):
-        raise config_lib.ConfigError(
-            "model_dir", f"{path}: does not match this network or optimizer (another "
-                         "--precision? mixed_float16 adds loss-scale state); use another "
-                         "--model_dir or the run's own settings")
-    for i, v in enumerate(net_vars):
-        v.assign(f[f"net_{i}"])
-    for i, v in enumerate(opt_vars):
-        v.assign(f[f"opt_{i}"])
-    return int(_CKPT.fullmatch(os.path.basename(path)).group(1))
-
-
-def restore_newest_checkpoint(trainer, directory: str) -> tuple[int, str | None]:
-    """Restores the newest readable checkpoint in ``directory``, logging one line for each newer
-    damaged one it passes over (which is kept); returns (step, path), (0, None) when there is
-    none. Raises ``ConfigError`` when checkpoints exist and none of them can be read."""
-    found = list_checkpoints(directory)
-    for step, path in reversed(found):
-        try:
-            return restore_checkpoint(trainer, path), path
-        except CheckpointError as e:
-            logging.warning("skipping %s; trying an older checkpoint", e)
-    if found:
-        raise config_lib.ConfigError(
-            "model_dir", f"{directory}: no readable checkpoint ({len(found)} damaged); move "
-                         "them away to start again, or use another --model_dir")
-    return 0, None
-
-
-def last_good_checkpoint(directory: str) -> str | None:
-    """The newest checkpoint in ``directory`` that reads and holds only finite values."""
-    for _, path in reversed(list_checkpoints(directory)):
-        try:
-            read_checkpoint(path)
-            return path
-        except CheckpointError:
-            pass
-    return None
-
-
-# -- callbacks --------------------------------------------------------------------------------
-
-
-# -- logs -------------------------------------------------------------------------------------
-class SummaryWriter:
-    """TensorBoard event files where TensorFlow is installed; without it, ``scalars.jsonl``
-    (one JSON object per logged step) and sample PNGs in ``log_dir``."""
-
-    def __init__(self, log_dir: str):
-        self.log_dir = log_dir
-        os.makedirs(log_dir, exist_ok=True)
-        self._tf = None
-        if data.tensorflow_available():
-            self._tf = tf = data.import_tensorflow()
-            self._writer = tf.summary.create_file_writer(log_dir)
-
-    def scalars(self, step: int, values: dict) -> None:
-        if self._tf is None:
-            with open(os.path.join(self.log_dir, "scalars.jsonl"), "a") as f:
-                f.write(json.dumps({"step": step, **values}) + "\n")
-            return
-        with self._writer.as_default(step=step):
-            for name, value in values.items():
-                self._tf.summary.scalar(name, value)
-
-    def images(self, step: int, named: dict) -> None:
-        """Writes uint8 images (H, W, 3) by name."""
-        if self._tf is None:
-            for name, image in named.items():
-                images.write_image(os.path.join(self.log_dir, f"{name}_{step:08d}.png"), image)
-            return
-        with self._writer.as_default(step=step):
-            for name, image in named.items():
-                self._tf.summary.image(name, image[None], step=step)
-        self._writer.flush()
-
-
-class TrainingMonitor(keras.callbacks.Callback):
-    """Stops on NaN and at the last step; on the chief, checkpoints every N steps and logs
-    windowed scalars and sample images (other workers of a cluster write nothing)."""
-
-    def __init__(self, checkpoint_dir, checkpoint_every, log_dir, log_every, sample_every,
-                 sample_images, total_steps, chief=True, start=0):
-        super().__init__()
-        self.step = start  # training batches so far, this run's and before
-        self.checkpoint_dir = checkpoint_dir
-        self.checkpoint_every = checkpoint_every
-        self.log_every = log_every
-        self.sample_every = sample_every
-        self.sample_images = sample_images
-        self.total_steps = total_steps
-        self.chief = chief
-        self.writer = SummaryWriter(log_dir) if chief else None
-        self.diverged_at = None
-        self._window_start = time.perf_counter()
-        self._reset_window = False
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self._reset_window:
-            for tracker in self.model.metrics:
-                tracker.reset_state()
-            self._reset_window = False
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step = step = self.step + 1
-        logs = {name: float(np.mean(value)) for name, value in (logs or {}).items()}
-        if not all(math.isfinite(v) for v in logs.values()):
-            self.diverged_at = step
-            self.model.stop_training = True
-            return
-        checkpoint = self.chief and (step % self.checkpoint_every == 0
-                                     or step >= self.total_steps)
-        if checkpoint and save_checkpoint(self.model, self.checkpoint_dir, step) is None:
-            self.diverged_at = step  # finite loss, but this step's update was not
-            self.model.stop_training = True
-            return
-        if step % self.log_every == 0:
-            elapsed = time.perf_counter() - self._window_start
-            if self.chief:
-                self.writer.scalars(step, {**logs, "seconds_per_step": elapsed / self.log_every})
-            self._reset_window = True  # the next step starts a new averaging window
-            self._window_start = time.perf_counter()
-        if self.chief and step % self.sample_every == 0:
-            self.write_samples(step)
-        if step >= self.total_steps:
-            self.model.stop_training = True
-
-    def write_samples(self, step):
-        """Each sample input beside its output (a multi-style network's: in every style)."""
-        pairs = {}
-        network = self.model.network
-        n = networks.num_styles(network)
-        for i, x in enumerate(self.sample_images):
-            batch = keras.ops.convert_to_tensor(np.repeat(x[None], n, axis=0), "float32")
-            inputs = batch if n == 1 else [batch, keras.ops.eye(n, dtype="float32")]
-            ys = keras.ops.convert_to_numpy(network(inputs, training=False))
-            factor = ys.shape[1] // x.shape[0]  # super-resolution: shown at the output's size
-            x = np.repeat(np.repeat(x, factor, axis=0), factor, axis=1)
-            pairs[f"sample_{i}"] = np.concatenate(
-                [x] + [np.clip(np.round(y), 0, 255).astype(np.uint8) for y in ys], axis=1)
-        self.writer.images(step, pairs)
-
-
 # -- the job ----------------------------------------------------------------------------------
-def load_style_image(config) -> np.ndarray:
-    """The (first) style image, resized to ``style_size`` on its long side."""
-    return load_style_images(config)[0]
-
-
-def load_style_images(config) -> list[np.ndarray]:
-    """The style images of ``config.style_image``, in the order of its new styles."""
-    return [images.resize_long_side(images.read_image(path), config.style_size)
-            for path in config.style_images()]
-
-
-def trained_styles(config) -> tuple[int, ...]:
-    """The indices of the styles a run trains: all of a new network's; only the new ones of a
-    network that adds styles to an ``init_from`` multi-style network."""
-    if config.task != "style":
-        return ()
-    first = len(config.inherited_styles)
-    return tuple(range(first, first + len(config.new_style_names())))
-
-
-def make_network(config, **kwargs):
-    """The transformation network a training config describes (untrained)."""
-    if config.task == "super_resolution":
-        return networks.SuperResolutionNetwork(**config.network_config(), **kwargs)
-    return networks.StyleTransferNetwork(**config.network_config(), **kwargs)
-
-
-def make_source(config) -> data.TrainingImages:
-    """The training data a config describes; raises ``data.DataError``."""
-    if config.task == "super_resolution":
-        return data.SuperResolutionPairs(config.train_data, config.image_size, config.scale,
-                                         config.blur_sigma, config.tfds_data_dir)
-    if len(config.style_names()) > 1:
-        return data.MultiStyleImages(config.train_data, config.image_size,
-                                     trained_styles(config), config.tfds_data_dir)
-    return data.TrainingImages(config.train_data, config.image_size, config.tfds_data_dir)
-
-
-def sample_inputs(config) -> list[np.ndarray]:
-    """The network inputs whose outputs TensorBoard shows while training: three bundled photos
-    (for super-resolution, degraded high-res crops)."""
-    crops = [images.resize_and_center_crop(images.skimage_photo(n), config.image_size)
-             for n in SAMPLE_PHOTOS]
-    if config.task == "super_resolution":
-        return [degradation.degrade(c, config.scale, config.blur_sigma) for c in crops]
-    return crops
-
-
 def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
                   jit_compile="auto") -> PerceptualTrainer:
     """Builds and compiles the trainer in ``strategy``'s scope (a ``distribute.Distribution``
@@ -424,85 +165,15 @@ def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
     Under ``mixed_float16`` Keras wraps the optimizer for loss scaling."""
     strategy = strategy or distribute.make_distribution(config.strategy)
     with strategy.scope():
-        style = None
-        if config.task == "style":
-            style = [s.astype(np.float32) for s in load_style_images(config)]
-            # Targets for every style of the network; inherited ones never train (any will do).
-            style = [style[0]] * len(config.inherited_styles) + style
-            style = style if len(style) > 1 else style[0]
-        objective = losses.objective_from_config(config, style, loss_net)
-        network = make_network(config)
-        if config.task == "style" and config.inherited_styles:
+        network = config.make_network()
+        if getattr(config, "inherited_styles", ()):
             freeze_shared_weights(network)
-        stability = {} if config.task != "style" else dict(
-            stability_weight=config.stability_weight, stability_shift=config.stability_shift,
-            stability_noise=config.stability_noise, seed=config.seed)
-        trainer = PerceptualTrainer(network, objective, **stability)
-        trainer.trained_styles = trained_styles(config)
+        trainer = PerceptualTrainer(network, config.make_objective(loss_net),
+                                    **config.trainer_options())
+        trainer.trained_styles = config.trained_styles()
         trainer.compile(optimizer=optimizer() if optimizer else make_optimizer(config),
                         jit_compile=jit_compile)
     return trainer
-
-
-def make_optimizer(config):
-    """Adam at ``config.learning_rate`` on its schedule, with an exponential moving average of
-    the weights when ``config.ema`` > 0 (``ema_weights`` reads it)."""
-    ema = dict(use_ema=True, ema_momentum=config.ema, ema_overwrite_frequency=None) \
-        if config.ema else {}
-    return keras.optimizers.Adam(schedules.learning_rate(config), **ema)
-
-
-def ema_weights(trainer) -> list:
-    """The network's weights (``get_weights`` order), with each trainable variable replaced by
-    its exponential moving average where the optimizer keeps one."""
-    optimizer = trainer.optimizer
-    averages = getattr(optimizer, "_model_variables_moving_average", None)
-    values = trainer.network.get_weights()
-    if not getattr(optimizer, "use_ema", False) or not averages:
-        return values
-    trainable = {id(v): v for v in trainer.network.trainable_variables}
-    # A network adding styles: the rows of the styles it does not train keep their values
-    # (their gradients are exactly zero, but an average of a constant need not be it exactly,
-    # and Keras writes the averages into the variables at the end of ``fit``).
-    kept = _untrained_style_rows(trainer)
-    untrained = getattr(trainer, "untrained_values", {})
-    for i, variable in enumerate(trainer.network.weights):
-        if id(variable) in trainable:
-            average = keras.ops.convert_to_numpy(averages[optimizer._get_variable_index(variable)])
-            if kept is not None and average.ndim == 2:
-                average[kept] = untrained.get(i, values[i][kept])
-            values[i] = average
-    return values
-
-
-def keep_untrained_values(trainer) -> None:
-    """Records the values of the style rows this run does not train (a network adding
-    styles), as they are now (after initialising or restoring), for ``ema_weights``."""
-    kept = _untrained_style_rows(trainer)
-    if kept is None:
-        return
-    trainable = {id(v) for v in trainer.network.trainable_variables}
-    trainer.untrained_values = {
-        i: keras.ops.convert_to_numpy(v)[kept] for i, v in enumerate(trainer.network.weights)
-        if id(v) in trainable and len(v.shape) == 2}
-
-
-def _untrained_style_rows(trainer):
-    """Indices of the styles a multi-style network has but this run does not train, or None."""
-    n = networks.num_styles(trainer.network)
-    trained = getattr(trainer, "trained_styles", ())
-    if n == 1 or not trained or len(trained) == n:
-        return None
-    return np.array([i for i in range(n) if i not in trained], np.int64)
-
-
-def freeze_shared_weights(network) -> None:
-    """Makes every layer but the conditional instance normalisations untrainable: adding a
-    style trains only the styles' scales and shifts (of those, only the new styles' rows get
-    gradients, as only they are in the batches)."""
-    for layer in network.layers:
-        if not isinstance(layer, networks.ConditionalInstanceNormalization):
-            layer.trainable = False
 
 
 def network_from_checkpoint(config, path: str):
@@ -516,115 +187,17 @@ def network_from_checkpoint(config, path: str):
         keep_untrained_values(trainer)
         values = ema_weights(trainer)
     with dtype_policy("float32"):
-        network = make_network(config, name=config.name)
+        network = config.make_network(name=config.name)
     network.set_weights(values)
     return network
 
 
-def load_init_network(spec: str, models_dir: str = "savedmodels"):
-    """The Keras network of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
-    model name in ``models_dir``); raises ``ConfigError`` (``init_from``)."""
-    from kperceptual.inference import loading as models
-
-    try:
-        source = models.load_model(spec, models_dir).network
-    except (FileNotFoundError, ValueError) as e:
-        raise config_lib.ConfigError("init_from", str(e)) from e
-    if source is None:
-        raise config_lib.ConfigError("init_from", f"{spec}: holds no Keras network")
-    return source
-
-
-def resolve_init_from(config):
-    """``config`` for a style run whose ``init_from`` is a multi-style network and whose style
-    images are all new styles: with that network's styles as ``inherited_styles`` (the run
-    adds its styles to them, training only theirs). Any other ``init_from`` is fine-tuning (the
-    same shape, every weight trains) and leaves ``config`` as it is. Raises ``ConfigError``
-    where the style images repeat some of the network's styles but not exactly all."""
-    if config.task != "style" or not config.init_from or config.inherited_styles:
-        return config
-    saved = os.path.join(config.model_dir, "config.json")
-    if list_checkpoints(os.path.join(config.model_dir, "checkpoints")) and os.path.isfile(saved):
-        with open(saved) as f:  # resuming: the run's own record (init_from is not read again)
-            inherited = tuple(json.load(f).get("inherited_styles", ()))
-        return dataclasses.replace(config, inherited_styles=inherited) if inherited else config
-    source = load_init_network(config.init_from, config.export_dir)
-    theirs = networks.style_names(source) if networks.num_styles(source) > 1 else ()
-    ours = config.new_style_names()
-    if not theirs or tuple(ours) == theirs:
-        return config
-    repeated = [n for n in ours if n in theirs]
-    if repeated:
-        raise config_lib.ConfigError(
-            "style_image", f"{', '.join(repeated)}: already a style of {config.init_from} "
-                           f"({', '.join(theirs)}); give only new styles to add them, or "
-                           "exactly its styles to fine-tune it")
-    return dataclasses.replace(config, inherited_styles=theirs)
-
-
-def _copy_layers(network, source, spec: str, norm_rows) -> None:
-    """Copies every weighted layer of ``source`` into the same-named layer of ``network``;
-    a conditional instance normalisation's values go through ``norm_rows(values, layer)``
-    first. Raises ``ConfigError`` (``init_from``) where the layers differ."""
-    ours = {layer.name: layer for layer in network.layers}
-    theirs_with_weights = [layer for layer in source.layers if layer.weights]
-    if len(theirs_with_weights) != len([layer for layer in network.layers if layer.weights]):
-        raise config_lib.ConfigError(
-            "init_from", f"{spec}: its layers do not fit this network (another --norm, "
-                         "--upsample, --padding or size?)")
-    for theirs in theirs_with_weights:
-        layer = ours.get(theirs.name)
-        values = theirs.get_weights()
-        if isinstance(layer, networks.ConditionalInstanceNormalization):
-            values = norm_rows(values, layer)
-        if layer is None or [tuple(v.shape) for v in values] != \
-                [tuple(w.shape) for w in layer.weights]:
-            raise config_lib.ConfigError(
-                "init_from", f"{spec}: its layer {theirs.name} does not fit this network "
-                             "(another --norm, --upsample, --padding or size?)")
-        layer.set_weights(values)
-
-
-def add_styles_from(network, source) -> None:
-    """Copies a multi-style ``source`` into ``network``, which has its styles first and then
-    new ones: every shared weight, and each normalisation layer's gamma and beta rows of the
-    source's styles; the new styles start from the mean of the source's (a style near all of
-    them rather than none). Raises ``ConfigError`` (``init_from``) where the shapes differ."""
-    n = networks.num_styles(source)
-    _copy_layers(network, source, source.name, lambda values, layer: [
-        np.concatenate([v, np.repeat(v.mean(axis=0, keepdims=True), layer.num_styles - n,
-                                     axis=0)]) for v in values])
-
-
-def widen_to_styles(network, source, spec: str) -> None:
-    """Starts the multi-style ``network`` from the one-style ``source``: every convolution
-    copied, and each instance normalisation's scale and shift copied into every style's row of
-    the conditional one. Raises ``ConfigError`` (``init_from``) where the layers differ."""
-    _copy_layers(network, source, spec, lambda values, layer: [
-        np.repeat(v[None], layer.num_styles, axis=0) for v in values])
-
-
-def init_network_from(network, spec: str, inherited_styles=(),
-                      models_dir: str = "savedmodels") -> None:
-    """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
-    model name) into ``network``; raises ``ConfigError`` (``init_from``) unless every weight
-    has the same shape. With ``inherited_styles`` (a network adding styles to ``spec``'s):
-    ``add_styles_from``."""
-    source = load_init_network(spec, models_dir)
-    if inherited_styles:
-        add_styles_from(network, source)
-        return
-    if networks.num_styles(network) > 1 and networks.num_styles(source) == 1:
-        widen_to_styles(network, source, spec)
-        return
-    theirs = source.get_weights()
-    ours = network.weights
-    shapes = [tuple(w.shape) for w in theirs]
-    if shapes != [tuple(v.shape) for v in ours]:
-        raise config_lib.ConfigError(
-            "init_from", f"{spec}: its weights do not fit this network (another --scale, "
-                         "--norm, --upsample or size?); start from a model of the same shape")
-    network.set_weights(theirs)
+def make_optimizer(config):
+    """Adam at ``config.learning_rate`` on its schedule, with an exponential moving average of
+    the weights when ``config.ema`` > 0 (``ema_weights`` reads it)."""
+    ema = dict(use_ema=True, ema_momentum=config.ema, ema_overwrite_frequency=None) \
+        if config.ema else {}
+    return keras.optimizers.Adam(schedules.learning_rate(config), **ema)
 
 
 def _check_same_styles(config, saved: dict) -> None:
@@ -710,11 +283,11 @@ def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
             "batch_size", f"{config.batch_size} does not split evenly over "
                           f"{distribution.replicas} replicas")
     try:
-        loader = data.resolve_loader(config.loader)
+        loader = loaders.resolve_loader(config.loader)
     except data.DataError as e:
         raise config_lib.ConfigError("loader", str(e)) from e
     try:
-        source = make_source(config)
+        source = config.make_source()
     except data.DataError as e:
         raise config_lib.ConfigError("train_data", str(e)) from e
     if loader == "py_dataset" and (source.kind == "tfds" or distribution.num_workers > 1):
@@ -775,7 +348,7 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
         keep_untrained_values(trainer)
     monitor = TrainingMonitor(checkpoint_dir, config.checkpoint_every,
                               os.path.join(config.model_dir, "logs"), config.log_every,
-                              config.sample_every, sample_inputs(config) if chief else [],
+                              config.sample_every, config.sample_inputs() if chief else [],
                               config.steps, chief=chief, start=start)
     started = time.perf_counter()
     if start < config.steps:
@@ -815,7 +388,7 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
                                "loss weights")
     # A fresh, strategy-free float32 copy of the network for saving and export.
     with dtype_policy("float32"):
-        network = make_network(config, name=config.name)
+        network = config.make_network(name=config.name)
     network.set_weights(ema_weights(trainer))  # the moving average, where there is one
     keras_path = export_path = None
     if chief:
@@ -838,38 +411,3 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
     }
 
 
-def export_saved_model(network, keras_path: str, export_dir: str, name: str) -> str | None:
-    """Exports the trained network to ``export_dir/name/<version>``; returns that path.
-
-    Export needs TensorFlow. On the TensorFlow backend it runs here; on JAX or PyTorch it runs
-    the saved ``keras_path`` through a TensorFlow-backend subprocess (the weights load on any
-    backend); without TensorFlow it logs how to export later and returns None."""
-    if keras.backend.backend() == "tensorflow":
-        from kperceptual.serving import tf_saved_model
-
-        return tf_saved_model.export_saved_model(network, export_dir, name)
-    if not data.tensorflow_available():
-        logging.warning("TensorFlow is not installed, so no SavedModel was written; where it "
-                        "is, run: python -m kperceptual.export --model=%s --export_dir=%s "
-                        "--name=%s", keras_path, export_dir, name)
-        return None
-    # The package's own folder on the path (it may not be installed); no GPU for TensorFlow.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
-                                                       os.environ.get("PYTHONPATH")]))}
-    try:
-        done = subprocess.run([sys.executable, "-c", _EXPORT, keras_path, export_dir, name],
-                              env=env, capture_output=True, text=True, timeout=3600)
-    except subprocess.TimeoutExpired as e:
-        raise OSError(f"exporting {keras_path} with the tensorflow backend took over an "
-                      "hour; stopped") from e
-    lines = done.stdout.strip().splitlines()
-    if done.returncode or not lines:
-        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
-        raise OSError(f"exporting {keras_path} with the tensorflow backend failed: {last}")
-    return lines[-1]
-
-
-_EXPORT = ("import sys, keras; from kperceptual import networks; from kperceptual.serving import tf_saved_model; "
-           "print(tf_saved_model.export_saved_model(keras.saving.load_model(sys.argv[1]), *sys.argv[2:]))")

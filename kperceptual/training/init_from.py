@@ -1,0 +1,133 @@
+"""Starting a run from another model's weights (``--init_from``): fine-tuning the same network,
+or adding styles to a multi-style network while its shared convolutions stay bit-identical
+(only the new styles' scale and shift train). Backend-neutral.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from kperceptual import config as config_lib
+from kperceptual import networks
+from kperceptual.training.checkpoints import list_checkpoints
+
+# Network settings that runs before them did not record, as those runs had them.
+
+
+def freeze_shared_weights(network) -> None:
+    """Makes every layer but the conditional instance normalisations untrainable: adding a
+    style trains only the styles' scales and shifts (of those, only the new styles' rows get
+    gradients, as only they are in the batches)."""
+    for layer in network.layers:
+        if not isinstance(layer, networks.ConditionalInstanceNormalization):
+            layer.trainable = False
+
+
+def load_init_network(spec: str, models_dir: str = "savedmodels"):
+    """The Keras network of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
+    model name in ``models_dir``); raises ``ConfigError`` (``init_from``)."""
+    from kperceptual.inference import loading as models
+
+    try:
+        source = models.load_model(spec, models_dir).network
+    except (FileNotFoundError, ValueError) as e:
+        raise config_lib.ConfigError("init_from", str(e)) from e
+    if source is None:
+        raise config_lib.ConfigError("init_from", f"{spec}: holds no Keras network")
+    return source
+
+
+def resolve_init_from(config):
+    """``config`` for a style run whose ``init_from`` is a multi-style network and whose style
+    images are all new styles: with that network's styles as ``inherited_styles`` (the run
+    adds its styles to them, training only theirs). Any other ``init_from`` is fine-tuning (the
+    same shape, every weight trains) and leaves ``config`` as it is. Raises ``ConfigError``
+    where the style images repeat some of the network's styles but not exactly all."""
+    if config.task != "style" or not config.init_from or config.inherited_styles:
+        return config
+    saved = os.path.join(config.model_dir, "config.json")
+    if list_checkpoints(os.path.join(config.model_dir, "checkpoints")) and os.path.isfile(saved):
+        with open(saved) as f:  # resuming: the run's own record (init_from is not read again)
+            inherited = tuple(json.load(f).get("inherited_styles", ()))
+        return dataclasses.replace(config, inherited_styles=inherited) if inherited else config
+    source = load_init_network(config.init_from, config.export_dir)
+    theirs = networks.style_names(source) if networks.num_styles(source) > 1 else ()
+    ours = config.new_style_names()
+    if not theirs or tuple(ours) == theirs:
+        return config
+    repeated = [n for n in ours if n in theirs]
+    if repeated:
+        raise config_lib.ConfigError(
+            "style_image", f"{', '.join(repeated)}: already a style of {config.init_from} "
+                           f"({', '.join(theirs)}); give only new styles to add them, or "
+                           "exactly its styles to fine-tune it")
+    return dataclasses.replace(config, inherited_styles=theirs)
+
+
+def _copy_layers(network, source, spec: str, norm_rows) -> None:
+    """Copies every weighted layer of ``source`` into the same-named layer of ``network``;
+    a conditional instance normalisation's values go through ``norm_rows(values, layer)``
+    first. Raises ``ConfigError`` (``init_from``) where the layers differ."""
+    ours = {layer.name: layer for layer in network.layers}
+    theirs_with_weights = [layer for layer in source.layers if layer.weights]
+    if len(theirs_with_weights) != len([layer for layer in network.layers if layer.weights]):
+        raise config_lib.ConfigError(
+            "init_from", f"{spec}: its layers do not fit this network (another --norm, "
+                         "--upsample, --padding or size?)")
+    for theirs in theirs_with_weights:
+        layer = ours.get(theirs.name)
+        values = theirs.get_weights()
+        if isinstance(layer, networks.ConditionalInstanceNormalization):
+            values = norm_rows(values, layer)
+        if layer is None or [tuple(v.shape) for v in values] != \
+                [tuple(w.shape) for w in layer.weights]:
+            raise config_lib.ConfigError(
+                "init_from", f"{spec}: its layer {theirs.name} does not fit this network "
+                             "(another --norm, --upsample, --padding or size?)")
+        layer.set_weights(values)
+
+
+def add_styles_from(network, source) -> None:
+    """Copies a multi-style ``source`` into ``network``, which has its styles first and then
+    new ones: every shared weight, and each normalisation layer's gamma and beta rows of the
+    source's styles; the new styles start from the mean of the source's (a style near all of
+    them rather than none). Raises ``ConfigError`` (``init_from``) where the shapes differ."""
+    n = networks.num_styles(source)
+    _copy_layers(network, source, source.name, lambda values, layer: [
+        np.concatenate([v, np.repeat(v.mean(axis=0, keepdims=True), layer.num_styles - n,
+                                     axis=0)]) for v in values])
+
+
+def widen_to_styles(network, source, spec: str) -> None:
+    """Starts the multi-style ``network`` from the one-style ``source``: every convolution
+    copied, and each instance normalisation's scale and shift copied into every style's row of
+    the conditional one. Raises ``ConfigError`` (``init_from``) where the layers differ."""
+    _copy_layers(network, source, spec, lambda values, layer: [
+        np.repeat(v[None], layer.num_styles, axis=0) for v in values])
+
+
+def init_network_from(network, spec: str, inherited_styles=(),
+                      models_dir: str = "savedmodels") -> None:
+    """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
+    model name) into ``network``; raises ``ConfigError`` (``init_from``) unless every weight
+    has the same shape. With ``inherited_styles`` (a network adding styles to ``spec``'s):
+    ``add_styles_from``."""
+    source = load_init_network(spec, models_dir)
+    if inherited_styles:
+        add_styles_from(network, source)
+        return
+    if networks.num_styles(network) > 1 and networks.num_styles(source) == 1:
+        widen_to_styles(network, source, spec)
+        return
+    theirs = source.get_weights()
+    ours = network.weights
+    shapes = [tuple(w.shape) for w in theirs]
+    if shapes != [tuple(v.shape) for v in ours]:
+        raise config_lib.ConfigError(
+            "init_from", f"{spec}: its weights do not fit this network (another --scale, "
+                         "--norm, --upsample or size?); start from a model of the same shape")
+    network.set_weights(theirs)

@@ -1,0 +1,148 @@
+"""The Gatys optimiser on real VGG16 weights and real photos, at small sizes."""
+
+import numpy as np
+import pytest
+
+from kperceptual.imaging import color
+from kperceptual.gatys import optimizer as gatys
+from kperceptual.imaging import images
+from kperceptual.losses import objective as objectives
+from kperceptual.config import ObjectiveConfig
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def pair(photos):
+    content = images.resize_long_side(photos["chelsea"], SIZE)
+    style = images.resize_long_side(images.skimage_photo("hubble_deep_field"), SIZE)
+    return content, style
+
+
+def run(pair, loss_net, **kwargs):
+    seen = []
+
+    def callback(iteration, terms, image):
+        seen.append((iteration, float(np.min(image)), float(np.max(image))))
+
+    kwargs.setdefault("precision", "float32")
+    result = gatys.stylize(*pair, loss_net=loss_net, callback=callback, **kwargs)
+    return result, seen
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_iterations_lower_the_objective_and_keep_pixels_in_range(pair, loss_net, optimizer):
+    result, seen = run(pair, loss_net, optimizer=optimizer, iterations=8)
+    totals = [row["total"] for row in result.history]
+    assert [row["iteration"] for row in result.history] == list(range(9))
+    assert totals[-1] < 0.5 * totals[0]
+    assert [i for i, _, _ in seen] == list(range(9))
+    assert min(lo for _, lo, _ in seen) >= 0.0 and max(hi for _, _, hi in seen) <= 255.0
+    assert result.image.dtype == np.uint8 and result.image.shape == pair[0].shape
+    assert result.evaluations >= 8
+    # The reported objective is the objective of the returned image.
+    again = gatys.PixelObjective(*pair, loss_net=loss_net)(result.image)
+    assert again["total"] == pytest.approx(result.objective, rel=0.02)
+
+
+def test_noise_and_content_initialisation(pair, loss_net):
+    content = pair[0]
+    noise = gatys.initial_image(content, "noise", seed=1)
+    assert noise.shape == content.shape and 0 <= noise.min() and noise.max() <= 255
+    assert abs(noise.mean() - 127.5) < 5 and noise.std() > 60  # white noise over the range
+    np.testing.assert_array_equal(noise, gatys.initial_image(content, "noise", seed=1))
+    assert not np.array_equal(noise, gatys.initial_image(content, "noise", seed=2))
+    np.testing.assert_array_equal(gatys.initial_image(content, "content"), content)
+
+    from_content, _ = run(pair, loss_net, init="content", iterations=1)
+    from_noise, _ = run(pair, loss_net, init="noise", iterations=1)
+    assert from_content.history[0]["content"] == pytest.approx(0.0, abs=1e-6)
+    assert from_noise.history[0]["content"] > 1.0
+
+
+def test_gradient_matches_finite_differences(pair, loss_net):
+    objective = gatys.PixelObjective(*pair, loss_net=loss_net)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(40, 215, pair[0].shape).astype(np.float32)
+    direction = rng.normal(size=x.shape).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    _, gradient = objective.value_and_grad(x)
+    h = 2.0
+    numeric = (objective(x + h * direction)["total"] - objective(x - h * direction)["total"]) / (2 * h)
+    assert float(np.sum(gradient * direction)) == pytest.approx(numeric, rel=0.02)
+
+
+def test_pixel_objective_is_the_training_objective(pair, loss_net):
+    config = ObjectiveConfig(style_weight=3e4, tv_weight=1e-6)
+    image = np.random.default_rng(3).uniform(0, 255, pair[0].shape).astype(np.float32)
+    direct = objectives.objective_from_config(config, pair[1].astype(np.float32), loss_net)
+    expected = direct(image[None], direct.content_targets(pair[0][None].astype(np.float32)))
+    got = gatys.PixelObjective(*pair, config, loss_net)(image)
+    for name in gatys.TERMS:
+        assert got[name] == pytest.approx(float(np.asarray(expected[name])[0]), rel=1e-5)
+
+
+def test_objective_keywords_override_the_defaults(pair, loss_net):
+    weighted, _ = run(pair, loss_net, iterations=1, style_weight=0.0, tv_weight=0.0)
+    assert weighted.history[0]["style"] == 0.0 and weighted.history[0]["tv"] == 0.0
+
+
+def test_preserve_color_keeps_the_content_chroma(pair, loss_net):
+    content = pair[0]
+    kept, _ = run(pair, loss_net, iterations=4, preserve_color=True)
+    free, _ = run(pair, loss_net, iterations=4)
+
+    def chroma_error(image):
+        inside = (image > 2).all(-1) & (image < 253).all(-1)
+        diff = color.rgb_to_ycbcr(image)[..., 1:] - color.rgb_to_ycbcr(content)[..., 1:]
+        return float(np.abs(diff[inside]).mean())
+
+    assert chroma_error(kept.image) < 1.0  # rounding to uint8 only
+    assert chroma_error(free.image) > 5.0  # without it, the style's colours come in
+    assert not np.array_equal(color.luminance(kept.image).round(),
+                              color.luminance(content).round())  # luminance was stylised
+
+
+def test_images_given_as_paths_and_resized(photos, loss_net, tmp_path):
+    path = str(tmp_path / "chelsea.png")
+    images.write_image(path, photos["chelsea"])
+    result = gatys.stylize(path, "skimage:hubble_deep_field", iterations=1, image_size=40,
+                           loss_net=loss_net, precision="float32")
+    assert max(result.image.shape[:2]) == 40
+
+
+class NoisyObjective:
+    """An ill-conditioned quadratic whose values carry noise, as a bfloat16 loss network's do:
+    L-BFGS-B stops early on it."""
+
+    def __init__(self, noise):
+        self.shape = (4, 4, 3)
+        self.noise = noise
+        self.rng = np.random.default_rng(0)
+        self.scale = np.logspace(0, 4, 48).reshape(self.shape)  # ill-conditioned
+
+    def __call__(self, image):
+        x = np.asarray(image, np.float64).reshape(self.shape)
+        value = float(np.sum(self.scale * (x - 100.0) ** 2)) + self.noise * self.rng.normal()
+        return {"content": value, "style": 0.0, "tv": 0.0, "total": value}
+
+    def value_and_grad(self, image):
+        x = np.asarray(image, np.float64).reshape(self.shape)
+        return self(image), (2.0 * self.scale * (x - 100.0)).astype(np.float32)
+
+
+def test_lbfgs_restarts_after_line_search_failures_and_always_ends():
+    image, history, evaluations, stopped = gatys.minimize_lbfgs(
+        NoisyObjective(noise=50.0), np.zeros((4, 4, 3)), iterations=40)
+    assert 1 <= len(history) - 1 <= 40
+    assert [row["iteration"] for row in history] == list(range(len(history)))
+    assert history[-1]["total"] < history[0]["total"]
+    assert evaluations <= 11 * (10 * 40 + 20)  # at most 10 restarts, each bounded
+    assert 0.0 <= image.min() and image.max() <= 255.0
+    assert "restarts" in stopped
+
+
+def test_lbfgs_without_noise_needs_no_restart():
+    _, history, _, stopped = gatys.minimize_lbfgs(NoisyObjective(noise=0.0), np.zeros((4, 4, 3)),
+                                                  iterations=30)
+    assert len(history) == 31 and "restart" not in stopped

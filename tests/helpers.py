@@ -1,0 +1,98 @@
+"""Helpers the tests share (plain functions and constants; the fixtures are in conftest.py).
+
+``../shared`` (data beside the repository, see its README) holds the SR benchmark sets, style
+images and training photos some tests read: ``needs_shared`` skips those tests with the reason
+when it is absent (a contributor without it), while ``.ci/run`` refuses to start without it, so
+CI never skips them.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+def needs_shared(*parts):
+    """A skip marker for a test that reads ``../shared/data/<parts>``, naming what is missing."""
+    path = os.path.join(SHARED_DATA, *parts)
+    return pytest.mark.skipif(not os.path.exists(path),
+                              reason=f"needs {os.path.relpath(path, REPO)} (../shared beside the "
+                                     "repository; .ci/run has it)")
+
+
+# Python that makes this process behave as on a machine without TensorFlow: importing it fails
+# as a missing package does (and nothing is left in sys.modules to say it was tried).
+BLOCK_TENSORFLOW = """
+import importlib.abc, importlib.machinery, sys
+class _NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("tensorflow", "tensorflow_datasets"):
+            return importlib.machinery.ModuleSpec(name, self)
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {spec.name!r}", name=spec.name)
+    def exec_module(self, module):
+        pass
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+
+# Plain SGD's steps are linear in the gradient, which is about 1e6 for these tiny runs (style
+# weight 1e5): 1e-6 moves the weights by about 0.1, where the linear output head stays well
+# behaved (at 1e-2 they reach 1e7 in three steps and float rounding is all that is compared).
+SGD_LEARNING_RATE = 1e-6
+# Runs that split a batch differently sum its float32 gradients (large, with cancellation) in
+# another order: measured, a weight's move then differs by up to 3% of the largest move (tanh
+# or linear head alike). A split that lost or double-counted an example is off by about 50%.
+SUM_ORDER_TOLERANCE = 5e-2
+
+
+def small_config(tmp_path, **overrides):
+    from kperceptual import config
+
+    values = dict(style_image="skimage:hubble_deep_field", train_data="skimage",
+                  image_size=32, style_size=64, batch_size=2, steps=2, checkpoint_every=1,
+                  log_every=1, sample_every=1, precision="float32",
+                  model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "export"),
+                  name="test_style")
+    values.update(overrides)
+    return config.StyleTrainingConfig(**values)
+
+
+def random_pixels(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
+
+
+def psnr(image, reference, peak=255.0):
+    """Peak signal-to-noise ratio in dB of ``image`` against ``reference`` (pixels in [0, 255]);
+    inf when they are equal."""
+    error = np.mean((np.asarray(image, np.float64) - np.asarray(reference, np.float64)) ** 2)
+    return float("inf") if error == 0 else float(10 * np.log10(peak ** 2 / error))
+
+
+# Multi-style networks, small enough for the tests.
+STYLES = ("starry_night", "wave", "udnie")
+
+
+def small(num_styles=3, **kwargs):
+    """A small untrained style network with ``num_styles`` named styles."""
+    from kperceptual import networks
+
+    kwargs.setdefault("style_names", STYLES[:num_styles] if num_styles > 1 else None)
+    return networks.StyleTransferNetwork(filters=(8, 8, 8), num_residual_blocks=1,
+                                         num_styles=num_styles, **kwargs)
+
+
+def randomise_styles(network, seed=0):
+    """Distinct, non-trivial gamma and beta per style (untrained ones are all 1 and 0)."""
+    from kperceptual import networks
+
+    rng = np.random.default_rng(seed)
+    for layer in network.layers:
+        if isinstance(layer, networks.ConditionalInstanceNormalization):
+            gamma, beta = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32),
+                               rng.normal(0, 0.5, beta.shape).astype(np.float32)])
+    return network

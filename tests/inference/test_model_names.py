@@ -1,0 +1,50 @@
+"""Models by name: the user's models_dir first, then the shipped ones found from the package;
+``python -m kperceptual.models`` lists both and says when a user's model shadows a shipped one."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from helpers import REPO
+from kperceptual.inference import loading as models
+
+
+def test_the_shipped_models_are_found_from_the_package_and_described():
+    shipped = models.shipped_models_dir()
+    assert shipped and os.path.samefile(shipped, os.path.join(REPO, "savedmodels"))
+    listed = {m["name"]: m for m in models.available_models("no_such_folder")}
+    assert listed["starry_night"]["task"] == "style"
+    assert listed["sr_x4_pixel"]["task"] == "super_resolution"
+    assert listed["sr_x4_pixel"]["scale"] == 4
+    assert all(m["source"] == "shipped" and not m["shadowed"] for m in listed.values())
+
+
+def test_a_model_of_your_own_with_a_shipped_name_is_listed_as_shadowing_it(tmp_path):
+    shipped = models.latest_version_path(models.shipped_models_dir(), "starry_night")
+    mine = tmp_path / "savedmodels" / "starry_night" / "7"
+    shutil.copytree(shipped, mine)
+    listed = [m for m in models.available_models(str(tmp_path / "savedmodels"))
+              if m["name"] == "starry_night"]
+    assert [(m["source"], m["version"], m["shadowed"]) for m in listed] == [
+        ("yours", 7, False), ("shipped", int(os.path.basename(shipped)), True)]
+    assert models.load_model("starry_night", str(tmp_path / "savedmodels")).path == str(mine)
+    done = subprocess.run([sys.executable, "-m", "kperceptual.models"], cwd=tmp_path,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("starry_night")]
+    assert lines[0].split()[:3] == ["starry_night", "v7", "yours"]
+    assert "shadowed by yours" in lines[1]
+
+
+def test_init_from_takes_a_shipped_name(tmp_path):
+    from helpers import small_config
+    from kperceptual import config as config_lib
+
+    config_lib.validate(small_config(tmp_path, init_from="starry_night"))  # export_dir is empty
+    try:
+        config_lib.validate(small_config(tmp_path, init_from="no_such_model"))
+    except config_lib.ConfigError as e:
+        assert "or among the shipped models" in str(e)
+    else:
+        raise AssertionError("an unknown --init_from name was accepted")

@@ -1,0 +1,194 @@
+"""Training one network for several styles (conditional instance normalisation), adding a
+style to a trained multi-style network (--init_from: only the new style's parameters train),
+and fine-tuning: config, data, the per-example objective and short runs."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import small_config
+from kperceptual import config as config_lib
+from kperceptual.data import sources as data
+from kperceptual.imaging import images
+from kperceptual.losses import objective as objectives
+from kperceptual import networks
+from kperceptual.training import trainer
+from kperceptual.data import tf_pipeline
+
+STYLES = "skimage:hubble_deep_field,skimage:immunohistochemistry"
+
+
+def test_style_image_list_and_folder_give_styles_named_by_file_stems(tmp_path, photos):
+    config = small_config(tmp_path, style_image=STYLES, name="")
+    assert config.style_names() == ("hubble_deep_field", "immunohistochemistry")
+    assert config.name == "hubble_deep_field-immunohistochemistry"
+    assert config.network_config()["num_styles"] == 2
+    folder = tmp_path / "styles"
+    folder.mkdir()
+    for name in ("wave", "candy"):
+        images.write_image(str(folder / f"{name}.png"), photos["coffee"][:64, :64])
+    config = small_config(tmp_path, style_image=str(folder), name="")
+    assert config.style_names() == ("candy", "wave") and config.name == "styles"
+    config_lib.validate(config)
+    one = small_config(tmp_path)
+    assert "num_styles" not in one.network_config()  # the paper's network, as before
+
+
+@pytest.mark.parametrize("style_image,norm,message", [
+    ("skimage:hubble_deep_field,missing.jpg", "instance", "--style_image: missing.jpg: no such"),
+    ("skimage:coffee,skimage:coffee", "instance", "--style_image: style names .* coffee comes"),
+    ("skimage:coffee,", "instance", "--style_image: .*empty entry"),
+    (STYLES, "batch", "--norm: several styles need --norm=instance"),
+])
+def test_bad_style_lists_get_one_line_naming_the_flag(tmp_path, style_image, norm, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(small_config(tmp_path, style_image=style_image, norm=norm))
+
+
+def test_examples_take_styles_in_turn_in_both_loaders():
+    source = data.MultiStyleImages("skimage", 32, styles=(3, 5))
+    py = source.py_dataset(batch_size=3, num_batches=2)
+    first, second = py[0], py[1]
+    assert set(first) == {"pixels", "style"} and first["pixels"].shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(first["style"], [3, 5, 3])
+    np.testing.assert_array_equal(second["style"], [5, 3, 5])
+    tf_batches = list(tf_pipeline.dataset(source, batch_size=3).take(2))
+    for ours, theirs in zip((first, second), tf_batches):
+        np.testing.assert_array_equal(ours["pixels"], theirs["pixels"].numpy())
+        np.testing.assert_array_equal(ours["style"], theirs["style"].numpy())
+
+
+def test_objective_scores_each_example_against_its_own_style(loss_net, photos):
+    styles = [images.resize_long_side(photos[n], 64).astype(np.float32)
+              for n in ("astronaut", "coffee")]
+    kwargs = dict(content_weight=1.0, style_weight=1e5, tv_weight=1e-8, style_reduction="mean")
+    both = objectives.PerceptualObjective(
+        loss_net, objectives.style_targets_from_images(loss_net, styles, ("relu1_2", "relu2_2")),
+        style_layers=("relu1_2", "relu2_2"), **kwargs)
+    x = np.stack([images.resize_and_center_crop(photos["chelsea"], 32)] * 2).astype(np.float32)
+    y = x[::-1, ::-1].copy()
+    terms = both(y, both.content_targets(x), styles=np.array([1, 0]))
+    for i, style in ((0, styles[1]), (1, styles[0])):
+        one = objectives.PerceptualObjective(
+            loss_net, objectives.style_targets_from_image(loss_net, style, ("relu1_2", "relu2_2")),
+            style_layers=("relu1_2", "relu2_2"), **kwargs)
+        single = one(y[i:i + 1], one.content_targets(x[i:i + 1]))
+        np.testing.assert_allclose(np.asarray(terms["total"])[i], np.asarray(single["total"])[0],
+                                   rtol=1e-5)
+
+
+def _weights_by_path(network):
+    return {w.path: keras.ops.convert_to_numpy(w) for w in network.weights}
+
+
+@pytest.fixture(scope="module")
+def two_style_run(tmp_path_factory, vgg_weights_path):
+    tmp_path = tmp_path_factory.mktemp("two_styles")
+    config = small_config(tmp_path, style_image=STYLES, name="two", steps=2)
+    return trainer.train(config, verbose=0), tmp_path
+
+
+@pytest.mark.slow
+def test_a_multi_style_run_trains_and_saves_every_style(two_style_run):
+    result, _ = two_style_run
+    network = keras.saving.load_model(result["keras_path"])
+    assert network.style_names == ("hubble_deep_field", "immunohistochemistry")
+    gammas = [l.gamma.numpy() for l in network.layers
+              if isinstance(l, networks.ConditionalInstanceNormalization)]
+    # Both styles were trained (round robin: batch 2 holds one example of each).
+    assert all(np.any(g[0] != 1) and np.any(g[1] != 1) for g in gammas)
+    assert os.path.isdir(result["export_path"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_adding_a_style_trains_only_its_parameters(two_style_run, tmp_path, ema):
+    result, _ = two_style_run
+    source = keras.saving.load_model(result["keras_path"])
+    config = small_config(tmp_path, style_image="skimage:retina", name="three", steps=3,
+                          init_from=result["keras_path"], learning_rate=1e-2, ema=ema)
+    added = trainer.train(config, verbose=0)["network"]
+    assert added.style_names == ("hubble_deep_field", "immunohistochemistry", "retina")
+    ours, theirs = _weights_by_path(added), _weights_by_path(source)
+    assert ours.keys() == theirs.keys()
+    for path, value in theirs.items():
+        if value.ndim == 2:  # a conditional instance normalisation's gamma or beta
+            np.testing.assert_array_equal(ours[path][:2], value, err_msg=path)
+            assert not np.array_equal(ours[path][2], value.mean(axis=0)), path
+        else:  # shared convolutions and biases: bit-identical
+            np.testing.assert_array_equal(ours[path], value, err_msg=path)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 24, 24, 3)).astype(np.float32)
+    old = np.eye(2, dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(added([x, np.pad(old, ((0, 0), (0, 1)))])),
+                                  np.asarray(source([x, old])))
+
+
+def test_init_from_with_some_of_its_styles_is_refused(two_style_run, tmp_path):
+    result, _ = two_style_run
+    config = small_config(tmp_path, style_image="skimage:hubble_deep_field,skimage:retina",
+                          init_from=result["keras_path"])
+    with pytest.raises(config_lib.ConfigError, match="--style_image: hubble_deep_field: already "
+                                                     "a style of"):
+        trainer.train(config, verbose=0)
+
+
+@pytest.mark.slow
+def test_fine_tuning_a_multi_style_network_with_its_own_styles_trains_everything(
+        two_style_run, tmp_path):
+    result, _ = two_style_run
+    source = _weights_by_path(keras.saving.load_model(result["keras_path"]))
+    config = small_config(tmp_path, style_image=STYLES, name="tuned", steps=1,
+                          init_from=result["keras_path"], learning_rate=1e-2)
+    tuned = _weights_by_path(trainer.train(config, verbose=0)["network"])
+    assert all(not np.array_equal(tuned[p], v) for p, v in source.items() if "kernel" in p)
+
+
+@pytest.mark.slow
+def test_a_multi_style_run_on_jax_with_the_py_dataset_loader(tmp_path, vgg_weights_path):
+    # Keras's own train_step on another backend, with the dict batches of MultiStyleImages.
+    import json
+
+    from helpers import REPO
+    from test_backends import run_worker
+
+    config = small_config(tmp_path, style_image=STYLES, steps=2, loader="py_dataset")
+    values = {k: v for k, v in config.to_dict().items() if k != "task"}
+    result = run_worker("jax", "train", json.dumps(values), tmp_path / "weights.npz",
+                        env={"PYTHONPATH": REPO})  # this tree, not an installed copy
+    assert result["steps"] == 2
+    network = keras.saving.load_model(result["keras_path"])  # here: TensorFlow
+    assert network.style_names == ("hubble_deep_field", "immunohistochemistry")
+
+
+def test_train_cli_bad_style_list_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kperceptual.train", "--style_image=skimage:coffee,nowhere.png"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == \
+        "kperceptual.train: --style_image: nowhere.png: no such file"
+
+
+@pytest.mark.slow
+def test_a_run_adding_a_style_resumes_with_the_same_frozen_weights(two_style_run, tmp_path):
+    import dataclasses
+
+    result, _ = two_style_run
+    source = _weights_by_path(keras.saving.load_model(result["keras_path"]))
+    config = small_config(tmp_path, style_image="skimage:retina", name="three", steps=1,
+                          init_from=result["keras_path"], learning_rate=1e-2)
+    trainer.train(config, verbose=0)
+    resumed = trainer.train(dataclasses.replace(config, steps=2), verbose=0)
+    assert resumed["trained_steps"] == 1
+    ours = _weights_by_path(resumed["network"])
+    for path, value in source.items():
+        np.testing.assert_array_equal(ours[path][:2] if value.ndim == 2 else ours[path], value,
+                                      err_msg=path)
