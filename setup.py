@@ -11,7 +11,8 @@ setup(
     # The shipped models install with the package, so names resolve from any folder
     # (models.shipped_models_dir).
     package_dir={"kperceptual.savedmodels": "savedmodels"},
-    package_data={"kperceptual.savedmodels": ["*", "*/*/*", "*/*/*/*", "*/*/*/*/*"]},
+    package_data={"kperceptual.savedmodels": ["*", "*/*/*", "*/*/*/*", "*/*/*/*/*"],
+                  "kperceptual": ["app_static/*"]},  # the web demo's page (kperceptual.app)
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
@@ -32,7 +33,8 @@ setup(
         # The other Keras backends: training runs on them too (KERAS_BACKEND=jax or torch).
         "jax": ["jax>=0.4.30"],
         "torch": ["torch>=2.3"],
-        # The tests train on all three backends on the CPU.
-        "test": ["pytest>=8.0", "jax>=0.4.30", "torch>=2.3"],
+        # The tests train on all three backends on the CPU; Playwright drives the web demo in
+        # Chromium (Debian's chromium package; the tests skip, saying so, without it).
+        "test": ["pytest>=8.0", "jax>=0.4.30", "torch>=2.3", "playwright>=1.40"],
     },
 )
