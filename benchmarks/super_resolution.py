@@ -40,7 +40,7 @@ PAPER_SET5_X4 = {"bicubic": (28.43, 0.8114), "l_pixel": (28.40, 0.8205),
                  "l_feat": (27.09, 0.7680), "SRCNN": (30.48, 0.8628)}
 PAPER_NAME = {"bicubic": "bicubic", "sr_x4_pixel": "l_pixel", "sr_x4_feat": "l_feat"}
 CARDS = os.path.join(report.REPO, "docs", "models")
-PIN_MAX = 0.001  # kperceptual.metrics.PIN_MAX_FRACTION
+PIN_MAX = 0.001  # kperceptual.evaluation.metrics.PIN_MAX_FRACTION
 
 
 def trained_steps(name: str) -> str:
@@ -175,7 +175,7 @@ def main(argv):
             all_results[(name, scale)] = results
             notes.append(f"- {note}")
         body = (table(all_results) + "\n\nPSNR and SSIM on the BT.601 luma with `scale` pixels "
-                "cropped from each border (`kperceptual.metrics`), LPIPS (VGG, v0.1; lower is "
+                "cropped from each border (`kperceptual.evaluation.metrics`), LPIPS (VGG, v0.1; lower is "
                 "better) on RGB with the same crop; l_feat models with the paper's histogram "
                 "matching. The paper trained 200k steps; the steps column is what these models "
                 "had. Largest pinned region: the largest connected area with a channel at 0 or "

@@ -36,7 +36,7 @@ HTTP API (what the page calls; usable with curl):
 
 Limits: an upload is at most ``images.MAX_FILE_BYTES`` bytes (what every command reads as an
 image), and an image or video frame at most ``--max_pixels`` pixels, by default the SavedModel
-serving limit ``export.saved_model.DEFAULT_MAX_PIXELS`` (2048 x 2048), checked from the header
+serving limit ``serving.layout.DEFAULT_MAX_PIXELS`` (2048 x 2048), checked from the header
 before anything is decoded. A bad upload (not an image, damaged, too large) or option gets one
 line as ``{"error": ...}`` with a 4xx status; the page shows that line.
 
@@ -77,8 +77,11 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from kperceptual import images, inference, models, video
-from kperceptual.export.saved_model import DEFAULT_MAX_PIXELS
+from kperceptual.imaging import images
+from kperceptual.inference import loading as models
+from kperceptual.inference import stylizer as inference
+from kperceptual.inference import video
+from kperceptual.serving.layout import DEFAULT_MAX_PIXELS
 
 PROGRAM = "kperceptual.app"
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app_static")

@@ -33,8 +33,7 @@ INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 STRATEGIES = ("auto", "mirrored", "multi_worker", "data_parallel")
 LOADERS = ("auto", "tf_data", "py_dataset")  # auto: tf.data where TensorFlow is installed
 # --jit_compile -> Keras's compile(jit_compile=...). auto: Keras's choice (XLA on JAX; off under
-# tf.distribute and on PyTorch). Measured on a 2-core CPU (docs/benchmarks.md): XLA 1.26x faster
-# on JAX, 1.3-3x slower on TensorFlow; torch.compile 1.05-1.29x faster after minutes of compiling.
+# tf.distribute and on PyTorch). What each costs or saves: docs/benchmarks.md.
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 TASKS = ("style", "super_resolution")
 # Training sources besides a folder: tensorflow-datasets by name, and the photos bundled with

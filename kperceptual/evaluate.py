@@ -19,7 +19,7 @@ convention that reproduces the paper's bicubic x4 Set5 numbers), and LPIPS (VGG,
 ``--save_images`` every output image. Nothing is replaced without ``--overwrite``.
 Bad flags and inputs (folders that do not pair up, a low-res image that is not the high-res
 size divided by the scale, a model trained for another scale): one line, exit status 2.
-The library is ``kperceptual.evaluation``.
+The library is ``kperceptual.evaluation.super_resolution``.
 """
 
 from __future__ import annotations

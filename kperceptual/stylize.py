@@ -32,8 +32,8 @@ Images with a side under 16 pixels are padded to 16 for the network and cropped 
 fixed-size ``.tflite`` model takes only images of its size (others get one line each).
 ``--tile`` needs the Keras network (a ``.keras`` file, or a SavedModel with
 ``assets/network.keras``) and must exceed the windows' overlap. Large images run in windows when the whole would exceed ``--memory_budget`` (exact for
-instance normalisation, see ``kperceptual.tiling``); the library is ``kperceptual.inference``
-and ``kperceptual.video``.
+instance normalisation, see ``kperceptual.inference.tiling``); the library is ``kperceptual.inference``
+and ``kperceptual.inference.video``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Examples:
 
 Run the same command again to resume from the newest checkpoint in --model_dir. Every flag is
 checked before work starts; a bad one gets one line naming it and exit status 2.
-This is a thin layer over ``kperceptual.trainer.train(StyleTrainingConfig(...))`` or
+This is a thin layer over ``kperceptual.training.trainer.train(StyleTrainingConfig(...))`` or
 ``train(SuperResolutionConfig(...))``.
 """
 

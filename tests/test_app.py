@@ -27,8 +27,9 @@ from PIL import Image
 
 from conftest import REPO
 from kperceptual import app as demo_app
-from kperceptual import images, inference
-from kperceptual.export.saved_model import DEFAULT_MAX_PIXELS
+from kperceptual.imaging import images
+from kperceptual.inference import stylizer as inference
+from kperceptual.serving.layout import DEFAULT_MAX_PIXELS
 
 
 def _encode(image: np.ndarray, fmt: str = "JPEG") -> bytes:

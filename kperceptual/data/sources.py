@@ -7,7 +7,7 @@ A training source is one of:
   downloaded and prepared by tensorflow-datasets on first use (needs TensorFlow);
 * ``skimage``: the colour photos bundled with scikit-image (the embedded default).
 
-Every image is decoded by ``kperceptual.images`` (EXIF orientation, colour modes), resized so its
+Every image is decoded by ``kperceptual.imaging.images`` (EXIF orientation, colour modes), resized so its
 shorter side is ``image_size`` and centre-cropped to a square. Files that fail to decode are
 skipped, logged once each and counted in ``TrainingImages.skipped``; they never stop a run.
 
@@ -193,7 +193,7 @@ class SuperResolutionPairs(TrainingImages):
     """(low-res, high-res) training pairs for super-resolution by ``scale``, from the same
     sources as ``TrainingImages``: a random ``patch_size`` x ``patch_size`` high-resolution
     patch of each image (flipped at random; images smaller than a patch are enlarged first),
-    and its degradation by ``kperceptual.degradation`` (Gaussian blur ``blur_sigma``, bicubic
+    and its degradation by ``kperceptual.data.degradation`` (Gaussian blur ``blur_sigma``, bicubic
     downsampling by ``scale``). Batches are (low-res (B, p/s, p/s, 3), high-res (B, p, p, 3)),
     uint8. Crops and flips are a pure function of the seed and the example's position."""
 

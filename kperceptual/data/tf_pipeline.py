@@ -1,6 +1,6 @@
 """tf.data input pipelines (TensorFlow-only).
 
-``dataset`` streams a ``kperceptual.data.TrainingImages`` source (a folder, ``skimage`` or
+``dataset`` streams a ``kperceptual.data.sources.TrainingImages`` source (a folder, ``skimage`` or
 ``tfds:``) as prefetched uint8 batches: the batches of its backend-neutral ``ImageBatches``, or
 for multi-worker training one shard of each global batch. ``distributed_dataset`` gives every
 input pipeline of a ``tf.distribute`` strategy its shard.

@@ -38,7 +38,7 @@ downsampled, ``f = 2``; the others have ``f = 1``.) ``tests/test_metrics.py`` ch
 against the paper's numbers.
 
 LPIPS (Zhang et al. 2018, VGG variant, linear heads v0.1) uses the frozen VGG16 of
-``kperceptual.loss_network`` with the torchvision weights (whose preprocessing equals LPIPS's
+``kperceptual.losses.loss_network`` with the torchvision weights (whose preprocessing equals LPIPS's
 input scaling layer) and the heads of ``kperceptual.weights.lpips_heads``:
 ``sum over layers of the spatial mean of sum_c w_c (f1_hat - f2_hat)^2``, where ``f_hat`` is the
 feature divided by its L2 norm over the channels (+1e-10). The computation uses ``keras.ops``

@@ -8,11 +8,11 @@ does, as functions.
     evaluation.write_report(results, pairs, "eval/set5_x4", title="Set5 x4")
 
 Each model's output for each low-res input is scored against the high-res image with PSNR and
-SSIM on the BT.601 luma, ``scale`` pixels cropped from each border (``kperceptual.metrics``:
+SSIM on the BT.601 luma, ``scale`` pixels cropped from each border (``kperceptual.evaluation.metrics``:
 the convention that gives the paper's bicubic x4 Set5 numbers), and LPIPS (VGG, v0.1) on the RGB
 image with the same border cropped. ``bicubic`` is the baseline (Pillow bicubic, as MATLAB's
 ``imresize``). Without a low-res folder, the inputs are made with the paper's degradation
-(``kperceptual.degradation``: blur sigma 1.0, bicubic downsampling), the high-res images first
+(``kperceptual.data.degradation``: blur sigma 1.0, bicubic downsampling), the high-res images first
 cropped to a multiple of ``scale``.
 
 Models are applied with ``kperceptual.inference.Stylizer`` (large images run in windows within

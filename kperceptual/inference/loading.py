@@ -118,8 +118,8 @@ def load_keras_network(path: str):
 def keras_forward(network) -> Callable[[np.ndarray], np.ndarray]:
     """``network``'s forward pass as a function of float32 pixels (B, H, W, 3) -> numpy.
 
-    ``predict_on_batch`` compiles the forward pass: about 2x faster than an eager call, and a
-    third of its peak memory."""
+    ``predict_on_batch`` compiles the forward pass, which is faster than an eager call and
+    needs less memory (docs/benchmarks.md)."""
     return lambda x: np.asarray(network.predict_on_batch(np.asarray(x, np.float32)))
 
 

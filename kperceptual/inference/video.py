@@ -8,7 +8,7 @@ fits the memory budget) and written as H.264 MP4 at the source's frame rate. The
 audio track is kept (re-encoded as AAC by imageio-ffmpeg's ffmpeg, as MP4 players expect); a
 track ffmpeg cannot carry over leaves the video silent, with a warning. Odd output sides are
 padded by one replicated pixel (H.264's 4:2:0 needs even
-sides). The output is written to a temporary file and renamed (``kperceptual.files``), so a
+sides). The output is written to a temporary file and renamed (``kperceptual.imaging.files``), so a
 failed run leaves nothing.
 """
 

@@ -23,3 +23,7 @@ def latest_version_path(export_dir: str, name: str) -> str | None:
     """``export_dir/name/<highest version>`` or None."""
     found = versions(os.path.join(export_dir, name))
     return os.path.join(export_dir, name, str(found[-1])) if found else None
+
+
+# Per image: 2048 x 2048 (about 4 GB of activations on a CPU for the default style network).
+DEFAULT_MAX_PIXELS = 2048 * 2048

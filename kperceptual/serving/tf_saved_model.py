@@ -38,11 +38,10 @@ import keras
 import tensorflow as tf
 
 from kperceptual.imaging.files import write_atomically
-from kperceptual.serving.layout import NETWORK_ASSET, latest_version_path, versions  # noqa: F401
+from kperceptual.serving.layout import (DEFAULT_MAX_PIXELS, NETWORK_ASSET,  # noqa: F401
+                                       latest_version_path, versions)
 
 MODELS_CONFIG = "models.config"
-# Per image: 2048 x 2048 (about 4 GB of activations on a CPU for the default style network).
-DEFAULT_MAX_PIXELS = 2048 * 2048
 BATCH_IMAGES = 4  # the default max_batch_pixels is this many images at max_pixels
 
 

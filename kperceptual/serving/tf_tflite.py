@@ -1,5 +1,5 @@
 """TFLite conversion of transformation networks (TensorFlow-only; the files run with LiteRT,
-``kperceptual.litert``).
+``kperceptual.serving.litert``).
 
 The model takes float32 pixels (1, H, W, 3) in [0, 255] and returns float32 pixels of the same
 shape, whatever the quantisation. A multi-style network's model also takes ``style_weights``
@@ -16,14 +16,14 @@ Quantisation (``QUANTIZATIONS``):
   a representative set of photos; ops without an int8 kernel fall back to float32 kernels.
   Instance normalisation limits it: its input, a conv output, is quantised per tensor while its
   channels' spreads differ about tenfold, and normalising by each channel's spread amplifies the
-  rounding error of the narrow channels (about 20 dB PSNR on the shipped model, photos held out
-  from calibration).
+  rounding error of the narrow channels.
 * ``int16x8``: int16 activations, int8 weights (TFLite's experimental 16x8 mode), the same
-  calibration; the size of ``int8``, 47 to 50 dB on held-out photos (``dynamic``: 36 to 38).
-  Both calibrated modes do far worse on photos unlike the calibration set (a dark telescope
-  image: 18 dB int16x8, 14 dB int8). On CPUs LiteRT ran the 16x8 model about 20x slower
-  than float32, and at 1024x1024 a normalisation's RSQRT fails on a quantised input of 0
-  (measured in benchmarks/inference.py): a format to try, not to ship.
+  calibration and the size of ``int8``, more accurate than ``dynamic``. Both calibrated modes do
+  far worse on photos unlike the calibration set, LiteRT runs the 16x8 model much slower than
+  float32 on CPUs, and at 1024x1024 a normalisation's RSQRT fails on a quantised input of 0: a
+  format to try, not to ship. The measured accuracy and speed of every format are in the
+  README's TFLite section and docs/benchmarks.md (``tests/serving/test_parity.py`` holds the
+  floors).
 
 Calibration (``calibration_batches``) sets the activation ranges from the photos it is given, so
 they should look like what the model will see: a folder of the user's own photos is best. The
@@ -109,7 +109,7 @@ def calibration_batches(source: str, steps: int, image_size: int,
     """``steps`` float32 batches (1, image_size, image_size, 3) from the photos of ``source`` (a
     folder or ``skimage``).
 
-    The training input pipeline (``kperceptual.data``) gives each photo, in a seeded shuffled
+    The training input pipeline (``kperceptual.data.sources``) gives each photo, in a seeded shuffled
     order that repeats after the last one, as a centre square ``CALIBRATION_MARGIN`` times
     ``image_size``; each step takes a random ``image_size`` crop of it, flipped left to right
     half the time, so a source with fewer photos than ``steps`` still gives different crops.

@@ -1,5 +1,5 @@
 """Where training runs, on each Keras backend (backend-neutral; TensorFlow is imported only on
-the TensorFlow backend, through ``kperceptual.tf_training``).
+the TensorFlow backend, through ``kperceptual.training.tf_step``).
 
 ``make_distribution(name)`` turns ``--strategy`` into a ``Distribution``:
 

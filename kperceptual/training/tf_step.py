@@ -1,6 +1,6 @@
 """The distributed training step and its strategies (TensorFlow-only).
 
-``kperceptual.trainer`` is backend-neutral: its ``PerceptualTrainer.compute_loss`` is the one
+``kperceptual.training.trainer`` is backend-neutral: its ``PerceptualTrainer.compute_loss`` is the one
 definition of the objective on every backend. On the TensorFlow backend, ``train_step`` here
 runs it under a ``tf.distribute`` strategy: each replica's loss is its batch mean divided by the
 number of replicas in sync (= its share of the global-batch sum over the global batch size), so

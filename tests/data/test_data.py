@@ -214,7 +214,7 @@ def test_distributed_dataset_gives_each_input_pipeline_its_shard(tiny_folder):
 
 
 def test_loader_choice_with_tensorflow(tiny_folder):
-    assert data.LOADERS == ("auto", "tf_data", "py_dataset")
+    assert loaders.LOADERS == ("auto", "tf_data", "py_dataset")
     assert tf_fence.tensorflow_available()
     assert loaders.resolve_loader("auto") == loaders.resolve_loader("tf_data") == "tf_data"
     assert loaders.resolve_loader("py_dataset") == "py_dataset"
