@@ -82,6 +82,7 @@ from kperceptual.inference import loading as models
 from kperceptual.inference import stylizer as inference
 from kperceptual.inference import video
 from kperceptual.serving.layout import DEFAULT_MAX_PIXELS
+from kperceptual.serving.layout import user_models_dir
 
 PROGRAM = "kperceptual.app"
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app_static")
@@ -190,7 +191,7 @@ class Demo:
     """The app's state: models by version folder, bound styles, video jobs; the HTTP handler
     calls its methods, and so can tests."""
 
-    def __init__(self, models_dir: str = "savedmodels", max_bytes: int | None = None,
+    def __init__(self, models_dir: str | None = None, max_bytes: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, log=None):
         self.models_dir = models_dir
         self.max_bytes = images.MAX_FILE_BYTES if max_bytes is None else int(max_bytes)
@@ -625,7 +626,7 @@ flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every i
                                          "there is no authentication).")
 flags.DEFINE_integer("port", 8000, "Port to listen on; 0: a free one (printed).", lower_bound=0,
                      upper_bound=65535)
-flags.DEFINE_string("models_dir", "savedmodels", "Your models (TF Serving's layout); the "
+flags.DEFINE_string("models_dir", user_models_dir(), "Your models (TF Serving's layout); the "
                                                  "shipped ones are listed after them.")
 flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Largest image or video frame taken, "
                      "in pixels (the SavedModel serving limit by default).", lower_bound=1)

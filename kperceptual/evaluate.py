@@ -32,6 +32,7 @@ from absl import app, flags
 
 from kperceptual.data import degradation
 from kperceptual.choices import HISTOGRAM_MATCH, INFERENCE_PRECISIONS
+from kperceptual.serving.layout import user_models_dir
 
 PROGRAM = "kperceptual.evaluate"
 
@@ -51,7 +52,7 @@ flags.DEFINE_enum("histogram_match", "auto", list(HISTOGRAM_MATCH),
                   "post-processing); auto: on for models trained with l_feat.")
 flags.DEFINE_bool("lpips", True, "Also report LPIPS (VGG), which needs the VGG16 weights.")
 flags.DEFINE_bool("save_images", False, "Also write every model's output images.")
-flags.DEFINE_string("models_dir", "savedmodels", "Where model names are looked up.")
+flags.DEFINE_string("models_dir", user_models_dir(), "Where model names are looked up.")
 flags.DEFINE_string("memory_budget", "auto", "Peak memory per image, e.g. 4G; auto: 80% of "
                                              "the available memory.")
 flags.DEFINE_bool("overwrite", False, "Replace existing result files.")

@@ -24,7 +24,6 @@ that style (needed for int8 and int16x8 TFLite).
 from __future__ import annotations
 
 import os
-import re
 import time
 import zipfile
 
@@ -35,19 +34,20 @@ from kperceptual.imaging import files
 from kperceptual.imaging import images
 from kperceptual.choices import SKIMAGE_SOURCE
 from kperceptual.serving import tf_onnx as onnx
+from kperceptual.serving.layout import name_problem
 from kperceptual.serving import tf_saved_model as saved_model
 from kperceptual.serving import tf_tflite as tflite
+from kperceptual.serving.layout import user_models_dir
 
 PROGRAM = "kperceptual.export"
 FORMATS = ("saved_model", "tflite", "onnx")
 MIN_INPUT_SIZE = 8
 # Names go into paths and into models.config's text proto: no separators, quotes or spaces.
-SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 flags.DEFINE_string("model", None, "A model name in --models_dir (its newest version), a "
                     "SavedModel folder written by kperceptual, or a .keras file.")
-flags.DEFINE_string("models_dir", "savedmodels", "Where model names are looked up.")
-flags.DEFINE_string("export_dir", "savedmodels", "Where exports are written.")
+flags.DEFINE_string("models_dir", user_models_dir(), "Where model names are looked up.")
+flags.DEFINE_string("export_dir", user_models_dir(), "Where exports are written.")
 flags.DEFINE_string("name", "", "Exported model name (letters, digits, _ . -, not starting "
                     "with .); default: the model's name.")
 flags.DEFINE_string("format", "saved_model", f"One of {', '.join(FORMATS)}.")
@@ -86,14 +86,6 @@ def _megabytes(path: str) -> float:
         return os.path.getsize(path) / 1e6
     return sum(os.path.getsize(os.path.join(root, f))
                for root, _, files in os.walk(path) for f in files) / 1e6
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name an export, or None if it can."""
-    if not SAFE_NAME.fullmatch(name) or name.startswith("."):
-        return (f"{name!r} is not a safe model name (letters, digits, _ . - only, not starting "
-                "with .)")
-    return None
 
 
 def check_flags():

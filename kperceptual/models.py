@@ -5,6 +5,7 @@ and styles. A thin command over ``kperceptual.inference.loading.available_models
 """
 
 from kperceptual.inference.loading import available_models
+from kperceptual.serving.layout import user_models_dir
 
 def main(argv):
     """``python -m kperceptual.models [--models_dir=DIR]``: the models a name loads."""
@@ -27,6 +28,6 @@ if __name__ == "__main__":
 
     from kperceptual import cli
 
-    flags.DEFINE_string("models_dir", "savedmodels", "Your models (TF Serving's layout); the "
+    flags.DEFINE_string("models_dir", user_models_dir(), "Your models (TF Serving's layout); the "
                                                      "shipped ones are listed after them.")
     app.run(main, flags_parser=cli.flags_parser("kperceptual.models"))

@@ -51,11 +51,12 @@ from kperceptual import choices
 from kperceptual.imaging import images
 from kperceptual.inference import stylizer as inference
 from kperceptual.inference import video
+from kperceptual.serving.layout import user_models_dir
 
 PROGRAM = "kperceptual.stylize"
 flags.DEFINE_string("model", None, "A name in --models_dir, a SavedModel folder, a .keras or a "
                                    ".tflite file.")
-flags.DEFINE_string("models_dir", "savedmodels", "Where model names are looked up.")
+flags.DEFINE_string("models_dir", user_models_dir(), "Where model names are looked up.")
 flags.DEFINE_string("output", "stylised", "Output folder.")
 flags.DEFINE_integer("max_size", 0, "If > 0, resize inputs so their longer side is at most this.")
 flags.DEFINE_integer("tile", 0, "Window side in pixels for tiled runs; 0: automatic (tiles only "
@@ -149,7 +150,7 @@ def _stylizer() -> inference.Stylizer:
         model = inference.as_loaded_model(FLAGS.model, FLAGS.models_dir)
     except (FileNotFoundError, ValueError, OSError, ImportError) as e:
         cli.fail(PROGRAM, f"--model: {e}")
-    print(f"model: {model.path or model.name}")  # which one a name found, and its version
+    print(f"model: {model.describe()}")  # which one a name found, and its version
     style = FLAGS.style or None
     if style == ALL_STYLES:
         names = inference.model_style_names(model)

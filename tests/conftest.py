@@ -4,6 +4,11 @@ real photos (scikit-image's bundled ones), generated fixtures only."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The user's models (what train and export write by default) go to a folder of this test session,
+# never to ~/.keras; subprocesses inherit it.
+import tempfile  # noqa: E402
+
+os.environ["KPERCEPTUAL_MODELS"] = tempfile.mkdtemp(prefix="kperceptual-test-models-")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -123,7 +123,7 @@ def load_pairs(hr_dir: str, lr_dir: str | None, scale: int,
 
 
 def load_upscaler(spec: str, scale: int, histogram_match="auto",
-                  models_dir: str = "savedmodels", memory_budget=None, precision="float32"):
+                  models_dir: str | None = None, memory_budget=None, precision="float32"):
     """(name, function low-res uint8 -> high-res uint8) for ``spec``: ``bicubic`` or a model
     ``models.load_model`` takes. Raises ``EvaluationError`` if it cannot be loaded or does not
     upscale by ``scale``."""
@@ -157,7 +157,7 @@ def score(output: np.ndarray, high_res: np.ndarray, scale: int, lpips=None) -> d
 
 
 def evaluate(model_specs, pairs: list[Pair], scale: int, *, use_lpips: bool = True,
-             histogram_match="auto", models_dir: str = "savedmodels", memory_budget=None,
+             histogram_match="auto", models_dir: str | None = None, memory_budget=None,
              keep_outputs: bool = True, progress=None, precision: str = "float32") -> dict:
     """Scores every model on every pair. Returns {model name: {"images": {pair name: scores},
     "mean": scores, "outputs": {pair name: uint8 image} (if ``keep_outputs``)}} in the order

@@ -2,8 +2,8 @@
 
 A model is
 
-* a name under ``--models_dir`` (default ``savedmodels/`` of the working folder) or, where it
-  has none of that name, among the models this project ships (``shipped_models_dir``: found
+* a name under ``--models_dir`` (the user's models: default ``layout.user_models_dir()``,
+  ``~/.keras/kperceptual/models``) or, where it has none of that name, among the models this project ships (``shipped_models_dir``: found
   from the package, so from any folder and after ``pip install .``); its newest version,
 * a SavedModel folder (TF Serving's ``<name>/<version>/`` or any other), or a model's folder
   of versions (``<name>/``: its newest),
@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kperceptual.serving.layout import NETWORK_ASSET, latest_version_path, versions  # noqa: F401
+from kperceptual.serving.layout import (NETWORK_ASSET, latest_version_path,  # noqa: F401
+                                       user_models_dir, versions)
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # kperceptual/
 # Where the shipped models are: inside an installed package (setup.py installs the repository's
@@ -63,11 +64,12 @@ def describe(version_path: str) -> dict:
     return {"task": "style", "styles": list(config.get("style_names") or []), "scale": 1}
 
 
-def available_models(models_dir: str = "savedmodels") -> list[dict]:
+def available_models(models_dir: str | None = None) -> list[dict]:
     """Every model a name can load: those in ``models_dir`` first (the user's), then the
     shipped ones, each ``{"name", "version", "path", "source", "shadowed"}`` plus ``describe``'s
     keys; a shipped model with the name of one of the user's is ``shadowed`` (the name loads
-    the user's)."""
+    the user's). ``models_dir`` defaults to ``layout.user_models_dir()``."""
+    models_dir = models_dir or user_models_dir()
     found, seen = [], set()
     shipped = shipped_models_dir()
     places = [(models_dir, "yours")]
@@ -102,6 +104,13 @@ class LoadedModel:
     kind: str  # "keras", "saved_model" or "tflite"
     fn: Callable[[np.ndarray], Any]
     network: Any = None
+    shadows: str = ""  # the shipped model of the same name a name of the user's hides, if any
+
+    def describe(self) -> str:
+        """Which model this is, in one line: its path, and a shipped model it hides."""
+        where = self.path or self.name
+        return where + (f" (yours; it hides the shipped {self.shadows}: give that one's path "
+                        "to use it)" if self.shadows else "")
 
 
 def load_keras_network(path: str):
@@ -162,9 +171,11 @@ def _load_keras_file(path: str):
         raise ValueError(f"{path}: cannot load ({first})") from e
 
 
-def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
+def load_model(spec: str, models_dir: str | None = None) -> LoadedModel:
     """Loads ``spec`` (see the module docstring); raises FileNotFoundError or ValueError with a
-    one-line message naming ``spec``."""
+    one-line message naming ``spec``. ``models_dir`` defaults to ``layout.user_models_dir()``."""
+    models_dir = models_dir or user_models_dir()
+    shadows = ""
     stem = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0]
     if spec.endswith(".keras"):
         if not os.path.isfile(spec):
@@ -185,8 +196,12 @@ def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
     else:
         path = latest_version_path(models_dir, spec)
         shipped = shipped_models_dir()
-        if path is None and shipped and os.sep not in spec and "/" not in spec:
-            path = latest_version_path(shipped, spec)
+        theirs = (latest_version_path(shipped, spec)
+                  if shipped and os.sep not in spec and "/" not in spec else None)
+        if path is None:
+            path = theirs
+        elif theirs and not os.path.samefile(path, theirs):
+            shadows = theirs
     if path is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(f"{spec}: not a .keras or .tflite file, a SavedModel folder, or "
                                 f"a model name in {models_dir}/ or among the shipped models")
@@ -199,4 +214,4 @@ def load_model(spec: str, models_dir: str = "savedmodels") -> LoadedModel:
     fn = LazySavedModel(path)
     if network is None:
         fn.load()  # needed anyway; a SavedModel kperceptual did not write fails here
-    return LoadedModel(name, path, "saved_model", fn, network)
+    return LoadedModel(name, path, "saved_model", fn, network, shadows)

@@ -146,7 +146,7 @@ def check_options(max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
         raise OptionError("batch_size", f"must be at least 1, got {batch_size}")
 
 
-def as_loaded_model(model, models_dir: str = "savedmodels") -> LoadedModel:
+def as_loaded_model(model, models_dir: str | None = None) -> LoadedModel:
     """A LoadedModel from a LoadedModel, a Keras network or a ``models.load_model`` spec."""
     if isinstance(model, LoadedModel):
         return model
@@ -311,7 +311,7 @@ class Stylizer:
 
     def __init__(self, model, *, max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
                  memory_budget=None, preserve_color: bool = False, strength: float = 1.0,
-                 histogram_match="auto", models_dir: str = "savedmodels", warn=None,
+                 histogram_match="auto", models_dir: str | None = None, warn=None,
                  style=None, precision: str = "float32"):
         check_options(max_size, tile, tile_overlap, strength)
         self.memory_budget = (automatic_memory_budget() if memory_budget is None

@@ -14,6 +14,7 @@ from kperceptual.choices import SKIMAGE_SOURCE, TFDS_PREFIX
 from kperceptual.errors import FlagError, check_choice, check_positive
 from kperceptual.imaging import images
 from kperceptual.losses.config import ObjectiveConfig
+from kperceptual.serving.layout import name_problem, user_models_dir
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -38,7 +39,7 @@ class TrainingConfig(ObjectiveConfig):
     strategy: str = "auto"  # see choices.STRATEGIES
     loader: str = "auto"  # tf.data where TensorFlow is installed, else keras.utils.PyDataset
     model_dir: str = ""  # defaults to runs/<name>
-    export_dir: str = "savedmodels"
+    export_dir: str = dataclasses.field(default_factory=user_models_dir)  # the user's models
     checkpoint_every: int = 500
     log_every: int = 50
     sample_every: int = 500
@@ -169,8 +170,9 @@ def validate(config: TrainingConfig) -> None:
     check_choice(config, "jit_compile", choices.JIT_COMPILE)
     check_choice(config, "strategy", choices.STRATEGIES)
     check_choice(config, "loader", choices.LOADERS)
-    if not config.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise FlagError("name", f"{config.name!r}: use letters, digits, '-', '_' and '.' only")
+    problem = name_problem(config.name)
+    if problem:
+        raise FlagError("name", problem)
     for field in ("model_dir", "export_dir"):
         path = getattr(config, field)
         if os.path.exists(path) and not os.path.isdir(path):

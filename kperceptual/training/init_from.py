@@ -27,7 +27,7 @@ def freeze_shared_weights(network) -> None:
             layer.trainable = False
 
 
-def load_init_network(spec: str, models_dir: str = "savedmodels"):
+def load_init_network(spec: str, models_dir: str | None = None):
     """The Keras network of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
     model name in ``models_dir``); raises ``ConfigError`` (``init_from``)."""
     from kperceptual.inference import loading as models
@@ -111,7 +111,7 @@ def widen_to_styles(network, source, spec: str) -> None:
 
 
 def init_network_from(network, spec: str, inherited_styles=(),
-                      models_dir: str = "savedmodels") -> None:
+                      models_dir: str | None = None) -> None:
     """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
     model name) into ``network``; raises ``ConfigError`` (``init_from``) unless every weight
     has the same shape. With ``inherited_styles`` (a network adding styles to ``spec``'s):

@@ -22,15 +22,20 @@ def test_the_shipped_models_are_found_from_the_package_and_described():
 
 def test_a_model_of_your_own_with_a_shipped_name_is_listed_as_shadowing_it(tmp_path):
     shipped = models.latest_version_path(models.shipped_models_dir(), "starry_night")
-    mine = tmp_path / "savedmodels" / "starry_night" / "7"
+    mine = tmp_path / "my_models" / "starry_night" / "7"
     shutil.copytree(shipped, mine)
-    listed = [m for m in models.available_models(str(tmp_path / "savedmodels"))
+    listed = [m for m in models.available_models(str(tmp_path / "my_models"))
               if m["name"] == "starry_night"]
     assert [(m["source"], m["version"], m["shadowed"]) for m in listed] == [
         ("yours", 7, False), ("shipped", int(os.path.basename(shipped)), True)]
-    assert models.load_model("starry_night", str(tmp_path / "savedmodels")).path == str(mine)
+    loaded = models.load_model("starry_night", str(tmp_path / "my_models"))
+    assert loaded.path == str(mine) and loaded.shadows == shipped
+    assert f"(yours; it hides the shipped {shipped}" in loaded.describe()
+    # The user's models are apart from the shipped ones: KPERCEPTUAL_MODELS, else ~/.keras.
     done = subprocess.run([sys.executable, "-m", "kperceptual.models"], cwd=tmp_path,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=REPO,
+                                   KPERCEPTUAL_MODELS=str(tmp_path / "my_models")))
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("starry_night")]
     assert lines[0].split()[:3] == ["starry_night", "v7", "yours"]
@@ -48,3 +53,18 @@ def test_init_from_takes_a_shipped_name(tmp_path):
         assert "or among the shipped models" in str(e)
     else:
         raise AssertionError("an unknown --init_from name was accepted")
+
+
+def test_your_models_live_apart_from_the_shipped_ones(tmp_path, monkeypatch):
+    from kperceptual.serving import layout
+
+    monkeypatch.delenv("KPERCEPTUAL_MODELS")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    assert layout.user_models_dir() == str(tmp_path / "keras_home" / "kperceptual" / "models")
+    monkeypatch.setenv("KPERCEPTUAL_MODELS", str(tmp_path / "mine"))
+    assert layout.user_models_dir() == str(tmp_path / "mine")
+    # training writes there unless told otherwise, never into the shipped folder
+    from kperceptual import config as config_lib
+
+    assert config_lib.StyleTrainingConfig(style_image="skimage:chelsea").export_dir == str(
+        tmp_path / "mine")
