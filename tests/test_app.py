@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from helpers import REPO
 from kperceptual import app as demo_app
 from kperceptual.imaging import images
 from kperceptual.inference import stylizer as inference
