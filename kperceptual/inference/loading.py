@@ -7,7 +7,12 @@ A model is
   from the package, so from any folder and after ``pip install .``); its newest version,
 * a SavedModel folder (TF Serving's ``<name>/<version>/`` or any other), or a model's folder
   of versions (``<name>/``: its newest),
-* a ``.keras`` file, or
+* a ``.keras`` file, or a Keras model folder (``config.json`` and ``model.weights.h5``, what
+  ``keras.saving.save_model`` writes to a hub),
+* a hub handle, loaded the way Keras loads presets: ``hf://OWNER/REPO`` (Keras's own Hugging
+  Face loading; needs ``huggingface_hub``), ``kaggle://OWNER/MODEL/keras/VARIANT[/VERSION]``
+  (downloaded with ``kagglehub``) or ``file://PATH`` (a local file or folder; what the tests use,
+  as no hub is reachable from this project's machines), or
 * a ``.tflite`` file (run with LiteRT).
 
 SavedModels need TensorFlow; ``.keras`` files load on any Keras backend; ``.tflite`` files need
@@ -161,7 +166,8 @@ def _load_keras_file(path: str):
     naming it."""
     import zipfile
 
-    if not zipfile.is_zipfile(path):
+    folder = os.path.isfile(os.path.join(path, "config.json"))  # a Keras model folder
+    if not folder and not path.startswith("hf://") and not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a Keras archive (a .keras file is a zip archive)")
     try:
         return load_keras_network(path)
@@ -171,11 +177,50 @@ def _load_keras_file(path: str):
         raise ValueError(f"{path}: cannot load ({first})") from e
 
 
+HUB_SCHEMES = {"hf://": "huggingface_hub", "kaggle://": "kagglehub", "file://": None}
+
+
+def _hub_path(spec: str) -> str:
+    """A local path or Keras-loadable URI for the hub handle ``spec``."""
+    scheme = next(s for s in HUB_SCHEMES if spec.startswith(s))
+    package = HUB_SCHEMES[scheme]
+    if package:
+        try:
+            hub = __import__(package)
+        except ImportError:
+            raise ValueError(f"{spec}: needs the {package} package (pip install {package})") from None
+    if scheme == "file://":
+        return spec[len(scheme):]
+    if scheme == "kaggle://":
+        return hub.model_download(spec[len(scheme):])
+    return spec  # hf://: keras.saving.load_model fetches it
+
+
+def _load_handle(spec: str) -> LoadedModel:
+    path = _hub_path(spec)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        found = sorted(f for f in os.listdir(path) if f.endswith(".keras"))
+        if len(found) != 1:
+            raise ValueError(f"{spec}: expected one .keras file or a Keras model folder "
+                             f"(config.json), found {len(found)} .keras files")
+        path = os.path.join(path, found[0])
+    if not path.startswith("hf://") and not os.path.exists(path):
+        raise FileNotFoundError(f"{spec}: no such file or folder")
+    network = _load_keras_file(path)
+    name = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0]
+    return LoadedModel(name, spec, "keras", keras_forward(network), network)
+
+
 def load_model(spec: str, models_dir: str | None = None) -> LoadedModel:
     """Loads ``spec`` (see the module docstring); raises FileNotFoundError or ValueError with a
     one-line message naming ``spec``. ``models_dir`` defaults to ``layout.user_models_dir()``."""
     models_dir = models_dir or user_models_dir()
     shadows = ""
+    if spec.startswith(tuple(HUB_SCHEMES)):
+        return _load_handle(spec)
+    if os.path.isfile(os.path.join(spec, "config.json")) and os.path.isfile(
+            os.path.join(spec, "model.weights.h5")):  # a Keras model folder
+        return _load_handle("file://" + spec)
     stem = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0]
     if spec.endswith(".keras"):
         if not os.path.isfile(spec):

@@ -68,3 +68,37 @@ def test_your_models_live_apart_from_the_shipped_ones(tmp_path, monkeypatch):
 
     assert config_lib.StyleTrainingConfig(style_image="skimage:chelsea").export_dir == str(
         tmp_path / "mine")
+
+
+def test_load_by_name_and_by_hub_handle_as_keras_loads_presets(tmp_path, photos):
+    """kperceptual.load takes what the commands take; hub handles go through Keras's own loading
+    (hf:// needs the network, so the handle tested here is a local file:// one, of both forms a
+    hub holds: a .keras file and a Keras model folder of config.json + model.weights.h5)."""
+    import zipfile
+
+    import numpy as np
+
+    import kperceptual
+
+    shipped = kperceptual.load("starry_night")
+    assert shipped.network is not None and shipped.path.startswith(models.shipped_models_dir())
+    keras_file = os.path.join(shipped.path, "assets", "network.keras")
+    folder = tmp_path / "starry_night_folder"
+    with zipfile.ZipFile(keras_file) as z:
+        z.extractall(folder)
+    assert sorted(os.listdir(folder))[:2] == ["config.json", "metadata.json"]
+    x = photos["chelsea"][:64, :64].astype(np.float32)[None]
+    want = shipped.fn(x)
+    for spec in (f"file://{keras_file}", f"file://{folder}", str(folder),
+                 f"file://{os.path.dirname(keras_file)}"):  # a folder holding one .keras file
+        got = kperceptual.load(spec)
+        assert got.kind == "keras", spec
+        np.testing.assert_allclose(got.fn(x), want, atol=0.51, err_msg=spec)  # want: uint8
+    for spec, message in ((f"file://{tmp_path / 'nothing'}", "no such file or folder"),
+                          (f"file://{tmp_path}", "expected one .keras file")):
+        try:
+            kperceptual.load(spec)
+        except (ValueError, FileNotFoundError) as e:
+            assert message in str(e) and spec in str(e), e
+        else:
+            raise AssertionError(f"{spec} loaded")
