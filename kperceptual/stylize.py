@@ -5,7 +5,7 @@ Examples:
     python -m kperceptual.stylize --model=starry_night photo.jpg holiday/ --output=stylised/
     python -m kperceptual.stylize --model=runs/starry_night/starry_night.keras "shots/**/*.png"
     python -m kperceptual.stylize --model=starry_night big.jpg --memory_budget=4G
-    python -m kperceptual.stylize --model=starry_night clip.mov --batch_size=8
+    python -m kperceptual.stylize --model=starry_night clip.mov --batch_size=8 --noprogress
     python -m kperceptual.stylize --model=zoo --style=wave photo.jpg
     python -m kperceptual.stylize --model=zoo --style=starry_night:0.7,wave:0.3 photo.jpg
     python -m kperceptual.stylize --model=zoo --style=all photo.jpg
@@ -19,8 +19,12 @@ name gets one line listing the network's styles; ``--style`` on a one-style netw
 ``.keras`` file or a ``.tflite`` file. Inputs are image files, folders (searched recursively),
 glob patterns (quote them; ``**`` matches sub-folders) and videos (.mp4 .mov .webm .mkv .avi).
 An image becomes ``OUTPUT/<stem>_<model>.png`` (RGBA where the input has alpha), a video
-``OUTPUT/<stem>_<model>.mp4`` at the source's frame rate (audio is not carried over). Files
-found in a folder or by a glob keep their sub-folder below it under ``OUTPUT``.
+``OUTPUT/<stem>_<model>.mp4`` at the source's frame rate with the source's first audio track
+(as AAC). A video is decoded, stylised ``--batch_size`` frames per network call and encoded at
+once (a reader and a writer thread beside the network), with a progress bar on stderr (frames,
+frames per second, time left; plain lines every 10 s where stderr is not a terminal;
+``--noprogress``: none). Files found in a folder or by a glob keep their sub-folder below it
+under ``OUTPUT``.
 
 Nothing existing is replaced without ``--overwrite``, and an input never is; two inputs with the
 same output in one run: the second is refused. A file reached twice (a folder and a file in it,
@@ -70,7 +74,10 @@ flags.DEFINE_float("strength", 1.0, "1: fully stylised; 0: the input; between: a
 flags.DEFINE_enum("histogram_match", "auto", list(choices.HISTOGRAM_MATCH),
                   "Super-resolution: match each output channel's histogram to the input's (the "
                   "paper's post-processing); auto: on for models trained with l_feat.")
-flags.DEFINE_integer("batch_size", 4, "Video frames per network call.")
+flags.DEFINE_integer("batch_size", 4, "Video frames per network call (fewer where a batch "
+                                     "would exceed --memory_budget).")
+flags.DEFINE_bool("progress", True, "Show a progress bar for videos on stderr (frames, frames/s, "
+                                    "time left); --noprogress: none.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files (never an input).")
 flags.DEFINE_enum("precision", "auto", list(choices.INFERENCE_PRECISIONS),
                   "auto (bfloat16 where the CPU or GPU computes it natively, else float32), "
@@ -194,7 +201,7 @@ def _stylize_all_styles(stylizer, path: str, relative: str, sources) -> list[str
 def _stylize_one(stylizer, path: str, target: str):
     if video.is_video(path):
         video.stylize_video(stylizer, path, target, batch_size=FLAGS.batch_size,
-                            overwrite=FLAGS.overwrite)
+                            overwrite=FLAGS.overwrite, progress=FLAGS.progress)
         return
     rgb, alpha = images.read_image_and_alpha(path)
     try:
