@@ -32,7 +32,7 @@ from absl import app, flags, logging
 from kperceptual import cli
 from kperceptual.imaging import files
 from kperceptual.imaging import images
-from kperceptual.choices import SKIMAGE_SOURCE
+from kperceptual.choices import INFERENCE_PRECISIONS, SKIMAGE_SOURCE
 from kperceptual.serving import tf_onnx as onnx
 from kperceptual.serving.layout import name_problem
 from kperceptual.serving import tf_saved_model as saved_model
@@ -78,6 +78,11 @@ flags.DEFINE_bool("overwrite", False, "tflite, onnx: replace an existing file.")
 flags.DEFINE_string("style", "", "Multi-style networks: export fixed to this style or mix "
                     "(NAME, or NAME:WEIGHT,... e.g. starry_night:0.7,wave:0.3); default: the "
                     "style is an input of the export.")
+flags.DEFINE_enum("precision", "float32", list(INFERENCE_PRECISIONS),
+                  "saved_model: the arithmetic of the exported network: float32, bfloat16, "
+                  "float16, or auto (bfloat16 where this machine computes it natively); the "
+                  "signatures take and give the same pixels. tflite: use --quantize=float16; "
+                  "onnx: float32.")
 FLAGS = flags.FLAGS
 
 
@@ -100,6 +105,9 @@ def check_flags():
         if FLAGS[flag].value not in allowed:
             cli.fail(PROGRAM, f"--{flag}: {FLAGS[flag].value!r} is not one of "
                      f"{', '.join(allowed)}")
+    if FLAGS.precision != "float32" and FLAGS.format != "saved_model":
+        cli.fail(PROGRAM, f"--precision: {FLAGS.precision} is for --format=saved_model"
+                 + (" (for TFLite use --quantize=float16)" if FLAGS.format == "tflite" else ""))
     if FLAGS.max_pixels < 1:
         cli.fail(PROGRAM, f"--max_pixels: must be positive, got {FLAGS.max_pixels}")
     if FLAGS.max_batch_pixels and FLAGS.max_batch_pixels < FLAGS.max_pixels:
@@ -223,7 +231,13 @@ def main(argv):
     name, network = load_network()
     try:
         if FLAGS.format == "saved_model":
-            export_saved_model(name, network)
+            from kperceptual import networks
+            from kperceptual.inference.stylizer import resolve_inference_precision
+
+            precision = resolve_inference_precision(FLAGS.precision)
+            if precision != "float32":
+                print(f"precision: {precision}")
+            export_saved_model(name, networks.with_precision(network, precision))
         elif FLAGS.format == "onnx":
             export_onnx(name, network)
         else:
