@@ -99,6 +99,10 @@ flags.DEFINE_string("residual", _SR["residual"].default,
 flags.DEFINE_string("pixel_loss", _SR["pixel_loss"].default,
                     "Super-resolution --loss=pixel distance: l2 (squared error, the paper) or "
                     "l1.")
+flags.DEFINE_float("pixel_weight", _SR["pixel_weight"].default,
+                   "Super-resolution --loss=feat: weight of l_pixel (--pixel_loss) beside "
+                   "l_feat, which anchors the output to the truth's pixels (0: l_feat alone, "
+                   "the paper).")
 flags.DEFINE_float("chroma_weight", _SR["chroma_weight"].default,
                    "Super-resolution: weight of a colour term (Cb, Cr against the target's, "
                    "pooled by --scale) that keeps greyscale grey and colours where they were.")

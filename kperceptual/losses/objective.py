@@ -118,17 +118,17 @@ class PixelLossObjective:
         return {"pixel": pixel, "tv": tv, "total": pixel + tv}
 
 
-class WithChroma:
-    """``objective`` plus ``weight`` x ``chroma_loss(y^, y, pool)`` against the target images:
-    the same interface, with a "chroma" term. It keeps a greyscale input's output grey and the
-    colours of l_feat's outputs where the low-res input has them."""
+class WithImageTerm:
+    """``objective`` plus ``weight`` x ``term(y^, y)``, a per-example loss against the target
+    images, logged under ``name``: the same interface as ``objective``."""
 
-    def __init__(self, objective, weight, pool=1):
+    def __init__(self, objective, name: str, weight: float, term):
         self.objective = objective
+        self.name = name
         self.weight = float(weight)
-        self.pool = int(pool)
-        self.loss_network = objective.loss_network
-        self.terms = objective.terms + ("chroma",)
+        self.term = term
+        self.loss_network = getattr(objective, "loss_network", None)
+        self.terms = objective.terms + (name,)
 
     def content_targets(self, images):
         return self.objective.content_targets(images), ops.cast(images, "float32")
@@ -136,9 +136,18 @@ class WithChroma:
     def __call__(self, images, targets):
         inner, target_images = targets
         terms = dict(self.objective(images, inner))
-        terms["chroma"] = self.weight * chroma_loss(images, target_images, self.pool)
-        terms["total"] = terms["total"] + terms["chroma"]
+        terms[self.name] = self.weight * self.term(images, target_images)
+        terms["total"] = terms["total"] + terms[self.name]
         return terms
+
+
+class WithChroma(WithImageTerm):
+    """``objective`` plus ``weight`` x ``chroma_loss(y^, y, pool)``: keeps a greyscale input's
+    output grey and the colours of l_feat's outputs where the low-res input has them."""
+
+    def __init__(self, objective, weight, pool=1):
+        super().__init__(objective, "chroma", weight,
+                         lambda images, targets: chroma_loss(images, targets, int(pool)))
 
 
 def style_targets_from_image(loss_network, style_image, style_layers):
@@ -175,6 +184,12 @@ def objective_from_config(config, style_image=None, loss_net=None):
         style_targets = (style_targets_from_images(loss_net, style_images, config.style_layers)
                          if config.style_weight else None)
         objective = PerceptualObjective(loss_net, style_targets, **config.objective_kwargs())
+    if getattr(config, "loss", None) == "feat" and getattr(config, "pixel_weight", 0):
+        # l_pixel beside l_feat: anchors the output to the truth's pixels, against the lattice
+        # textures that feature losses at pooled layers favour.
+        objective = WithImageTerm(objective, "pixel", config.pixel_weight,
+                                  lambda images, targets: pixel_loss(images, targets,
+                                                                     config.pixel_loss))
     if getattr(config, "chroma_weight", 0):
         # Colour below the network's input resolution is what the input already tells.
         objective = WithChroma(objective, config.chroma_weight, pool=config.scale)
