@@ -28,6 +28,7 @@ from absl import app, flags
 
 from kperceptual import config as config_lib
 from kperceptual.losses import vgg16_weights as weights
+from kperceptual.serving.layout import user_models_dir
 
 PROGRAM = "kperceptual.train"
 _D = config_lib.StyleTrainingConfig.__dataclass_fields__
@@ -129,7 +130,7 @@ flags.DEFINE_string("loader", _D["loader"].default,
                     "auto (tf.data where TensorFlow is installed), tf_data or py_dataset "
                     "(keras.utils.PyDataset: no TensorFlow needed).")
 flags.DEFINE_string("model_dir", "", "Checkpoints, logs and the .keras file; default runs/NAME.")
-flags.DEFINE_string("export_dir", _D["export_dir"].default,
+flags.DEFINE_string("export_dir", user_models_dir(),
                     "SavedModels are written to EXPORT_DIR/NAME/VERSION.")
 flags.DEFINE_integer("checkpoint_every", _D["checkpoint_every"].default,
                      "Checkpoint every N steps; an interrupted run loses at most N steps.")
