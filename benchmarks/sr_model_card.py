@@ -27,24 +27,26 @@ import report  # noqa: E402
 flags.DEFINE_string("run", None, "The training run's --model_dir.")
 flags.DEFINE_string("name", "", "Model name; default: the run's.")
 flags.DEFINE_string("note", "", "A paragraph to add (e.g. what shared the CPU).")
+flags.DEFINE_string("set", "Set5", "The set convergence.jsonl was scored on "
+                                   "(sr_convergence.py --set).")
 flags.DEFINE_float("shared", 1.0, "How many training jobs shared the machine on average: the "
                                   "card divides the CPU hours by it.")
 FLAGS = flags.FLAGS
 
 CARDS = os.path.join(report.REPO, "docs", "models")
 MEASURED = "## Measured"
-SETTINGS = ("scale", "loss", "pixel_loss", "chroma_weight", "residual", "norm", "upsample",
+SETTINGS = ("scale", "loss", "pixel_loss", "pixel_weight", "chroma_weight", "residual", "norm", "upsample",
             "padding", "image_size", "batch_size", "blur_sigma", "learning_rate", "lr_schedule",
             "warmup_steps", "ema", "init_from", "content_weight", "content_layers",
             "tv_weight", "precision", "seed")
 
 
 def training_section(run_dir: str, name: str) -> str:
-    from kperceptual.training import trainer
+    from kperceptual.training import checkpoints as checkpoints_lib
 
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
-    checkpoints = trainer.list_checkpoints(os.path.join(run_dir, "checkpoints"))
+    checkpoints = checkpoints_lib.list_checkpoints(os.path.join(run_dir, "checkpoints"))
     steps = checkpoints[-1][0] if checkpoints else 0
     rows = []
     path = os.path.join(run_dir, "convergence.jsonl")
@@ -78,7 +80,7 @@ def training_section(run_dir: str, name: str) -> str:
     lines += ["", "Settings (`config.json` of the run):", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | `{config[k]}` |" for k in SETTINGS if k in config]
     if rows:
-        lines += ["", "Set5 during training (`benchmarks/sr_convergence.py`, moving-average "
+        lines += ["", f"{FLAGS.set} during training (`benchmarks/sr_convergence.py`, moving-average "
                       "weights, the evaluation protocol of docs/super_resolution.md):", "",
                   "| step | minutes | PSNR (dB) | SSIM | LPIPS |", "|---|---|---|---|---|"]
         lines += [f"| {r['step']:,} | {r['seconds'] / 60:.0f} | {r['psnr']:.2f} | "

@@ -55,9 +55,9 @@ def trained_steps(name: str) -> str:
                 cells = [c.strip() for c in line.strip().strip("|").split("|")]
                 if len(cells) >= 2 and cells[0] == "steps":
                     return cells[1]
-    from kperceptual.training import trainer
+    from kperceptual.training import checkpoints
 
-    found = trainer.list_checkpoints(os.path.join(report.REPO, "runs", name, "checkpoints"))
+    found = checkpoints.list_checkpoints(os.path.join(report.REPO, "runs", name, "checkpoints"))
     return f"{found[-1][0]:,}" if found else "?"
 
 
