@@ -35,9 +35,12 @@ it and the others go on; the exit status is then 1. Bad flags: one line, exit st
 Images with a side under 16 pixels are padded to 16 for the network and cropped back. A
 fixed-size ``.tflite`` model takes only images of its size (others get one line each).
 ``--tile`` needs the Keras network (a ``.keras`` file, or a SavedModel with
-``assets/network.keras``) and must exceed the windows' overlap. Large images run in windows when the whole would exceed ``--memory_budget`` (exact for
-instance normalisation, see ``kperceptual.inference.tiling``); the library is ``kperceptual.inference``
-and ``kperceptual.inference.video``.
+``assets/network.keras``); window by window it must exceed the windows' overlap, layer by layer
+it must be at least 32. Large images are tiled when the
+whole would exceed ``--memory_budget``: layer by layer for networks with instance normalisation
+(``kperceptual.inference.layerwise``: about one pass's arithmetic, activations in temporary files as the
+budget needs), else in windows (``kperceptual.inference.tiling``); both exact. The library is
+``kperceptual.inference`` and ``kperceptual.inference.video``.
 """
 
 from __future__ import annotations
@@ -194,8 +197,13 @@ def main(argv):
                 raise images.ImageError(f"{target}: already exists (pass --overwrite)")
             _stylize_one(stylizer, path, target)
             plan = None if video.is_video(path) else stylizer.last_plan
-            tiled = (f" ({len(plan.windows)} windows of {plan.rows.size}x{plan.cols.size}, "
-                     f"{len(stylizer.tiler.geometry.global_norms) + 1} passes)" if plan else "")
+            if plan is None:
+                tiled = ""
+            elif hasattr(plan, "describe"):  # layer by layer
+                tiled = f" ({plan.describe()})"
+            else:
+                tiled = (f" ({len(plan.windows)} windows of {plan.rows.size}x{plan.cols.size}, "
+                         f"{len(stylizer.tiler.geometry.global_norms) + 1} passes)")
             print(f"{path} -> {target}{tiled}")
         except images.ImageError as e:
             print(f"{PROGRAM}: {e}", file=sys.stderr)

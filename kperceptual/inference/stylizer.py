@@ -25,18 +25,23 @@ size is the network's (a style network keeps the size, a super-resolution one mu
 under ``MIN_SIDE`` (16) pixels are padded to it and the output cropped back; a fixed-size
 ``.tflite`` model takes only its size (InputError otherwise).
 
-Memory: an image runs whole when the estimate below fits ``memory_budget``, else in windows
-(``tiling``, exact for instance normalisation; it needs the Keras network, so ``.tflite`` files
-and SavedModels without ``assets/network.keras`` refuse images that need tiling). Estimate of
-the peak resident memory, in bytes, for ``P`` input pixels (``P * s^2`` output pixels) run in
-windows of ``T`` pixels (``T = P`` untiled):
+Memory: an image runs whole when the estimate below fits ``memory_budget``, else tiled (it
+needs the Keras network, so ``.tflite`` files and SavedModels without ``assets/network.keras``
+refuse images that need tiling). A network with whole-image (instance) normalisation runs layer
+by layer (``layerwise``: each stage once over the whole image in tiles, activations in memory
+or in temporary files, exact statistics, about one pass's arithmetic); one the layer-by-layer
+executor cannot walk (a warning says why), one without whole-image statistics, or
+``tiling_mode="windows"`` runs window by window (``tiling``, exact, one pass per normalisation
+layer). Estimate of the peak resident memory, in bytes, for ``P`` input pixels (``P * s^2``
+output pixels) run in windows of ``T`` pixels (``T = P`` untiled):
 
     resident now + 6 P + 16 P s^2 + T * (64 + 4.5 * widest activation in bytes per input pixel)
 
 6 bytes: the decoded image and its padded copy (uint8); 16: the float32 output or blend
 accumulator and the uint8 result; the last term is the forward pass, calibrated by peak RSS
 measurements (``tiling.FORWARD_BYTES_BASE`` and ``FORWARD_ACTIVATION_FACTOR``; about 1.2 kB
-per pixel for the default network).
+per pixel for the default network). Layer by layer, the last term is replaced by what is left of
+the budget: one tile's working set and the activations held in memory (the rest on disk).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from kperceptual.imaging import color
 from kperceptual.imaging import images
 from kperceptual import networks
 from kperceptual.inference import tiling
+from kperceptual.inference import layerwise
 from kperceptual.choices import HISTOGRAM_MATCH, INFERENCE_PRECISIONS
 from kperceptual.inference.loading import LoadedModel, keras_forward, load_model
 from kperceptual import errors
@@ -67,6 +73,7 @@ FINISH_ROWS = 256
 # PadToMultiple, 4 in the first 9x9 conv), and 16 also leaves two stride-2 levels 4 pixels.
 MIN_SIDE = 16
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+TILING_MODES = ("auto", "layers", "windows")
 
 
 class OptionError(errors.FlagError):
@@ -132,8 +139,11 @@ def automatic_memory_budget() -> int:
 
 
 def check_options(max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
-                  strength: float = 1.0, batch_size: int = 1):
+                  strength: float = 1.0, batch_size: int = 1, tiling_mode: str = "auto"):
     """Raises OptionError naming the first bad option."""
+    if tiling_mode not in TILING_MODES:
+        raise OptionError("tiling_mode", f"unknown value {tiling_mode!r}; expected one of "
+                          f"{', '.join(TILING_MODES)}")
     if max_size < 0:
         raise OptionError("max_size", f"must not be negative, got {max_size}")
     if tile < 0:
@@ -307,13 +317,20 @@ class Stylizer:
         precision: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"auto"``
             (bfloat16 where the hardware computes it natively, else float32); half precision
             needs the Keras network (a ``.keras`` file or a kperceptual SavedModel).
+        tiling_mode: how an image that does not fit whole is tiled: ``"auto"`` (default: layer by
+            layer for networks with whole-image normalisation, where they can be walked, else
+            window by window), ``"layers"`` (layer by layer whenever tiled) or ``"windows"``
+            (window by window, as before the layer-by-layer executor).
     """
 
     def __init__(self, model, *, max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
                  memory_budget=None, preserve_color: bool = False, strength: float = 1.0,
                  histogram_match="auto", models_dir: str | None = None, warn=None,
-                 style=None, precision: str = "float32"):
-        check_options(max_size, tile, tile_overlap, strength)
+                 style=None, precision: str = "float32", tiling_mode: str = "auto"):
+        check_options(max_size, tile, tile_overlap, strength, tiling_mode=tiling_mode)
+        self.tiling_mode = tiling_mode
+        self._warn = warn or (lambda line: print(line, file=sys.stderr))
+        self._warned = set()
         self.memory_budget = (automatic_memory_budget() if memory_budget is None
                               else parse_memory_size(memory_budget))
         self.source_model = as_loaded_model(model, models_dir)
@@ -331,17 +348,22 @@ class Stylizer:
         # (height, width) a fixed-size model (a .tflite file exported with an input size) takes.
         self.input_size = getattr(self.model.fn, "input_size", None) if not self.tiler else None
         self._scale = None
-        self.last_plan = None  # the windows of the last image, None where it ran whole
+        self.last_plan = None  # the last image's plan (windows or layers), None: ran whole
         if tile:
             if self.tiler is None:
                 raise OptionError("tile", f"tiling needs the Keras network, which "
                                   f"{self.model.path or self.model.name} does not carry")
-            try:
-                self.tiler.check_tile(tile, tile_overlap)
-            except ValueError as e:
-                raise OptionError(*str(e).split(": ", 1)) from None
+            if self._layers_first():  # tiles need no overlap layer by layer
+                if tile < layerwise.MIN_TILE:
+                    raise OptionError("tile", f"{tile} must be larger: at least "
+                                      f"{layerwise.MIN_TILE} pixels for a layer-by-layer run")
+            else:
+                try:
+                    self.tiler.check_tile(tile, tile_overlap)
+                except ValueError as e:
+                    raise OptionError(*str(e).split(": ", 1)) from None
         if self.tiler and 0 <= tile_overlap < 2 * self.tiler.geometry.halo:
-            (warn or (lambda line: print(line, file=sys.stderr)))(
+            self._warn(
                 f"tile_overlap: {tile_overlap} is less than twice the network's receptive-field "
                 f"halo ({self.tiler.geometry.halo}); tiles may show seams")
 
@@ -359,7 +381,7 @@ class Stylizer:
             self._scale = out.shape[1] / height
         return self._scale
 
-    def _run(self, batch: np.ndarray, plan: tiling.TilePlan | None = None) -> np.ndarray:
+    def _run(self, batch: np.ndarray, plan=None) -> np.ndarray:
         """The network's float output for a float32 batch (or, with ``plan``, one uint8 image in
         windows); the model's own errors become one-line InputErrors."""
         try:
@@ -382,8 +404,9 @@ class Stylizer:
             + IMAGE_BYTES_PER_OUTPUT_PIXEL * pixels * self.scale ** 2
             + window * self.forward_bytes_per_pixel)
 
-    def plan(self, height: int, width: int) -> tiling.TilePlan | None:
-        """None to run the image whole, else its windows; raises MemoryBudgetError."""
+    def plan(self, height: int, width: int):
+        """None to run the image whole, else a ``layerwise.LayerPlan`` (layer by layer) or a
+        ``tiling.TilePlan`` (window by window); raises MemoryBudgetError."""
         if not self.tile and self.estimate_bytes(height, width) <= self.memory_budget:
             return None
         if self.tiler is None:
@@ -392,6 +415,39 @@ class Stylizer:
                 f"the memory budget of {format_bytes(self.memory_budget)}, and tiling needs the "
                 f"Keras network, which {self.model.path or self.model.name} does not carry (use "
                 "its .keras file or a SavedModel exported by kperceptual, or a smaller max_size)")
+        if self._layers_first():
+            layers_plan = self._layer_plan(height, width)
+            if layers_plan is not None:
+                return layers_plan
+        return self._window_plan(height, width)
+
+    def _layers_first(self) -> bool:
+        """Whether a tiled image is planned layer by layer first (``tiling_mode``)."""
+        return self.tiler is not None and (
+            self.tiling_mode == "layers" or (self.tiling_mode == "auto" and bool(
+                self.tiler.geometry.global_norms)))
+
+    def _layer_plan(self, height: int, width: int):
+        """The layer-by-layer plan, or None (with a warning) where the network or the
+        temporary disk does not allow it; raises MemoryBudgetError."""
+        room = self.memory_budget - self.estimate_bytes(height, width, window_pixels=0)
+        try:
+            return self.tiler.plan_layers(height, width, room, self.tile)
+        except layerwise.NotWalkable as e:
+            reason = str(e)
+        except layerwise.NotEnoughRoom as e:
+            if e.what == "memory":
+                raise MemoryBudgetError(f"{e} (memory budget {format_bytes(self.memory_budget)}"
+                                        "; raise it or lower max_size)") from None
+            reason = str(e)
+        if reason not in self._warned:
+            self._warned.add(reason)
+            passes = len(self.tiler.geometry.global_norms) + 1
+            self._warn(f"tiling: window by window ({passes} passes), not layer by layer: "
+                       f"{reason}")
+        return None
+
+    def _window_plan(self, height: int, width: int) -> tiling.TilePlan | None:
         side = self.tile
         if not side:
             room = self.memory_budget - self.estimate_bytes(height, width, window_pixels=0)
@@ -477,7 +533,8 @@ class Stylizer:
             one = Stylizer(source, max_size=self.max_size, tile=self.tile,
                            tile_overlap=self.tile_overlap, memory_budget=self.memory_budget,
                            preserve_color=self.preserve_color, strength=self.strength,
-                           histogram_match=self.histogram_match, style=i)
+                           histogram_match=self.histogram_match, style=i,
+                           warn=self._warn, tiling_mode=self.tiling_mode)
             results[name] = one.image(image)
         return results
 

@@ -34,6 +34,13 @@ A multi-style network (conditional instance normalisation) tiles once bound to a
 (``networks.bind_style``: the one-style network with those scales and shifts, whose
 ``GroupNormalization`` layers are fixed here as any others); ``Tiler`` refuses it unbound.
 
+Images that do not fit whole are run layer by layer instead where the network allows
+(``kperceptual.layerwise``: each stage once over the whole image, in tiles with a few pixels of
+margin, about one pass's arithmetic); ``Tiler.plan_layers`` plans that and ``Tiler.run`` runs
+either kind of plan. The window-by-window passes above remain for networks the layer-by-layer
+executor cannot walk (``Tiler.layerwise_reason`` says why), and for networks without
+whole-image statistics, where they are one pass already.
+
 Per-window statistics instead (what a ``.tflite`` file without its Keras network would give)
 are far off: 19 dB PSNR against the untiled output for the Starry Night network on a 601x543
 photo in 320-pixel windows, against 76 dB for the exact tiling; so tiling needs the Keras
@@ -347,6 +354,32 @@ class Tiler:
         self.forward = keras_forward(network)
         self.geometry = network_geometry(network)
         self._statistics_network = None
+        self._layerwise = None
+        self.layerwise_reason = None  # why the network cannot run layer by layer, once tried
+
+    @property
+    def layerwise(self):
+        """The network walked for layer-by-layer runs (``kperceptual.layerwise``), or None where
+        it cannot be (``layerwise_reason`` says why)."""
+        if self._layerwise is None and self.layerwise_reason is None:
+            from kperceptual import layerwise
+
+            try:
+                self._layerwise = layerwise.LayerwiseNetwork(self.network)
+            except layerwise.NotWalkable as e:
+                self.layerwise_reason = str(e)
+        return self._layerwise
+
+    def plan_layers(self, height: int, width: int, room_bytes: float, tile: int = 0):
+        """A ``layerwise.LayerPlan`` for an image within ``room_bytes`` of memory beyond the
+        image buffers (``tile``: at most this side per tile, 0 automatic). Raises
+        ``layerwise.NotWalkable`` (the network or this size cannot be walked) or
+        ``layerwise.NotEnoughRoom`` (memory or temporary disk)."""
+        from kperceptual import layerwise
+
+        if self.layerwise is None:
+            raise layerwise.NotWalkable(self.layerwise_reason)
+        return self.layerwise.plan(height, width, room_bytes, tile)
 
     def plan(self, height: int, width: int, tile: int, overlap: int = -1) -> TilePlan:
         """Windows of ``tile`` pixels overlapping by ``overlap`` (-1: twice the halo plus a
@@ -387,9 +420,11 @@ class Tiler:
             stats.set_statistics(name, moments)
         return keras_forward(stats.network)
 
-    def run(self, image: np.ndarray, plan: TilePlan) -> np.ndarray:
-        """The network's output for uint8 ``image`` (H, W, 3), window by window: float32
-        (H*s, W*s, 3)."""
+    def run(self, image: np.ndarray, plan) -> np.ndarray:
+        """The network's output for uint8 ``image`` (H, W, 3), window by window (a
+        ``TilePlan``) or layer by layer (a ``layerwise.LayerPlan``): float32 (H*s, W*s, 3)."""
+        if not isinstance(plan, TilePlan):
+            return self.layerwise.run(image, plan)
         padded = pad_to_multiple(image, self.geometry.alignment)
         forward = self.forward
         if self.geometry.global_norms and len(plan.windows) > 1:

@@ -72,8 +72,10 @@ def test_images_below_the_minimum_side_keep_their_size(stylizer, shape):
 def test_a_keras_only_tile_needs_a_network_and_room_for_the_overlap(stylizer):
     overlap = inference.tiling.automatic_overlap(stylizer.tiler.geometry)
     with pytest.raises(inference.OptionError, match=f"^--tile: {overlap} must be larger"):
-        inference.Stylizer(stylizer.model, tile=overlap)
-    inference.Stylizer(stylizer.model, tile=overlap + stylizer.tiler.geometry.alignment)
+        inference.Stylizer(stylizer.model, tile=overlap, tiling_mode="windows")
+    inference.Stylizer(stylizer.model, tile=overlap + stylizer.tiler.geometry.alignment,
+                       tiling_mode="windows")
+    inference.Stylizer(stylizer.model, tile=overlap)  # layer by layer: tiles need no overlap
     no_network = inference.LoadedModel("plain", "plain.tflite", "tflite", stylizer.forward)
     with pytest.raises(inference.OptionError,
                        match="^--tile: tiling needs the Keras network, which plain.tflite"):
