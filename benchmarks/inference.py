@@ -20,6 +20,14 @@ budget (tiled; a separate process, measured with ``getrusage``), and video frame
 network, a writer thread) against the one-thread loop it replaced, in float32 and at
 ``--precision=auto``, interleaved in one run. Writes the sections "Inference", "Inference: a
 large photo" and "Inference: video" of docs/benchmarks.md.
+
+``--parts=huge``: images that do not fit whole, each in its own process (``getrusage``: peak
+resident memory, CPU time), tiled window by window (``tiling_mode="windows"``, the path before
+the layer-by-layer executor: 16 passes for this network) and layer by layer
+(``kperceptual.inference.layerwise``), with the arithmetic of each (multiply-adds of the convolutions run
+over those of one untiled pass), the two outputs' PSNR against each other, and the layer-by-layer
+output's PSNR against the untiled one on an image that fits whole. Section "Inference: huge
+images".
 """
 
 from __future__ import annotations
@@ -53,7 +61,15 @@ flags.DEFINE_list("parts", ["speed", "large", "video"],
                   "speed: latencies and TFLite sizes (section \"Inference\"); large: the "
                   "8000x6000 tiled run, minutes on 2 cores (section \"Inference: a large "
                   "photo\"); video: frames per second at 640x480, the pipeline against the "
-                  "one-thread loop (section \"Inference: video\").")
+                  "one-thread loop (section \"Inference: video\"); huge: window by window against "
+                  "layer by layer (section \"Inference: huge images\"), tens of minutes.")
+flags.DEFINE_list("huge", ["4000x3000:2G:windows+layers", "8000x6000:4G:layers"],
+                  "--parts=huge runs: WIDTHxHEIGHT:BUDGET:tilings (windows+layers). 2G at "
+                  "4000x3000 leaves windows of about the share of the image that 4G leaves at "
+                  "8000x6000 (about 10x one pass's arithmetic either way).")
+flags.DEFINE_string("huge_precision", "float32", "--precision of the --parts=huge runs.")
+flags.DEFINE_integer("huge_parity_size", 2048, "--parts=huge: the long side of the image run "
+                                               "whole and layer by layer for the PSNR.")
 flags.DEFINE_integer("video_frames", 48, "Frames of the generated 640x480 test video.")
 flags.DEFINE_integer("video_batch", 4, "Frames per network call in the video runs (stylize's "
                                        "--batch_size default).")
@@ -289,6 +305,126 @@ def large_photo_run(model_spec: str, folder: str) -> str:
             f"exact statistics) | {seconds:.0f} s | peak {peak:.2f} GiB resident |")
 
 
+# A child that runs one image as ``kperceptual.stylize`` does (read, Stylizer.image) with a
+# tiling mode, saves the uint8 output and prints a JSON line: the image's seconds and CPU seconds,
+# the plan and its arithmetic, the layer-by-layer time split.
+_HUGE_CHILD = """
+import json, os, sys, time
+from kperceptual import cli  # quietens TensorFlow
+import numpy as np
+from kperceptual.imaging import images
+from kperceptual.inference import layerwise
+from kperceptual.inference import stylizer as inference
+source, model, budget, mode, precision, out = sys.argv[1:7]
+rgb = images.read_image(source)
+stylizer = inference.Stylizer(model, memory_budget=budget, tiling_mode=mode, precision=precision)
+load = os.getloadavg()[0]
+start, cpu = time.perf_counter(), time.process_time()
+result = stylizer.image(rgb)
+info = {"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
+        "load": [load, os.getloadavg()[0]]}
+plan = stylizer.last_plan
+if isinstance(plan, layerwise.LayerPlan):
+    info.update(arithmetic=plan.arithmetic, plan=plan.describe(),
+                split=stylizer.tiler.layerwise.last_seconds)
+elif plan is not None:
+    passes = len(stylizer.tiler.geometry.global_norms) + 1
+    info.update(arithmetic=layerwise.windows_arithmetic(stylizer.tiler.network, plan),
+                plan=f"{len(plan.windows)} windows of {plan.rows.size}x{plan.cols.size}, "
+                     f"{passes} passes")
+np.save(out, result)
+print(json.dumps(info))
+"""
+
+# Runs a command and prints its peak resident memory (KiB) and CPU seconds (user + system), as
+# _PEAK_OF_CHILD does.
+_USAGE_OF_CHILD = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+                   "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+                   "print(u.ru_maxrss, u.ru_utime + u.ru_stime); sys.exit(r.returncode)")
+
+
+def huge_run(source: str, budget: str, mode: str, out: str) -> dict:
+    """One ``_HUGE_CHILD`` run: its JSON, plus the process's peak memory (GiB) and CPU."""
+    import json
+
+    command = [sys.executable, "-c", _USAGE_OF_CHILD, sys.executable, "-c", _HUGE_CHILD, source,
+               FLAGS.model, budget, mode, FLAGS.huge_precision, out]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=report.REPO)
+    if result.returncode != 0:
+        raise RuntimeError(f"{mode} run failed: {result.stderr[-800:]}")
+    lines = result.stdout.strip().splitlines()
+    info = json.loads(lines[-2])
+    peak_kib, process_cpu = lines[-1].split()
+    info.update(peak=int(peak_kib) / 2 ** 20, process_cpu=float(process_cpu))
+    return info
+
+
+def huge(model) -> str:
+    """The section "Inference: huge images"."""
+    from kperceptual.metrics import psnr
+
+    photo = images.read_image(PHOTO)
+    rows = ["| image | `--memory_budget` | tiling | time | CPU time | peak resident | "
+            "arithmetic (x one untiled pass) | plan |", "|---|---|---|---|---|---|---|---|"]
+    notes = []
+    with tempfile.TemporaryDirectory() as folder:
+        for spec in FLAGS.huge:
+            size, budget, modes = spec.split(":")
+            width, height = (int(v) for v in size.split("x"))
+            source = os.path.join(folder, f"huge_{size}.png")
+            images.write_image(source, images.resize(photo, height, width))
+            results = {}
+            for mode in modes.split("+"):
+                out = os.path.join(folder, f"{size}_{mode}.npy")
+                info = results[mode] = huge_run(source, budget, mode, out)
+                label = {"windows": "window by window (before)",
+                         "layers": "layer by layer (now)"}[mode]
+                rows.append(
+                    f"| {size} | {budget} | {label} | {info['seconds']:.0f} s | "
+                    f"{info['cpu']:.0f} s | {info['peak']:.2f} GiB | "
+                    f"{info.get('arithmetic', 1.0):.3f} | {info.get('plan', 'whole')} |")
+                print(rows[-1], info, flush=True)
+            if {"windows", "layers"} <= set(results):
+                old, new = results["windows"], results["layers"]
+                a = np.load(os.path.join(folder, f"{size}_windows.npy"))
+                b = np.load(os.path.join(folder, f"{size}_layers.npy"))
+                notes.append(
+                    f"{size}: layer by layer took {new['seconds'] / old['seconds']:.3f} of the "
+                    f"window-by-window time ({old['seconds'] / new['seconds']:.1f}x faster; CPU "
+                    f"time {old['cpu'] / new['cpu']:.1f}x less), its arithmetic "
+                    f"{new['arithmetic']:.3f}x one pass against {old['arithmetic']:.2f}x; the "
+                    f"two outputs (uint8) are {psnr(a, b):.1f} dB apart (both exact up to float "
+                    "rounding). Load average (1 min) at the start and end of each run: "
+                    f"{old['load'][0]:.1f}-{old['load'][1]:.1f} and "
+                    f"{new['load'][0]:.1f}-{new['load'][1]:.1f}.")
+            for mode, info in results.items():
+                if "split" in info:
+                    split = info["split"]
+                    notes.append(
+                        f"{size}, layer by layer: {split['network']:.0f} s in the network's "
+                        f"layers; reading windows and writing tiles {split['read']:.0f} s + "
+                        f"{split['write']:.0f} s on a second thread ({split['io_cpu']:.0f} s of "
+                        f"CPU), of which the network waited {split['waiting']:.0f} s.")
+    # Exactness against the untiled output, on an image that fits whole.
+    side = FLAGS.huge_parity_size
+    image = images.resize(photo, side * 3 // 4, side)
+    whole = inference.Stylizer(model, precision=FLAGS.huge_precision, memory_budget="64G")
+    tiled = inference.Stylizer(model, precision=FLAGS.huge_precision, tile=512,
+                               tiling_mode="layers", memory_budget="64G")
+    expected, got = whole.image(image), tiled.image(image)
+    notes.append(
+        f"{side}x{side * 3 // 4}, run whole and layer by layer ({tiled.last_plan.describe()}):"
+        f" {psnr(got, expected):.1f} dB (uint8 outputs; largest difference "
+        f"{np.abs(got.astype(int) - expected).max()} level).")
+    return "\n".join([
+        f"The `{FLAGS.model}` network ({FLAGS.huge_precision}) on `{PHOTO}` upscaled, each run "
+        "in its own process as `stylize` runs it (`Stylizer.image`: tiling, colour finish, "
+        "uint8); time and CPU time of that call, peak resident memory of the process "
+        "(getrusage). Window by window is the path before the layer-by-layer executor "
+        "(`tiling_mode=\"windows\"`); arithmetic counts the convolutions' multiply-adds run, "
+        "over one untiled pass's.", "", *rows, "", *[f"- {n}" for n in notes]])
+
+
 def speed(model) -> str:
     """The section "Inference": latencies per format and size, TFLite files, video."""
     sizes = [int(s) for s in FLAGS.sizes]
@@ -348,6 +484,11 @@ def main(argv):
         print(body)
         if FLAGS.write:
             report.write_section("Inference: a large photo", body, sys.argv)
+    if "huge" in FLAGS.parts:
+        body = huge(model)
+        print(body)
+        if FLAGS.write:
+            report.write_section("Inference: huge images", body, sys.argv)
     if "speed" in FLAGS.parts:
         body = speed(model)
         print(body)

@@ -77,6 +77,10 @@ WORK_CAP = 1 << 30
 # A tile's working set, per output pixel: the sum of the stage's tensors (windows, every layer's
 # output, the cropped output) times this, for the framework's temporaries.
 WORK_SAFETY = 1.5
+# Memory a run needs beyond tiles and stored tensors: the stages' compiled functions (about
+# 1 MiB each, measured) and the second thread's allocations; set aside before planning.
+RUN_BYTES = 32 << 20
+STAGE_BYTES = 2 << 20
 # Free disk needed in the temporary folder: the disk-backed tensors' peak times this.
 DISK_MARGIN = 1.1
 
@@ -651,17 +655,20 @@ class LayerwiseNetwork:
         room cannot hold the smallest tile, or the temporary folder's disk is too full) and
         NotWalkable (the size does not map)."""
         sizes = self.sizes(height, width)
+        overhead = RUN_BYTES + STAGE_BYTES * len(self.stages)
+        given, room_bytes = room_bytes, room_bytes - overhead
         work_room = min(WORK_FRACTION * room_bytes, WORK_CAP)
         tiles, work_peak, macs_run, macs_one = [], 0, 0.0, 0.0
         for stage in self.stages:
             h, w = sizes[stage.output]
             side = int(math.sqrt(max(work_room, 0) / stage.work_bytes)) - 2 * stage.margin
             if side < min(MIN_TILE, max(h, w)):
-                need = stage.work_bytes * (MIN_TILE + 2 * stage.margin) ** 2 / WORK_FRACTION
+                need = (stage.work_bytes * (MIN_TILE + 2 * stage.margin) ** 2 / WORK_FRACTION
+                        + overhead)
                 raise NotEnoughRoom(
                     f"the layer-by-layer run needs about {need / 2 ** 20:.1f} MiB beyond the "
                     f"image buffers for {MIN_TILE}-pixel tiles of {stage.name}; it has "
-                    f"{max(room_bytes, 0) / 2 ** 20:.1f} MiB", "memory")
+                    f"{max(given, 0) / 2 ** 20:.1f} MiB", "memory")
             side = min(side, tile or MAX_TILE, MAX_TILE)
             side = max(side // stage.unit * stage.unit, stage.unit)
             t = StageTiles(self._axis(h, side, stage.unit), self._axis(w, side, stage.unit))
@@ -826,7 +833,8 @@ class LayerwiseNetwork:
         if image.shape[:2] != (plan.height, plan.width):
             raise ValueError(f"the plan is for {plan.width}x{plan.height}, the image is "
                              f"{image.shape[1]}x{image.shape[0]}")
-        self.last_seconds = dict.fromkeys(("network", "read", "write", "waiting"), 0.0)
+        self.last_seconds = dict.fromkeys(("network", "read", "write", "waiting",
+                                           "io_cpu"), 0.0)
         stores = {self.pixels: tiling.pad_to_multiple(np.asarray(image, np.uint8),
                                                       self.pre_pad)}
         folder = None
@@ -886,7 +894,7 @@ class LayerwiseNetwork:
         buffers = ({}, {})  # two sets of window buffers: one read while the other runs
 
         def read(k):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             r0, r1, c0, c1 = boxes[k]
             wr0, wr1, wc0, wc1 = max(r0 - m, 0), min(r1 + m, h), max(c0 - m, 0), min(c1 + m, w)
             windows = []
@@ -902,10 +910,11 @@ class LayerwiseNetwork:
                     np.copyto(out, store[rows[0]:rows[1], cols[0]:cols[1]])
                 windows.append(out[None])
             seconds["read"] += time.perf_counter() - start
+            seconds["io_cpu"] += time.thread_time() - cpu
             return windows, (r0 - wr0, c0 - wc0, r1 - r0, c1 - c0)
 
         def write(k, tile):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             r0, r1, c0, c1 = boxes[k]
             if isinstance(target, DiskArray):
                 target.write(r0, c0, tile)
@@ -914,6 +923,7 @@ class LayerwiseNetwork:
                 if r0 < r1 and c0 < c1:
                     target[r0:r1, c0:c1] = tile[:r1 - r0, :c1 - c0]
             seconds["write"] += time.perf_counter() - start
+            seconds["io_cpu"] += time.thread_time() - cpu
 
         with ThreadPoolExecutor(1, thread_name_prefix="kperceptual-layers-io") as io:
             pending = io.submit(read, 0)

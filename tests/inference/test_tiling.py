@@ -105,8 +105,9 @@ def test_memory_budget_chooses_tiling(tiny_network):
         stylizer.plan(4000, 3000)  # its buffers alone exceed the budget
 
     # By default an instance-normalised network that does not fit runs layer by layer, its
-    # tiles' working set within what the budget leaves after the image buffers.
-    layered = inference.Stylizer(tiny_network, memory_budget=resident + 40 * 2 ** 20)
+    # tiles' working set within what the budget leaves after the image buffers (and 74 MiB for
+    # its compiled stages and second thread).
+    layered = inference.Stylizer(tiny_network, memory_budget=resident + 120 * 2 ** 20)
     assert layered.plan(200, 150) is None
     plan = layered.plan(1200, 900)
     assert isinstance(plan, layerwise.LayerPlan)
@@ -213,9 +214,9 @@ def test_layer_by_layer_super_resolution(photos):
 def test_layer_by_layer_on_disk_within_a_small_budget(photos, starry_night, tmp_path):
     image = images.resize(photos["astronaut"], 301, 250)
     walker = layerwise.LayerwiseNetwork(starry_night)
-    plan = walker.plan(301, 250, room_bytes=20 * 2 ** 20)
+    plan = walker.plan(301, 250, room_bytes=96 * 2 ** 20)
     assert "disk" in plan.placement.values() and plan.disk_bytes > 0
-    assert plan.work_bytes + plan.memory_bytes <= 20 * 2 ** 20
+    assert plan.work_bytes + plan.memory_bytes <= 96 * 2 ** 20
     plan = dataclasses.replace(plan, temp_dir=str(tmp_path))
     out = walker.run(image, plan)
     assert psnr(out, whole_output(starry_night, image)) >= 40
@@ -228,10 +229,12 @@ def test_layer_by_layer_on_disk_within_a_small_budget(photos, starry_night, tmp_
     assert walker.last_folder.startswith(str(tmp_path))
     assert os.listdir(tmp_path) == []  # the stored tensors' files are gone
 
-    # Through the Stylizer, with a budget a little above what the process holds.
+    # Through the Stylizer, with a budget about 130 MiB above what the process holds (whole,
+    # 640x480 takes about 400 MB).
+    image = images.resize(photos["astronaut"], 480, 640)
     stylizer = inference.Stylizer(starry_night)
     stylizer.image(image[:64, :64])
-    budget = inference.resident_bytes() + 24 * 2 ** 20
+    budget = inference.resident_bytes() + 130 * 2 ** 20
     small = inference.Stylizer(starry_night, memory_budget=budget)
     out = small.image(image)
     assert isinstance(small.last_plan, layerwise.LayerPlan) and small.last_plan.disk_bytes
@@ -267,7 +270,7 @@ def test_layer_by_layer_arithmetic_for_8000x6000_within_4g():
     network = networks.StyleTransferNetwork()
     walker = layerwise.LayerwiseNetwork(network)
     plan = walker.plan(6000, 8000, room_bytes=2 * 2 ** 30, check_disk=False)
-    assert plan.arithmetic <= 1.05  # measured 1.012
+    assert plan.arithmetic <= 1.05  # measured 1.009
     assert plan.work_bytes + plan.memory_bytes <= 2 * 2 ** 30
     windows = tiling.Tiler(network).plan(6000, 8000, 1300)
     assert layerwise.windows_arithmetic(network, windows) > 7.4
