@@ -301,8 +301,11 @@ def large_photo_run(model_spec: str, folder: str) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"stylize failed on the 8000x6000 photo: {result.stderr[-800:]}")
     peak = int(result.stdout.split()[-1]) / 2**20  # KiB -> GiB
-    return (f"| 8000x6000 photo (`{PHOTO}` upscaled), `stylize --memory_budget=4G` (tiled, "
-            f"exact statistics) | {seconds:.0f} s | peak {peak:.2f} GiB resident |")
+    # stylize's line for the image: "<input> -> <output> (<how it was tiled>)".
+    tiled = next((line.split(" (", 1)[1].rstrip(")") for line in result.stdout.splitlines()
+                  if " -> " in line and " (" in line), "whole")
+    return (f"| 8000x6000 photo (`{PHOTO}` upscaled), `stylize --memory_budget=4G` ({tiled}) "
+            f"| {seconds:.0f} s | peak {peak:.2f} GiB resident |")
 
 
 # A child that runs one image as ``kperceptual.stylize`` does (read, Stylizer.image) with a
@@ -478,8 +481,10 @@ def main(argv):
             row = large_photo_run(FLAGS.model, folder)
         body = "\n".join([
             "`python -m kperceptual.stylize` in its own process on an 8000x6000 photo that does "
-            "not fit the budget whole, so it is tiled with exact whole-image statistics (16 "
-            "passes for this network); peak resident memory of that process (getrusage).", "",
+            "not fit the budget whole, so it is tiled with exact whole-image statistics (layer "
+            "by layer since the layer-by-layer executor; window by window, 16 passes, before: "
+            "see \"Inference: huge images\"); peak resident memory of that process "
+            "(getrusage).", "",
             "| job | time | memory |", "|---|---|---|", row])
         print(body)
         if FLAGS.write:

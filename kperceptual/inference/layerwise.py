@@ -12,11 +12,13 @@ the network is instead run one stage at a time over the whole image:
   reads it (a residual block's input, kept for the shortcut), or when it is the network's
   output. Every other layer (ReLU, rescaling, a normalisation whose statistics are known,
   padding, nearest upsampling, the residual ``Add``, the output head) is computed on the way,
-  inside the *stage* that produces the next stored tensor. For the style network a stage is
-  one convolution with the layers between it and the stored tensor it reads: 21 stages (the 15
-  convolutions that feed a normalisation; 5 residual block inputs, each the block's shortcut
-  plus its normalised second convolution; the output: the last normalisation, upsampling
-  convolution, output convolution and head).
+  inside the *stage* that produces the next stored tensor (a tensor several layers read that is
+  only pixel-wise layers on one stored tensor, such as the first residual block's input, is
+  recomputed by each instead). For the style network a stage is one convolution with the layers
+  between it and the stored tensor it reads: 20 stages (the 15 convolutions that feed a
+  normalisation; 4 residual block inputs, each the block's shortcut plus its normalised second
+  convolution; the output: the last normalisation, upsampling convolution, output convolution
+  and head).
 * A stage runs tile by tile over its output. A tile reads a window of each stored input: the
   tile's part plus a margin covering the receptive field of the stage's layers (1 to 4 pixels:
   one 3x3 or 9x9 convolution, not the whole network's 60). The stage's layers (the network's own
@@ -477,7 +479,7 @@ class LayerwiseNetwork:
             if op.kind == "norm":
                 stored.add(op.inputs[0])
         for value, users in self.consumers.items():
-            if len(users) > 1:
+            if len(users) > 1 and not self._pointwise_of_one_stored(value, stored):
                 stored.add(value)
         self.stored = stored
         self.stages = []
@@ -492,6 +494,17 @@ class LayerwiseNetwork:
             for source in stage.sources:
                 last_use[source] = index
         self.last_use = last_use
+
+    def _pointwise_of_one_stored(self, value, stored) -> bool:
+        """Whether ``value`` is pixel-wise layers on one stored tensor (the first residual
+        block's input, ReLU of a normalisation): then each stage that reads it recomputes it
+        from that tensor instead of storing it."""
+        while value not in stored:
+            op = self.producer[value]
+            if op.kind not in ("pointwise", "norm", "identity") or len(op.inputs) != 1:
+                return False
+            value = op.inputs[0]
+        return value != self.pixels or self.pre_pad == 1
 
     def _stage(self, output) -> Stage:
         members, sources, stack = set(), set(), [output]

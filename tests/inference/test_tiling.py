@@ -148,12 +148,30 @@ def test_layer_by_layer_is_exact_for_the_network_variants(photos, options):
     assert psnr(walker.run(other, plan), whole_output(network, other)) >= 40
 
 
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_layer_by_layer_in_half_precision(photos, tiny_network, precision, tmp_path):
+    # Stored tensors keep the network's dtype (bfloat16 crosses into TensorFlow as its bits),
+    # here all on disk; the output head stays float32.
+    network = networks.with_precision(tiny_network, precision)
+    walker = layerwise.LayerwiseNetwork(network)
+    assert walker.stages[0].dtype == precision
+    image = images.resize(photos["chelsea"], 150, 97)
+    plan = walker.plan(150, 97, room_bytes=2 ** 30, tile=32, temp_dir=str(tmp_path),
+                       storage_bytes=0)
+    assert set(plan.placement.values()) == {"disk"}
+    out = walker.run(image, plan)
+    assert out.dtype == np.float32
+    assert psnr(out, whole_output(network, image)) >= 40
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.slow
 def test_layer_by_layer_matches_the_untiled_starry_night(photos, starry_night):
     image = images.resize(photos["astronaut"], 301, 250)
     walker = layerwise.LayerwiseNetwork(starry_night)
-    # 15 convolutions that feed a normalisation, 5 residual block inputs, the output.
-    assert len(walker.stages) == 21
+    # 15 convolutions that feed a normalisation, the inputs of residual blocks 2-5 (the first
+    # block's is recomputed from down3's output by both its readers), the output.
+    assert len(walker.stages) == 20
     plan = walker.plan(301, 250, room_bytes=2 ** 30, tile=96)
     assert sum(t.count for t in plan.tiles) > len(walker.stages)
     out = walker.run(image, plan)
@@ -212,29 +230,27 @@ def test_layer_by_layer_super_resolution(photos):
 
 @pytest.mark.slow
 def test_layer_by_layer_on_disk_within_a_small_budget(photos, starry_night, tmp_path):
-    image = images.resize(photos["astronaut"], 301, 250)
+    image = images.resize(photos["astronaut"], 480, 640)
+    whole = whole_output(starry_night, image)  # about 400 MB
     walker = layerwise.LayerwiseNetwork(starry_night)
-    plan = walker.plan(301, 250, room_bytes=96 * 2 ** 20)
-    assert "disk" in plan.placement.values() and plan.disk_bytes > 0
-    assert plan.work_bytes + plan.memory_bytes <= 96 * 2 ** 20
-    plan = dataclasses.replace(plan, temp_dir=str(tmp_path))
+    plan = walker.plan(480, 640, room_bytes=115 * 2 ** 20, temp_dir=str(tmp_path))
+    assert "memory" in plan.placement.values() and "disk" in plan.placement.values()
+    assert plan.work_bytes + plan.memory_bytes <= 115 * 2 ** 20
     out = walker.run(image, plan)
-    assert psnr(out, whole_output(starry_night, image)) >= 40
-    # Everything on disk, in tiles of one stage's rows and columns.
-    plan = walker.plan(301, 250, room_bytes=2 ** 30, tile=64, temp_dir=str(tmp_path),
-                       storage_bytes=0)
-    assert set(plan.placement.values()) == {"disk"}
-    out = walker.run(image, plan)
-    assert psnr(out, whole_output(starry_night, image)) >= 40
+    assert psnr(out, whole) >= 40
     assert walker.last_folder.startswith(str(tmp_path))
     assert os.listdir(tmp_path) == []  # the stored tensors' files are gone
+    # Everything on disk, in 64-pixel tiles.
+    plan = walker.plan(480, 640, room_bytes=2 ** 30, tile=64, temp_dir=str(tmp_path),
+                       storage_bytes=0)
+    assert set(plan.placement.values()) == {"disk"}
+    assert psnr(walker.run(image, plan), whole) >= 40
+    assert os.listdir(tmp_path) == []
 
-    # Through the Stylizer, with a budget about 130 MiB above what the process holds (whole,
-    # 640x480 takes about 400 MB).
-    image = images.resize(photos["astronaut"], 480, 640)
+    # Through the Stylizer, with a budget 125 MiB above what the process holds.
     stylizer = inference.Stylizer(starry_night)
     stylizer.image(image[:64, :64])
-    budget = inference.resident_bytes() + 130 * 2 ** 20
+    budget = inference.resident_bytes() + 125 * 2 ** 20
     small = inference.Stylizer(starry_night, memory_budget=budget)
     out = small.image(image)
     assert isinstance(small.last_plan, layerwise.LayerPlan) and small.last_plan.disk_bytes
