@@ -841,7 +841,7 @@ class LayerwiseNetwork:
         ``last_seconds`` then holds where the time went: ``network`` (the stages' layers),
         ``read`` and ``write`` (copies to and from the stored tensors, on a second thread that
         overlaps them with the network), and ``waiting`` (the network waiting for them)."""
-        from kperceptual import tiling
+        from kperceptual.inference import tiling
 
         if image.shape[:2] != (plan.height, plan.width):
             raise ValueError(f"the plan is for {plan.width}x{plan.height}, the image is "
@@ -894,7 +894,7 @@ class LayerwiseNetwork:
         whole-image moments where a normalisation needs them (else None)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from kperceptual import tiling
+        from kperceptual.inference import tiling
 
         fn = self._compiled(stage)
         h, w = sizes[stage.output]

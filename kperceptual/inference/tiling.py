@@ -35,7 +35,7 @@ A multi-style network (conditional instance normalisation) tiles once bound to a
 ``GroupNormalization`` layers are fixed here as any others); ``Tiler`` refuses it unbound.
 
 Images that do not fit whole are run layer by layer instead where the network allows
-(``kperceptual.layerwise``: each stage once over the whole image, in tiles with a few pixels of
+(``kperceptual.inference.layerwise``: each stage once over the whole image, in tiles with a few pixels of
 margin, about one pass's arithmetic); ``Tiler.plan_layers`` plans that and ``Tiler.run`` runs
 either kind of plan. The window-by-window passes above remain for networks the layer-by-layer
 executor cannot walk (``Tiler.layerwise_reason`` says why), and for networks without
@@ -359,10 +359,10 @@ class Tiler:
 
     @property
     def layerwise(self):
-        """The network walked for layer-by-layer runs (``kperceptual.layerwise``), or None where
+        """The network walked for layer-by-layer runs (``kperceptual.inference.layerwise``), or None where
         it cannot be (``layerwise_reason`` says why)."""
         if self._layerwise is None and self.layerwise_reason is None:
-            from kperceptual import layerwise
+            from kperceptual.inference import layerwise
 
             try:
                 self._layerwise = layerwise.LayerwiseNetwork(self.network)
@@ -375,7 +375,7 @@ class Tiler:
         image buffers (``tile``: at most this side per tile, 0 automatic). Raises
         ``layerwise.NotWalkable`` (the network or this size cannot be walked) or
         ``layerwise.NotEnoughRoom`` (memory or temporary disk)."""
-        from kperceptual import layerwise
+        from kperceptual.inference import layerwise
 
         if self.layerwise is None:
             raise layerwise.NotWalkable(self.layerwise_reason)
