@@ -1,7 +1,8 @@
-"""Applying a trained network: ``loading`` (models by name, path or file), ``inputs`` (expanding
-the inputs a command is given), ``stylizer`` (``Stylizer``, ``stylize_image``: colour, strength,
-style mixing, memory budget), ``memory`` (budgets), ``tiling`` (exact tiled application for
-images larger than memory), ``video``.
+"""Applying a trained network: ``loading`` (models by name, path, file or hub handle),
+``inputs`` (expanding the inputs a command is given), ``stylizer`` (``Stylizer``,
+``stylize_image``: colour, strength, style mixing, the memory budget), ``tiling`` and
+``layerwise`` (exact application to images larger than memory: window by window, or layer by
+layer at about one pass's arithmetic), ``video`` (threaded, batched, with its sound).
 """
 
 
