@@ -8,6 +8,7 @@ A thin command over ``kperceptual.losses.vgg16_weights``.
 
 import sys
 
+from kperceptual import cli  # noqa: F401  (quietens TensorFlow before it is imported)
 from kperceptual.choices import WEIGHT_SOURCES as SOURCES
 from kperceptual.losses.vgg16_weights import (WeightsError, fetch_torchvision_weights,
                                               lpips_heads_path)

@@ -26,14 +26,19 @@ def export_saved_model(network, keras_path: str, export_dir: str, name: str) -> 
     if keras.backend.backend() == "tensorflow":
         from kperceptual.serving import tf_saved_model
 
-        return tf_saved_model.export_saved_model(network, export_dir, name)
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.WARNING)  # not TensorFlow's SavedModel chatter
+        try:
+            return tf_saved_model.export_saved_model(network, export_dir, name)
+        finally:
+            logging.set_verbosity(verbosity)
     if not tensorflow_available():
         logging.warning("TensorFlow is not installed, so no SavedModel was written; where it "
                         "is, run: python -m kperceptual.export --model=%s --export_dir=%s "
                         "--name=%s", keras_path, export_dir, name)
         return None
     # The package's own folder on the path (it may not be installed); no GPU for TensorFlow.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                        os.environ.get("PYTHONPATH")]))}
