@@ -292,7 +292,8 @@ def test_cli_writes_onnx_that_onnxruntime_runs_at_any_size(model, tmp_path, phot
     (["--model=M", "--format=tflite", "--quantize=int8", "--calibration_data=nowhere"],
      "--calibration_data: nowhere: no such folder"),
     (["--model=OLD"], "--model: OLD has no Keras network"),
-    (["--model=M", "--version=1"], "--version: savedmodels/tiny/1 already exists"),
+    (["--model=M", "--version=1", "--export_dir=savedmodels"],
+     "--version: savedmodels/tiny/1 already exists"),
     (["--model=tiny_none.tflite"], "--model: tiny_none.tflite: a .tflite file cannot be "
      "re-exported; export from the .keras file or a SavedModel"),
     (["--model=not_a_zip.keras"], "--model: not_a_zip.keras: not a Keras archive"),
