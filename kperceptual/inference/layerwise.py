@@ -75,7 +75,7 @@ MAX_TILE = 2048
 MIN_TILE = 32
 # One tile's working set: at most this share of the room the run has, and at most WORK_CAP.
 WORK_FRACTION = 0.5
-WORK_CAP = 1 << 30
+WORK_CAP = 512 << 20
 # A tile's working set, per output pixel: the sum of the stage's tensors (windows, every layer's
 # output, the cropped output) times this, for the framework's temporaries.
 WORK_SAFETY = 1.5
@@ -789,16 +789,25 @@ class LayerwiseNetwork:
             windows = [tf.bitcast(w, tf.bfloat16) if d == "bfloat16" else w
                        for w, d in zip(windows, dtypes)]
             y = self._evaluate(stage, dict(zip(stage.sources, windows)))
-            y = tf.slice(y, [0, box[0], box[1], 0], [1, box[2], box[3], -1])
             carried_y = tf.bitcast(y, tf.uint16) if bfloat16_out else y
             if not stage.statistics:
                 return (carried_y,)
+            # The window's output whole (the tile is cropped from it outside, without a copy);
+            # the statistics of the tile's part: per row, the sums over all columns less those
+            # over the margins' few columns.
+            top, left, h, w = box[0], box[1], box[2], box[3]
             x = tf.cast(y, tf.float32)
+
+            def row_sums(t):
+                sums = (tf.reduce_sum(t, axis=[0, 2]) - tf.reduce_sum(t[:, :, :left], axis=[0, 2])
+                        - tf.reduce_sum(t[:, :, left + w:], axis=[0, 2]))
+                return sums[top:top + h]
+
             # Deviations from a shift near the mean (of every 8th pixel's), so that the sums of
-            # squares do not cancel: 4 passes over the tile.
-            shift = tf.reduce_mean(x[:, ::8, ::8], axis=[0, 1, 2])
-            return (carried_y, shift, tf.reduce_sum(x, axis=[0, 2]),
-                    tf.reduce_sum(tf.math.squared_difference(x, shift), axis=[0, 2]))
+            # squares do not cancel.
+            shift = tf.reduce_mean(x[:, top:top + h:8, left:left + w:8], axis=[0, 1, 2])
+            return (carried_y, shift, row_sums(x),
+                    row_sums(tf.math.squared_difference(x, shift)))
 
         # One trace per stage (the signature leaves sizes open); TensorFlow would take the
         # stages' functions, made by one line, for one function retraced in a loop.
@@ -812,6 +821,8 @@ class LayerwiseNetwork:
             y = to_numpy(y)
             if bfloat16_out:
                 y = y.view(_numpy_dtype("bfloat16"))
+            top, left, h, w = box
+            y = y[:, top:top + h, left:left + w]  # a view
             return [y] + [t.numpy() for t in moments]
 
         stage._compiled = run
@@ -1000,15 +1011,17 @@ class DiskArray:
             view, offset = view[n:], offset + n
 
     def write(self, top: int, left: int, tile: np.ndarray):
-        """``tile`` (h, w, channels) at rows ``top:top + h``, columns ``left:left + w``."""
-        tile = np.ascontiguousarray(tile)
-        raw = tile.reshape(tile.shape[0], -1).view(np.uint8)
-        if left == 0 and tile.shape[1] == self.shape[1]:
-            self._write_from(memoryview(raw.reshape(-1)), top * self.row_bytes)
+        """``tile`` (h, w, channels; rows may be a view into a wider array) at rows
+        ``top:top + h``, columns ``left:left + w``."""
+        if not (tile.strides[2] == tile.itemsize and tile.strides[1] == self.pixel_bytes):
+            tile = np.ascontiguousarray(tile)
+        if tile.flags.c_contiguous and left == 0 and tile.shape[1] == self.shape[1]:
+            self._write_from(memoryview(tile.reshape(-1).view(np.uint8)), top * self.row_bytes)
             return
         offset = top * self.row_bytes + left * self.pixel_bytes
         for i in range(tile.shape[0]):
-            self._write_from(memoryview(raw[i]), offset + i * self.row_bytes)
+            row = tile[i].reshape(-1).view(np.uint8)
+            self._write_from(memoryview(row), offset + i * self.row_bytes)
 
     def _write_from(self, view, offset: int):
         while len(view):

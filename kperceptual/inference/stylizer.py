@@ -40,8 +40,10 @@ output pixels) run in windows of ``T`` pixels (``T = P`` untiled):
 6 bytes: the decoded image and its padded copy (uint8); 16: the float32 output or blend
 accumulator and the uint8 result; the last term is the forward pass, calibrated by peak RSS
 measurements (``tiling.FORWARD_BYTES_BASE`` and ``FORWARD_ACTIVATION_FACTOR``; about 1.2 kB
-per pixel for the default network). Layer by layer, the last term is replaced by what is left of
-the budget: one tile's working set and the activations held in memory (the rest on disk).
+per pixel for the default network). Layer by layer, the run gets what the budget leaves after
+resident memory, 6 P and the float32 output (12 P s^2; ``Stylizer.layer_room``): one tile's
+working set and the activations held in memory (the rest on disk); the uint8 result is made
+after it has freed them.
 """
 
 from __future__ import annotations
@@ -427,10 +429,19 @@ class Stylizer:
             self.tiling_mode == "layers" or (self.tiling_mode == "auto" and bool(
                 self.tiler.geometry.global_norms)))
 
+    def layer_room(self, height: int, width: int) -> float:
+        """Memory a layer-by-layer run may use for its tiles and activations: the budget less
+        what the process holds, the image (and its padded copy) and the float32 output (the
+        uint8 result is made after the run has freed its tiles and activations, in their
+        place)."""
+        pixels = height * width
+        return self.memory_budget - resident_bytes() - (
+            IMAGE_BYTES_PER_INPUT_PIXEL * pixels + 12 * pixels * self.scale ** 2)
+
     def _layer_plan(self, height: int, width: int):
         """The layer-by-layer plan, or None (with a warning) where the network or the
         temporary disk does not allow it; raises MemoryBudgetError."""
-        room = self.memory_budget - self.estimate_bytes(height, width, window_pixels=0)
+        room = self.layer_room(height, width)
         try:
             return self.tiler.plan_layers(height, width, room, self.tile)
         except layerwise.NotWalkable as e:

@@ -111,8 +111,7 @@ def test_memory_budget_chooses_tiling(tiny_network):
     assert layered.plan(200, 150) is None
     plan = layered.plan(1200, 900)
     assert isinstance(plan, layerwise.LayerPlan)
-    room = layered.memory_budget - layered.estimate_bytes(1200, 900, window_pixels=0)
-    assert plan.work_bytes + plan.memory_bytes <= room
+    assert plan.work_bytes + plan.memory_bytes <= layered.layer_room(1200, 900)
     with pytest.raises(inference.MemoryBudgetError, match="needs about"):
         layered.plan(4000, 3000)
 
@@ -146,6 +145,16 @@ def test_layer_by_layer_is_exact_for_the_network_variants(photos, options):
     # The same walker on another image: the statistics are that image's.
     other = images.resize(photos["astronaut"], 150, 97)
     assert psnr(walker.run(other, plan), whole_output(network, other)) >= 40
+
+
+def test_layer_by_layer_eagerly(photos, tiny_network, tmp_path):
+    # The path other backends take (layers called eagerly, statistics in NumPy).
+    walker = layerwise.LayerwiseNetwork(tiny_network)
+    walker.backend = "other"
+    image = images.resize(photos["coffee"], 90, 70)
+    plan = walker.plan(90, 70, room_bytes=2 ** 30, tile=32, temp_dir=str(tmp_path),
+                       storage_bytes=0)
+    assert psnr(walker.run(image, plan), whole_output(tiny_network, image)) >= 40
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
