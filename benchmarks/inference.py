@@ -63,11 +63,13 @@ flags.DEFINE_list("parts", ["speed", "large", "video"],
                   "photo\"); video: frames per second at 640x480, the pipeline against the "
                   "one-thread loop (section \"Inference: video\"); huge: window by window against "
                   "layer by layer (section \"Inference: huge images\"), tens of minutes.")
-flags.DEFINE_list("huge", ["4000x3000:2G:windows+layers", "8000x6000:4G:layers"],
-                  "--parts=huge runs: WIDTHxHEIGHT:BUDGET:tilings (windows+layers). 2G at "
-                  "4000x3000 leaves windows of about the share of the image that 4G leaves at "
-                  "8000x6000 (about 10x one pass's arithmetic either way).")
-flags.DEFINE_string("huge_precision", "float32", "--precision of the --parts=huge runs.")
+flags.DEFINE_list("huge", ["4000x3000:2G:windows+layers", "8000x6000:4G:windows+layers",
+                          "8000x6000:4G:layers:bfloat16"],
+                  "--parts=huge runs: WIDTHxHEIGHT:BUDGET:tilings (windows+layers)[:precision]. "
+                  "2G at 4000x3000 leaves windows of about the share of the image that 4G "
+                  "leaves at 8000x6000 (about 10x one pass's arithmetic either way).")
+flags.DEFINE_string("huge_precision", "float32", "--precision of the --parts=huge runs that "
+                                                 "name none.")
 flags.DEFINE_integer("huge_parity_size", 2048, "--parts=huge: the long side of the image run "
                                                "whole and layer by layer for the PSNR.")
 flags.DEFINE_integer("video_frames", 48, "Frames of the generated 640x480 test video.")
@@ -346,12 +348,12 @@ _USAGE_OF_CHILD = ("import resource, subprocess, sys; r = subprocess.run(sys.arg
                    "print(u.ru_maxrss, u.ru_utime + u.ru_stime); sys.exit(r.returncode)")
 
 
-def huge_run(source: str, budget: str, mode: str, out: str) -> dict:
+def huge_run(source: str, budget: str, mode: str, precision: str, out: str) -> dict:
     """One ``_HUGE_CHILD`` run: its JSON, plus the process's peak memory (GiB) and CPU."""
     import json
 
     command = [sys.executable, "-c", _USAGE_OF_CHILD, sys.executable, "-c", _HUGE_CHILD, source,
-               FLAGS.model, budget, mode, FLAGS.huge_precision, out]
+               FLAGS.model, budget, mode, precision, out]
     result = subprocess.run(command, capture_output=True, text=True, cwd=report.REPO)
     if result.returncode != 0:
         raise RuntimeError(f"{mode} run failed: {result.stderr[-800:]}")
@@ -367,23 +369,26 @@ def huge(model) -> str:
     from kperceptual.metrics import psnr
 
     photo = images.read_image(PHOTO)
-    rows = ["| image | `--memory_budget` | tiling | time | CPU time | peak resident | "
-            "arithmetic (x one untiled pass) | plan |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| image | `--memory_budget` | precision | tiling | time | CPU time | peak resident "
+            "| arithmetic (x one untiled pass) | plan |", "|---|---|---|---|---|---|---|---|---|"]
     notes = []
     with tempfile.TemporaryDirectory() as folder:
         for spec in FLAGS.huge:
-            size, budget, modes = spec.split(":")
+            size, budget, modes, *rest = spec.split(":")
+            precision = rest[0] if rest else FLAGS.huge_precision
             width, height = (int(v) for v in size.split("x"))
             source = os.path.join(folder, f"huge_{size}.png")
-            images.write_image(source, images.resize(photo, height, width))
+            if not os.path.exists(source):
+                images.write_image(source, images.resize(photo, height, width))
             results = {}
             for mode in modes.split("+"):
                 out = os.path.join(folder, f"{size}_{mode}.npy")
-                info = results[mode] = huge_run(source, budget, mode, out)
-                label = {"windows": "window by window (before)",
-                         "layers": "layer by layer (now)"}[mode]
+                info = results[mode] = huge_run(source, budget, mode, precision, out)
+                label = ({"windows": "window by window (before)",
+                          "layers": "layer by layer (now)"}[mode] if "plan" in info
+                         else "none: fits whole")
                 rows.append(
-                    f"| {size} | {budget} | {label} | {info['seconds']:.0f} s | "
+                    f"| {size} | {budget} | {precision} | {label} | {info['seconds']:.0f} s | "
                     f"{info['cpu']:.0f} s | {info['peak']:.2f} GiB | "
                     f"{info.get('arithmetic', 1.0):.3f} | {info.get('plan', 'whole')} |")
                 print(rows[-1], info, flush=True)
@@ -392,8 +397,8 @@ def huge(model) -> str:
                 a = np.load(os.path.join(folder, f"{size}_windows.npy"))
                 b = np.load(os.path.join(folder, f"{size}_layers.npy"))
                 notes.append(
-                    f"{size}: layer by layer took {new['seconds'] / old['seconds']:.3f} of the "
-                    f"window-by-window time ({old['seconds'] / new['seconds']:.1f}x faster; CPU "
+                    f"{size}, {precision}: layer by layer took "
+                    f"{new['seconds'] / old['seconds']:.3f} of the window-by-window time ({old['seconds'] / new['seconds']:.1f}x faster; CPU "
                     f"time {old['cpu'] / new['cpu']:.1f}x less), its arithmetic "
                     f"{new['arithmetic']:.3f}x one pass against {old['arithmetic']:.2f}x; the "
                     f"two outputs (uint8) are {psnr(a, b):.1f} dB apart (both exact up to float "
@@ -404,8 +409,8 @@ def huge(model) -> str:
                 if "split" in info:
                     split = info["split"]
                     notes.append(
-                        f"{size}, layer by layer: {split['network']:.0f} s in the network's "
-                        f"layers; reading windows and writing tiles {split['read']:.0f} s + "
+                        f"{size}, {precision}, layer by layer: {split['network']:.0f} s in the "
+                        f"network's layers; reading windows and writing tiles {split['read']:.0f} s + "
                         f"{split['write']:.0f} s on a second thread ({split['io_cpu']:.0f} s of "
                         f"CPU), of which the network waited {split['waiting']:.0f} s.")
     # Exactness against the untiled output, on an image that fits whole.
@@ -420,7 +425,7 @@ def huge(model) -> str:
         f" {psnr(got, expected):.1f} dB (uint8 outputs; largest difference "
         f"{np.abs(got.astype(int) - expected).max()} level).")
     return "\n".join([
-        f"The `{FLAGS.model}` network ({FLAGS.huge_precision}) on `{PHOTO}` upscaled, each run "
+        f"The `{FLAGS.model}` network on `{PHOTO}` upscaled, each run "
         "in its own process as `stylize` runs it (`Stylizer.image`: tiling, colour finish, "
         "uint8); time and CPU time of that call, peak resident memory of the process "
         "(getrusage). Window by window is the path before the layer-by-layer executor "
