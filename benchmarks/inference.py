@@ -398,8 +398,9 @@ def huge(model) -> str:
                 b = np.load(os.path.join(folder, f"{size}_layers.npy"))
                 notes.append(
                     f"{size}, {precision}: layer by layer took "
-                    f"{new['seconds'] / old['seconds']:.3f} of the window-by-window time ({old['seconds'] / new['seconds']:.1f}x faster; CPU "
-                    f"time {old['cpu'] / new['cpu']:.1f}x less), its arithmetic "
+                    f"{new['seconds'] / old['seconds']:.3f} of the window-by-window time "
+                    f"({old['seconds'] / new['seconds']:.1f}x faster; CPU time "
+                    f"{old['cpu'] / new['cpu']:.1f}x less), its arithmetic "
                     f"{new['arithmetic']:.3f}x one pass against {old['arithmetic']:.2f}x; the "
                     f"two outputs (uint8) are {psnr(a, b):.1f} dB apart (both exact up to float "
                     "rounding). Load average (1 min) at the start and end of each run: "
@@ -410,8 +411,9 @@ def huge(model) -> str:
                     split = info["split"]
                     notes.append(
                         f"{size}, {precision}, layer by layer: {split['network']:.0f} s in the "
-                        f"network's layers; reading windows and writing tiles {split['read']:.0f} s + "
-                        f"{split['write']:.0f} s on a second thread ({split['io_cpu']:.0f} s of "
+                        f"network's layers; reading windows and writing tiles "
+                        f"{split['read']:.0f} s + {split['write']:.0f} s on a second thread "
+                        f"({split['io_cpu']:.0f} s of "
                         f"CPU), of which the network waited {split['waiting']:.0f} s.")
     # Exactness against the untiled output, on an image that fits whole.
     side = FLAGS.huge_parity_size
