@@ -410,11 +410,11 @@ def huge(model) -> str:
                 if "split" in info:
                     split = info["split"]
                     notes.append(
-                        f"{size}, {precision}, layer by layer: {split['network']:.0f} s in the "
-                        f"network's layers; reading windows and writing tiles "
-                        f"{split['read']:.0f} s + {split['write']:.0f} s on a second thread "
-                        f"({split['io_cpu']:.0f} s of "
-                        f"CPU), of which the network waited {split['waiting']:.0f} s.")
+                        f"{size}, {precision}, layer by layer, in thread-seconds of its two "
+                        f"threads (each reads its tiles' windows, runs the network, writes the "
+                        f"tiles): {split['network']:.0f} s in the network's layers, "
+                        f"{split['read']:.0f} s reading windows and {split['write']:.0f} s "
+                        f"writing tiles ({split['io_cpu']:.0f} s of CPU).")
     # Exactness against the untiled output, on an image that fits whole.
     side = FLAGS.huge_parity_size
     image = images.resize(photo, side * 3 // 4, side)

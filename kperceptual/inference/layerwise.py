@@ -38,8 +38,8 @@ the network is instead run one stage at a time over the whole image:
   tile's working set, else on disk (``DiskArray``: a file in a temporary folder, read and written
   by rows with ``pread``/``pwrite``, so nothing of it is resident; the folder is removed when the
   run ends, also on an error). A stored tensor is dropped (its file deleted) after the last stage
-  that reads it. A second thread reads the next tile's windows and writes the last tile's output
-  while the network computes.
+  that reads it. Two threads each read their tiles' windows, run the stage on them and write
+  the tiles, so that one moves data while the other computes.
 
 Arithmetic: one pass, plus each tile's margin (``LayerPlan.arithmetic``: multiply-adds of the
 convolutions actually run over those of one untiled pass; 1.009x for the default network on an
@@ -73,9 +73,11 @@ import numpy as np
 # Tile sides (output pixels of a stage) considered.
 MAX_TILE = 2048
 MIN_TILE = 32
-# One tile's working set: at most this share of the room the run has, and at most WORK_CAP.
+# Tiles' working sets: at most this share of the room the run has, and at most WORK_CAP; shared
+# by STREAMS tiles run at once (threads that each read, compute and write their tiles).
 WORK_FRACTION = 0.5
 WORK_CAP = 512 << 20
+STREAMS = 2
 # A tile's working set, per output pixel: the sum of the stage's tensors (windows, every layer's
 # output, the cropped output) times this, for the framework's temporaries.
 WORK_SAFETY = 1.5
@@ -674,10 +676,11 @@ class LayerwiseNetwork:
         tiles, work_peak, macs_run, macs_one = [], 0, 0.0, 0.0
         for stage in self.stages:
             h, w = sizes[stage.output]
-            side = int(math.sqrt(max(work_room, 0) / stage.work_bytes)) - 2 * stage.margin
+            side = int(math.sqrt(max(work_room, 0) / STREAMS / stage.work_bytes)) - \
+                2 * stage.margin
             if side < min(MIN_TILE, max(h, w)):
-                need = (stage.work_bytes * (MIN_TILE + 2 * stage.margin) ** 2 / WORK_FRACTION
-                        + overhead)
+                need = (STREAMS * stage.work_bytes * (MIN_TILE + 2 * stage.margin) ** 2
+                        / WORK_FRACTION + overhead)
                 raise NotEnoughRoom(
                     f"the layer-by-layer run needs about {need / 2 ** 20:.1f} MiB beyond the "
                     f"image buffers for {MIN_TILE}-pixel tiles of {stage.name}; it has "
@@ -693,7 +696,7 @@ class LayerwiseNetwork:
                                                                                 stage.margin)
                     macs_run += area * stage.macs
                     largest = max(largest, area)
-            work_peak = max(work_peak, largest * stage.work_bytes)
+            work_peak = max(work_peak, largest * stage.work_bytes * min(STREAMS, t.count))
             macs_one += h * w * stage.macs
         # Where each stored tensor lives: memory while the room left by the tiles holds it.
         storage_room = max(room_bytes - work_peak, 0)
@@ -849,16 +852,15 @@ class LayerwiseNetwork:
         stage as ``plan`` says. ``progress``: called with (stage index, stage count) after each
         stage. Temporary files are removed before it returns or raises.
 
-        ``last_seconds`` then holds where the time went: ``network`` (the stages' layers),
-        ``read`` and ``write`` (copies to and from the stored tensors, on a second thread that
-        overlaps them with the network), and ``waiting`` (the network waiting for them)."""
+        ``last_seconds`` then holds where the time went, in thread-seconds summed over the
+        STREAMS threads: ``network`` (the stages' layers), ``read`` and ``write`` (copies to
+        and from the stored tensors; ``io_cpu``: their CPU time)."""
         from kperceptual.inference import tiling
 
         if image.shape[:2] != (plan.height, plan.width):
             raise ValueError(f"the plan is for {plan.width}x{plan.height}, the image is "
                              f"{image.shape[1]}x{image.shape[0]}")
-        self.last_seconds = dict.fromkeys(("network", "read", "write", "waiting",
-                                           "io_cpu"), 0.0)
+        self.last_seconds = dict.fromkeys(("network", "read", "write", "io_cpu"), 0.0)
         stores = {self.pixels: tiling.pad_to_multiple(np.asarray(image, np.uint8),
                                                       self.pre_pad)}
         folder = None
@@ -900,9 +902,11 @@ class LayerwiseNetwork:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _run_stage(self, stage: Stage, tiles: StageTiles, stores: dict, sizes):
-        """Runs one stage tile by tile into ``stores[stage.output]``; the windows are read and
-        the tiles written on a second thread, overlapping the network. Returns the output's
-        whole-image moments where a normalisation needs them (else None)."""
+        """Runs one stage tile by tile into ``stores[stage.output]``, in STREAMS threads that
+        each read their tiles' windows, run the network on them and write the tiles (so one
+        reads or writes while another computes, and two tiles' layers share the cores).
+        Returns the output's whole-image moments where a normalisation needs them (else
+        None)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from kperceptual.inference import tiling
@@ -911,13 +915,10 @@ class LayerwiseNetwork:
         h, w = sizes[stage.output]
         m = stage.margin
         target = stores[stage.output]
-        moments = tiling._Moments() if stage.statistics else None
-        seconds = self.last_seconds
         boxes = [(r0, r1, c0, c1) for r0, r1 in zip(tiles.rows, tiles.rows[1:])
                  for c0, c1 in zip(tiles.cols, tiles.cols[1:])]
-        buffers = ({}, {})  # two sets of window buffers: one read while the other runs
 
-        def read(k):
+        def read(k, buffers, seconds):
             start, cpu = time.perf_counter(), time.thread_time()
             r0, r1, c0, c1 = boxes[k]
             wr0, wr1, wc0, wc1 = max(r0 - m, 0), min(r1 + m, h), max(c0 - m, 0), min(c1 + m, w)
@@ -926,8 +927,8 @@ class LayerwiseNetwork:
                 scale, store = stage.scales[s], stores[s]
                 rows = (int(wr0 * scale), int(wr1 * scale))
                 cols = (int(wc0 * scale), int(wc1 * scale))
-                out = _buffer(buffers[k % 2], j, (rows[1] - rows[0], cols[1] - cols[0],
-                                                  store.shape[2]), store.dtype)
+                out = _buffer(buffers, j, (rows[1] - rows[0], cols[1] - cols[0],
+                                           store.shape[2]), store.dtype)
                 if isinstance(store, DiskArray):
                     store.read(rows, cols, out)
                 else:
@@ -937,7 +938,7 @@ class LayerwiseNetwork:
             seconds["io_cpu"] += time.thread_time() - cpu
             return windows, (r0 - wr0, c0 - wc0, r1 - r0, c1 - c0)
 
-        def write(k, tile):
+        def write(k, tile, seconds):
             start, cpu = time.perf_counter(), time.thread_time()
             r0, r1, c0, c1 = boxes[k]
             if isinstance(target, DiskArray):
@@ -949,29 +950,38 @@ class LayerwiseNetwork:
             seconds["write"] += time.perf_counter() - start
             seconds["io_cpu"] += time.thread_time() - cpu
 
-        with ThreadPoolExecutor(1, thread_name_prefix="kperceptual-layers-io") as io:
-            pending = io.submit(read, 0)
-            writes = []
-            for k, (r0, r1, c0, c1) in enumerate(boxes):
+        streams = max(1, min(STREAMS, len(boxes)))
+
+        def stream(first):
+            buffers, seconds = {}, dict.fromkeys(("network", "read", "write", "io_cpu"), 0.0)
+            moments = tiling._Moments() if stage.statistics else None
+            for k in range(first, len(boxes), streams):
+                windows, box = read(k, buffers, seconds)
                 start = time.perf_counter()
-                windows, box = pending.result()
-                now = time.perf_counter()
-                seconds["waiting"] += now - start
-                if k + 1 < len(boxes):
-                    pending = io.submit(read, k + 1)
                 outputs = fn(windows, box)
-                seconds["network"] += time.perf_counter() - now
+                seconds["network"] += time.perf_counter() - start
                 tile = outputs[0][0]
-                if tile.shape[:2] != (r1 - r0, c1 - c0):
+                if tile.shape[:2] != box[2:]:
                     raise RuntimeError(f"{stage.name}: a tile came out {tile.shape[:2]}, not "
-                                       f"{(r1 - r0, c1 - c0)}")
-                writes.append(io.submit(write, k, tile))
+                                       f"{box[2:]}")
+                write(k, tile, seconds)
                 if moments is not None:
                     _add_tile_moments(moments, tile.shape[0] * tile.shape[1], *outputs[1:])
-            start = time.perf_counter()
-            for done in writes:
-                done.result()
-            seconds["waiting"] += time.perf_counter() - start
+            return moments, seconds
+
+        if streams == 1:
+            parts = [stream(0)]
+        else:
+            with ThreadPoolExecutor(streams, thread_name_prefix="kperceptual-layers") as pool:
+                parts = list(pool.map(stream, range(streams)))
+        for _, seconds in parts:
+            for key, value in seconds.items():
+                self.last_seconds[key] += value
+        if not stage.statistics:
+            return None
+        moments = parts[0][0]
+        for other, _ in parts[1:]:
+            _merge_moments(moments, other)
         return moments
 
 
@@ -1087,6 +1097,17 @@ def _dlpack_bridge():
             return tensor.numpy()
 
     return to_tensor, to_numpy
+
+
+def _merge_moments(moments, other):
+    """Merges ``other`` into ``moments`` (``tiling._Moments``; Chan et al.)."""
+    if not other.count:
+        return
+    total = moments.count + other.count
+    delta = other.mean - moments.mean
+    moments.mean = moments.mean + delta * other.count / total
+    moments.m2 = moments.m2 + other.m2 + delta ** 2 * moments.count * other.count / total
+    moments.count = total
 
 
 def _add_tile_moments(moments, n: int, shift, row_sums, row_squares):
