@@ -5,7 +5,17 @@ No TensorFlow here: a ``.tflite`` file and this module are all a device needs.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class TFLiteModel:
@@ -16,13 +26,18 @@ class TFLiteModel:
     (exported with ``--input_size=0``) takes any height and width; a fixed-size one raises
     ValueError for any other size. A multi-style network's model (``num_styles`` > 1) also
     takes ``style_weights`` (N,) or (B, N).
+
+    ``num_threads``: the threads LiteRT computes with; None (the default) is every CPU this
+    process may use. (LiteRT's own default, when it is given None, is one thread: its XNNPACK
+    delegate starts no thread pool.)
     """
 
     def __init__(self, path: str, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = path
-        self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self.num_threads = int(num_threads) if num_threads is not None else available_cpus()
+        self._interpreter = Interpreter(model_path=path, num_threads=self.num_threads)
         inputs = sorted(self._interpreter.get_input_details(), key=lambda d: -len(d["shape"]))
         self._input = inputs[0]  # the pixels (rank 4); then style weights (rank 2), if any
         self._style = inputs[1] if len(inputs) > 1 else None

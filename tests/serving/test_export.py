@@ -193,6 +193,23 @@ def test_tflite_dynamic_and_fixed_size_run_with_litert(tiny, photos, tmp_path):
         model(np.zeros((1, 40, 40, 3), np.float32))
 
 
+def test_litert_runs_on_every_cpu_by_default(tiny, tmp_path):
+    """LiteRT given no thread count computes on one thread; TFLiteModel asks for every CPU this
+    process may use, and the XNNPACK delegate starts its pool for them."""
+    from kperceptual.serving.litert import available_cpus
+
+    path = str(tmp_path / "tiny.tflite")
+    files.write_atomically(path, tf_tflite.convert_tflite(tiny[0], "none"))
+    threads = lambda: len(os.listdir("/proc/self/task"))  # noqa: E731
+    before = threads()
+    model = TFLiteModel(path)
+    model(np.zeros((1, 16, 16, 3), np.float32))
+    assert model.num_threads == available_cpus() == len(os.sched_getaffinity(0))
+    if available_cpus() > 1:
+        assert threads() > before
+    assert TFLiteModel(path, num_threads=1).num_threads == 1
+
+
 def test_calibration_crops_differ_even_from_one_photo(photos, tmp_path):
     from kperceptual.serving import tf_tflite as tflite
 
