@@ -2,8 +2,10 @@
 ``kperceptual.serving.litert``).
 
 The model takes float32 pixels (1, H, W, 3) in [0, 255] and returns float32 pixels of the same
-shape, whatever the quantisation. A multi-style network's model also takes ``style_weights``
-(1, N), unless it is fixed to one style or mix (``style_weights`` given at conversion: the
+shape, whatever the quantisation. The network is converted as ``tf_xnnpack.for_xnnpack``
+rewrites it, in ops that LiteRT's XNNPACK delegate takes (``xnnpack=False``: as its layers are
+written, which LiteRT ran 1.5-2.3x slower). A multi-style network's model also takes
+``style_weights`` (1, N), unless it is fixed to one style or mix (``style_weights`` given at conversion: the
 network bound to it, ``networks.bind_style``); calibrated quantisation needs it fixed. ``input_size=0`` keeps height and width dynamic (the runtime
 resizes the input tensor); N fixes them to N x N.
 
@@ -52,14 +54,19 @@ def tflite_filename(name: str, quantize: str, input_size: int = 0) -> str:
 
 def convert_tflite(network: keras.Model, quantize: str = "none", input_size: int = 0,
                    calibration: Iterable[np.ndarray] | None = None,
-                   style_weights=None) -> bytes:
+                   style_weights=None, xnnpack: bool = True) -> bytes:
     """The TFLite flatbuffer of ``network`` (a multi-style one fixed to ``style_weights`` (N,)
     when given, else with a ``style_weights`` input).
+
+    ``xnnpack`` (the default) converts the network as ``tf_xnnpack.for_xnnpack`` rewrites it, in
+    ops that LiteRT's XNNPACK delegate takes (the same outputs up to float32 rounding); False
+    converts the layers as they are written (the files before that rewrite).
 
     ``calibration`` (for ``int8`` and ``int16x8``) yields float32 batches (1, H, W, 3) in
     [0, 255]; it is iterated once.
     """
     from kperceptual import networks
+    from kperceptual.serving import tf_xnnpack
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantisation {quantize!r}; expected one of {QUANTIZATIONS}")
@@ -71,6 +78,8 @@ def convert_tflite(network: keras.Model, quantize: str = "none", input_size: int
     if num_styles > 1 and quantize in CALIBRATED:
         raise ValueError(f"{quantize} quantisation of a multi-style network needs one style "
                          "fixed (style_weights; --style)")
+    if xnnpack:
+        network = tf_xnnpack.for_xnnpack(network)
     side = input_size or None
     archive = keras.export.ExportArchive()
     archive.track(network)

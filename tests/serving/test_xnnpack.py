@@ -1,0 +1,153 @@
+"""The TFLite export's rewrite for LiteRT's XNNPACK delegate (``serving.tf_xnnpack``): the same
+outputs as the Keras network and a graph the delegate takes whole. No timing here
+(docs/benchmarks.md, "Inference", has the times)."""
+
+import collections
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import REPO, psnr
+from kperceptual import networks
+from kperceptual.imaging import files
+from kperceptual.imaging import images
+from kperceptual.inference import loading as models
+from kperceptual.serving import layout
+from kperceptual.serving import tf_tflite
+from kperceptual.serving import tf_xnnpack
+from kperceptual.serving.litert import TFLiteModel
+
+
+@pytest.fixture(scope="module")
+def starry_night():
+    """The shipped starry_night network (Keras)."""
+    version = layout.latest_version_path(os.path.join(REPO, "savedmodels"), "starry_night")
+    asset = version and os.path.join(version, models.NETWORK_ASSET)
+    if not asset or not os.path.isfile(asset):
+        pytest.fail("needs savedmodels/starry_night/<version>/" + models.NETWORK_ASSET)
+    return models.load_keras_network(asset)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return images.skimage_photo("astronaut").astype(np.float32)
+
+
+def rng_tensor(*shape, seed=0):
+    return tf.constant(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
+
+
+def test_upsampled_conv_is_upsampling_padding_and_conv():
+    x = rng_tensor(1, 5, 7, 6)
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 6, 4)).astype(np.float32)
+    upsampled = tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+    padded = tf.pad(upsampled, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+    expected = tf.nn.conv2d(padded, kernel, 1, "VALID")
+    got = tf_xnnpack.upsampled_conv(x, tf_xnnpack.upsampled_conv_kernels(kernel))
+    assert got.shape == expected.shape == (1, 10, 14, 4)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_size", [5, 9])
+def test_phase_conv_is_the_valid_conv(kernel_size):
+    x = rng_tensor(1, 18, 24, 5)
+    kernel = np.random.default_rng(2).normal(size=(kernel_size, kernel_size, 5, 3))
+    kernel = kernel.astype(np.float32)
+    expected = tf.nn.conv2d(x, kernel, 1, "VALID")
+    got = tf_xnnpack.phase_conv(x, tf_xnnpack.phase_kernel(kernel))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_padding_normalisation_and_upsampling_match_the_layers():
+    x = rng_tensor(2, 9, 6, 4)
+    np.testing.assert_array_equal(
+        tf_xnnpack.reflect_pad(x, 4), tf.pad(x, [[0, 0], [4, 4], [4, 4], [0, 0]], "REFLECT"))
+    np.testing.assert_array_equal(tf_xnnpack.nearest_upsample(x, 2),
+                                  networks.NearestUpsampling2D(2)(x))
+    layer = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5)
+    layer.build(x.shape)
+    layer.gamma.assign(np.linspace(0.5, 2, 4))
+    layer.beta.assign(np.linspace(-1, 1, 4))
+    np.testing.assert_allclose(
+        tf_xnnpack.instance_norm(x, layer.gamma.numpy(), layer.beta.numpy(), 1e-5), layer(x),
+        atol=1e-5)
+
+
+MULTI = dict(filters=(8, 8, 8), num_residual_blocks=1, num_styles=3)
+
+
+@pytest.mark.parametrize("options", [
+    dict(filters=(8, 8, 8), num_residual_blocks=1),
+    dict(filters=(8, 8, 8), num_residual_blocks=1, head="tanh"),
+    dict(filters=(8, 8, 8), num_residual_blocks=1, padding="zero", upsample="transpose"),
+    dict(filters=(8, 8, 8), num_residual_blocks=1, norm="batch"),
+    MULTI,
+], ids=["default", "tanh", "zero-transpose", "batch", "three-styles"])
+def test_rewritten_network_matches_on_odd_sizes(options, astronaut):
+    network = networks.StyleTransferNetwork(**options)
+    rewritten = tf_xnnpack.for_xnnpack(network)
+    replaced = {layer.name for layer in rewritten.layers
+                if type(layer).__name__ == "_Computation"}
+    if options.get("padding", "reflect") == "reflect":
+        # The upsampling convolutions folded, the output convolution by phases.
+        assert {"down1_pad", "up1", "up2", "out_conv"} <= replaced, replaced
+    if options.get("norm", "instance") == "instance":
+        assert "down1_norm" in replaced
+    for height, width in ((37, 52), (64, 45)):
+        pixels = astronaut[None, 100:100 + height, 200:200 + width]
+        inputs = pixels
+        if options is MULTI:
+            inputs = [pixels, np.array([[0.2, 0.3, 0.5]], np.float32)]
+        expected, got = np.asarray(network(inputs)), np.asarray(rewritten(inputs))
+        assert got.shape == expected.shape == pixels.shape
+        assert psnr(got, expected) >= 80.0, (height, width)
+
+
+def test_the_delegate_takes_the_style_network_whole(starry_night, tmp_path):
+    """Before the rewrite the converted graph held MIRROR_PAD, TILE and run-time RESHAPEs, and
+    XNNPACK ran it as 37 partitions with TFLite's kernels between them. Now only the input's
+    padding to a multiple of 4 and the output's crop (3 channels each) are left out."""
+    path = str(tmp_path / "starry_night_float16.tflite")
+    files.write_atomically(path, tf_tflite.convert_tflite(starry_night, "float16"))
+    model = TFLiteModel(path, num_threads=1)
+    model(np.zeros((1, 64, 48, 3), np.float32))  # allocates and applies the delegate
+    ops = model._interpreter._get_ops_details()
+    names = collections.Counter(op["op_name"] for op in ops)
+    assert names["MIRROR_PAD"] == 1 and not names["TILE"] and not names["RESHAPE"], names
+    assert names["DELEGATE"] <= 2, names
+
+
+@pytest.mark.parametrize("quantize,floor", [("none", 60.0), ("float16", 60.0),
+                                            ("dynamic", 32.0)])
+def test_shipped_network_on_a_photo(starry_night, astronaut, quantize, floor, tmp_path):
+    """The rewritten file against the Keras network on a real photo (512x512 and an odd crop);
+    the dynamic-range file's error is its quantisation's, as large as without the rewrite."""
+    paths = {}
+    for xnnpack in (True, False):
+        paths[xnnpack] = str(tmp_path / f"{quantize}_{xnnpack}.tflite")
+        files.write_atomically(paths[xnnpack], tf_tflite.convert_tflite(
+            starry_night, quantize, xnnpack=xnnpack))
+    for pixels in (astronaut[None], astronaut[None, :301, 100:357]):
+        expected = np.asarray(starry_night(pixels))
+        now = psnr(TFLiteModel(paths[True])(pixels), expected)
+        before = psnr(TFLiteModel(paths[False])(pixels), expected)
+        print(f"{quantize} {pixels.shape[1]}x{pixels.shape[2]}: {now:.1f} dB "
+              f"(layers as written: {before:.1f} dB)")
+        assert now >= floor and now >= before - 0.5, (now, before)
+
+
+def test_multi_style_file_with_a_style_input(astronaut, tmp_path):
+    """Conditional instance normalisation rewritten, the style weights an input of the file."""
+    network = networks.StyleTransferNetwork(**MULTI)
+    path = str(tmp_path / "three.tflite")
+    files.write_atomically(path, tf_tflite.convert_tflite(network, "none"))
+    model = TFLiteModel(path, num_threads=1)
+    pixels = astronaut[None, 50:91, 60:118]
+    for weights in ([1, 0, 0], [0.2, 0.3, 0.5]):
+        weights = np.array([weights], np.float32)
+        expected = np.asarray(network([pixels, weights]))
+        assert psnr(model(pixels, weights), expected) >= 80.0
