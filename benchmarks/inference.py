@@ -4,13 +4,15 @@
         [--parts=speed,large,video]
 
 For each square size (a real photo, centre-cropped): median latency of one image and images per
-second for
+second, the formats interleaved run by run, for
 
 * the Keras model (``predict_on_batch``) in float32, bfloat16 and float16
   (``networks.with_precision``, as ``stylize --precision`` runs it),
 * the SavedModel (``serving_float``, as ``kperceptual.stylize`` runs it),
-* TFLite with each ``--quantize`` (none, float16, dynamic, int8), converted here with
-  ``kperceptual.export`` at a dynamic input size and run with LiteRT,
+* TFLite with each ``--quantize`` (none, float16, dynamic, int8, int16x8), converted here as
+  ``kperceptual.export`` converts it, at a dynamic input size, and run with LiteRT on all
+  cores; and the ``--as_written`` ones (float16, dynamic) converted with the layers as written,
+  before the rewrite for the XNNPACK delegate,
 * a straightforward PyTorch float32 implementation of the same network (if torch is installed;
   the weights do not change the time), the reference the issue asks us to beat.
 
@@ -57,6 +59,10 @@ flags.DEFINE_list("sizes", ["256", "512", "1024"], "Square image sizes.")
 flags.DEFINE_integer("runs", 5, "Timed runs per size and format (median), after one warm-up.")
 flags.DEFINE_list("quantize", ["none", "float16", "dynamic", "int8", "int16x8"],
                   "TFLite variants.")
+flags.DEFINE_list("as_written", ["float16", "dynamic"],
+                  "TFLite variants also converted with the layers as written "
+                  "(convert_tflite(xnnpack=False), the files before the rewrite for XNNPACK), "
+                  "timed beside the rest.")
 flags.DEFINE_list("parts", ["speed", "large", "video"],
                   "speed: latencies and TFLite sizes (section \"Inference\"); large: the "
                   "8000x6000 tiled run, minutes on 2 cores (section \"Inference: a large "
@@ -88,17 +94,30 @@ PAPER_GPU = {256: 0.015, 512: 0.05, 1024: 0.21}  # the paper's network on a GTX 
 SLOW_SECONDS = 10.0
 
 
-def time_runner(fn, batch):
-    """Median seconds per call, or the one-line reason it failed. A runner slower than
-    ``SLOW_SECONDS`` per call is timed once more after its warm-up, not ``--runs`` times."""
-    try:
-        start = time.perf_counter()
-        fn(batch)
-        first = time.perf_counter() - start
-        runs = 1 if first > SLOW_SECONDS else FLAGS.runs
-        return report.median_seconds(fn, batch, runs, warmup=0)
-    except (RuntimeError, ValueError) as e:
-        return f"fails: {str(e).splitlines()[0][:120]}"
+def time_runners(runners: dict, batch) -> dict:
+    """{label: median seconds per call, or the one-line reason it failed}. One warm-up call
+    each, then ``--runs`` rounds that call every runner once in turn (interleaved, so load from
+    other processes falls on all alike); a runner slower than ``SLOW_SECONDS`` per call is timed
+    once more after its warm-up instead, after the rounds."""
+    results, times, slow = {}, {}, {}
+    for label, fn in runners.items():
+        try:
+            start = time.perf_counter()
+            fn(batch)
+            seconds = time.perf_counter() - start
+        except (RuntimeError, ValueError) as e:
+            results[label] = f"fails: {str(e).splitlines()[0][:120]}"
+            continue
+        (slow if seconds > SLOW_SECONDS else times)[label] = []
+    for _ in range(FLAGS.runs):
+        for label in times:
+            start = time.perf_counter()
+            runners[label](batch)
+            times[label].append(time.perf_counter() - start)
+    for label in slow:
+        results[label] = report.median_seconds(runners[label], batch, 1, warmup=0)
+    results.update({label: float(np.median(t)) for label, t in times.items()})
+    return {label: results[label] for label in runners}
 
 
 def cell(value) -> str:
@@ -125,22 +144,27 @@ def torch_forward():
 
 
 def tflite_variants(network, folder: str) -> dict:
-    """{quantize: (TFLiteModel, size in MB, conversion seconds)}, converted as
-    ``python -m kperceptual.export --format=tflite`` does (calibrated on the bundled photos)."""
+    """{label: (TFLiteModel, size in MB, conversion seconds)}, converted as
+    ``python -m kperceptual.export --format=tflite`` does (calibrated on the bundled photos),
+    and the ``--as_written`` ones as they were before the rewrite for XNNPACK. LiteRT runs on
+    every CPU (``TFLiteModel``'s default)."""
     from kperceptual.imaging import files
     from kperceptual.serving import tf_tflite as tflite
     from kperceptual.serving.litert import TFLiteModel
 
     found = {}
-    for quantize in FLAGS.quantize:
-        path = os.path.join(folder, tflite.tflite_filename("model", quantize))
+    jobs = [(q, True) for q in FLAGS.quantize] + [(q, False) for q in FLAGS.as_written]
+    for quantize, xnnpack in jobs:
+        label = quantize if xnnpack else f"{quantize}, layers as written"
+        path = os.path.join(folder, tflite.tflite_filename(
+            "model" if xnnpack else "as_written", quantize))
         calibration = (tflite.calibration_batches("skimage", 32, 256)
                        if quantize in tflite.CALIBRATED else None)
         start = time.perf_counter()
-        files.write_atomically(path, tflite.convert_tflite(network, quantize, 0, calibration))
+        files.write_atomically(path, tflite.convert_tflite(network, quantize, 0, calibration,
+                                                           xnnpack=xnnpack))
         seconds = time.perf_counter() - start
-        found[quantize] = (TFLiteModel(path, num_threads=os.cpu_count()),
-                           os.path.getsize(path) / 1e6, seconds)
+        found[label] = (TFLiteModel(path), os.path.getsize(path) / 1e6, seconds)
     return found
 
 
@@ -454,11 +478,12 @@ def speed(model) -> str:
         if torch_fn is not None:
             runners[f"PyTorch reference ({torch_name}, float32)"] = torch_fn
         seconds = {}
+        load = os.getloadavg()[0]
         for size in sizes:
             batch = images.resize_and_center_crop(photo, size)[None].astype(np.float32)
-            for label, fn in runners.items():
-                seconds[label, size] = time_runner(fn, batch)
-                print(f"{label} {size}: {seconds[label, size]}", flush=True)
+            for label, value in time_runners(runners, batch).items():
+                seconds[label, size] = value
+                print(f"{label} {size}: {value}", flush=True)
     header = "| format | " + " | ".join(f"{s}x{s}" for s in sizes) + " |"
     rows = [header, "|---|" + "---|" * len(sizes)]
     for label in runners:
@@ -469,12 +494,26 @@ def speed(model) -> str:
         f"{PAPER_GPU[s]:.3f} s" if s in PAPER_GPU else "" for s in sizes) + " |")
     sizes_table = ["| TFLite | file | conversion |", "|---|---|---|"] + [
         f"| {q} | {mb:.1f} MB | {s:.0f} s |" for q, (_, mb, s) in variants.items()]
+    saved_model = "SavedModel (`serving_float`)"
+    ratios = []
+    for quantize in variants:
+        label = f"TFLite {quantize} (LiteRT)"
+        cells = [f"{seconds[label, s] / seconds[saved_model, s]:.2f}" for s in sizes
+                 if not isinstance(seconds[label, s], str)
+                 and not isinstance(seconds[saved_model, s], str)]
+        ratios.append(f"{quantize} {' / '.join(cells)}")
     return "\n".join([
         f"The `{model.name}` style network on a real photo (`{PHOTO}`, centre-cropped), one image "
-        f"per call; median of {FLAGS.runs} runs after a warm-up (one run where a call takes over "
-        f"{SLOW_SECONDS:.0f} s), seconds per image (images per second). TFLite runs with LiteRT "
-        "on all cores, dynamic input size, calibrated on scikit-image's bundled photos.", "",
-        *rows, "", *sizes_table])
+        f"per call; median of {FLAGS.runs} runs after a warm-up, the formats interleaved run by "
+        f"run (one run, after the others, where a call takes over {SLOW_SECONDS:.0f} s), seconds "
+        "per image (images per second). TFLite runs with LiteRT on all cores, dynamic input "
+        "size, calibrated on scikit-image's bundled photos; \"layers as written\" is the file "
+        "converted without the rewrite for LiteRT's XNNPACK delegate "
+        "(`kperceptual/serving/tf_xnnpack.py`). Load average when the runs began: "
+        f"{load:.1f} on {os.cpu_count()} cores.", "",
+        *rows, "",
+        "TFLite time / SavedModel time, same runs, at " + ", ".join(str(s) for s in sizes)
+        + ": " + "; ".join(ratios) + ".", "", *sizes_table])
 
 
 def main(argv):
