@@ -37,6 +37,6 @@ setup(
         # Chromium (Debian's chromium package; the tests skip, saying so, without it).
         # Models from a hub: hf://OWNER/REPO and kaggle://OWNER/MODEL/keras/VARIANT handles.
         "hub": ["huggingface_hub>=0.20", "kagglehub>=0.3"],
-        "test": ["pytest>=8.0", "jax>=0.4.30", "torch>=2.3", "playwright>=1.40"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "jax>=0.4.30", "torch>=2.3", "playwright>=1.40"],
     },
 )
