@@ -5,8 +5,9 @@ The model takes float32 pixels (1, H, W, 3) in [0, 255] and returns float32 pixe
 shape, whatever the quantisation. The network is converted as ``tf_xnnpack.for_xnnpack``
 rewrites it, in ops that LiteRT's XNNPACK delegate takes (``xnnpack=False``: as its layers are
 written, which LiteRT ran 1.5-2.3x slower). A multi-style network's model also takes
-``style_weights`` (1, N), unless it is fixed to one style or mix (``style_weights`` given at conversion: the
-network bound to it, ``networks.bind_style``); calibrated quantisation needs it fixed. ``input_size=0`` keeps height and width dynamic (the runtime
+``style_weights`` (1, N), unless it is fixed to one style or mix (``style_weights`` given at
+conversion: the network bound to it, ``networks.bind_style``); calibrated quantisation needs it
+fixed. ``input_size=0`` keeps height and width dynamic (the runtime
 resizes the input tensor); N fixes them to N x N.
 
 Quantisation (``QUANTIZATIONS``):
