@@ -44,6 +44,8 @@ def one_line(result):
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory, photos):
     """HR and LR folders of two small real images, and tiny untrained x4 and x2 networks."""
+    import keras
+
     from kperceptual import networks
 
     root = tmp_path_factory.mktemp("evaluate")
@@ -58,6 +60,7 @@ def fixtures(tmp_path_factory, photos):
         images.write_image(str(hr_dir / f"{name}.png"), image)
         lr[name] = degradation.degrade(image, 4)
         images.write_image(str(lr_dir / f"{name}.png"), lr[name])
+    keras.utils.set_random_seed(0)  # the same untrained networks on every run
     x4 = str(root / "tiny_x4.keras")
     networks.SuperResolutionNetwork(4, filters=8, num_residual_blocks=1, loss="feat").save(x4)
     x2 = str(root / "tiny_x2.keras")
@@ -92,7 +95,9 @@ def test_evaluation_report_numbers_grid_and_no_overwrite(fixtures, tmp_path, vgg
             scores = model["images"][image]
             assert set(scores) == {"psnr", "ssim", "lpips"}, (name, image)
             assert all(np.isfinite(v) for v in scores.values())
-            assert 0 < scores["ssim"] <= 1 and scores["lpips"] >= 0
+            # SSIM lies in [-1, 1]: an untrained network's output can anti-correlate with
+            # the truth (a clean clone once drew one at -0.017).
+            assert -1 <= scores["ssim"] <= 1 and scores["lpips"] >= 0
         for metric in ("psnr", "ssim", "lpips"):
             assert model["mean"][metric] == pytest.approx(
                 np.mean([model["images"][i][metric] for i in NAMES]))
