@@ -84,7 +84,7 @@ def bind_style(network, weights, name=None):
         return network
     weights = np.asarray(weights, np.float32).reshape(-1)
     bound = StyleTransferNetwork(network.filters, network.num_residual_blocks, network.norm,
-                                 network.upsample, network.padding,
+                                 network.upsample, network.padding, head=network.head,
                                  name=name or network.name)
     source = {layer.name: layer for layer in network.layers}
     for layer in bound.layers:

@@ -131,6 +131,15 @@ def test_bind_style_is_the_one_style_network_of_the_mix(multi):
     assert networks.bind_style(one, [1.0]) is one
 
 
+def test_bind_style_keeps_the_output_head():
+    tanh = randomise_styles(small(head="tanh"))
+    bound = networks.bind_style(tanh, networks.style_weights(STYLES, "wave"))
+    assert bound.head == "tanh"
+    x = random_pixels((1, 24, 24, 3))
+    np.testing.assert_allclose(np.asarray(bound(x)),
+                               np.asarray(tanh([x, one_hot([1])])), atol=2e-3)
+
+
 def test_multi_style_needs_instance_norm_and_distinct_names():
     with pytest.raises(ValueError, match="instance"):
         small(2, norm="batch")
