@@ -75,6 +75,7 @@ flags.DEFINE_string("style", os.path.join(report.SHARED_DATA, "styles", "starry_
 flags.DEFINE_list("styles", [], "Multi-style networks: the styles to score (default: all).")
 flags.DEFINE_string("styles_dir", os.path.join(report.SHARED_DATA, "styles"),
                     "Multi-style networks: the style images, <styles_dir>/<style name>.jpg.")
+flags.DEFINE_string("margin", "auto", "The network's border margin (as stylize's --margin).")
 flags.DEFINE_integer("flicker_frames", 8, "Frames of the virtual camera's pan (0: no flicker).")
 flags.DEFINE_float("flicker_noise", 2.0, "Sensor noise of the pan's frames (levels, std).")
 flags.DEFINE_bool("write", True, "Write the section, plot and strip into docs/ (else print only).")
@@ -212,15 +213,17 @@ def main(argv):
     for style_name, styled, style_path in jobs:
         style = images.resize_long_side(images.read_image(style_path), FLAGS.style_size)
         ratios[style_name] = []
+        # As users get it: with the network's border margin (networks.border_margin).
+        stylizer = inference.Stylizer(styled, margin=FLAGS.margin)
         worst_blob, flickers = 0.0, []
         for label, (path, photo) in photos.items():
             content = images.resize_and_center_crop(photo, FLAGS.image_size)
-            network_output = images.to_uint8(styled.fn(content[None].astype(np.float32))[0])
+            network_output = images.to_uint8(stylizer.outputs(content[None])[0])
             objective = gatys.PixelObjective(content, style, objective_config, loss_net)
             network = objective(network_output)["total"]
             blob = metrics.largest_pinned_region(network_output, content, channels="all")
             worst_blob = max(worst_blob, blob)
-            flicker = (flicker_of(styled.fn, pan_source(photo)) if FLAGS.flicker_frames > 1
+            flicker = (flicker_of(stylizer.outputs, pan_source(photo)) if FLAGS.flicker_frames > 1
                        else (np.nan, np.nan))
             flickers.append(flicker)
             history, snapshots, stopped = gatys_run(content, style, objective_config,

@@ -86,6 +86,9 @@ flags.DEFINE_enum("precision", "auto", list(choices.INFERENCE_PRECISIONS),
                   "auto (bfloat16 where the CPU or GPU computes it natively, else float32), "
                   "float32, bfloat16 or float16; half precision needs the Keras network (a "
                   ".keras file or a kperceptual SavedModel).")
+flags.DEFINE_string("margin", "auto", "Pixels of reflection added on every side of the input "
+                    "and cropped from the output; auto: 32 for style networks (they paint a band "
+                    "along their input's borders), 0 for super-resolution.")
 flags.DEFINE_string("style", "", "Multi-style networks: a style name, a mix NAME:WEIGHT,... "
                                  "(e.g. starry_night:0.7,wave:0.3), or all (images only).")
 FLAGS = flags.FLAGS
@@ -126,7 +129,7 @@ def _stylizer() -> inference.Stylizer:
             memory_budget=None if FLAGS.memory_budget == "auto" else FLAGS.memory_budget,
             preserve_color=FLAGS.preserve_color, strength=FLAGS.strength,
             histogram_match=FLAGS.histogram_match, style=style, precision=FLAGS.precision,
-            warn=lambda line: print(f"{PROGRAM}: --{line}", file=sys.stderr))
+            margin=FLAGS.margin, warn=lambda line: print(f"{PROGRAM}: --{line}", file=sys.stderr))
     except inference.OptionError as e:
         cli.fail(PROGRAM, str(e))
 

@@ -96,3 +96,19 @@ def randomise_styles(network, seed=0):
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32),
                                rng.normal(0, 0.5, beta.shape).astype(np.float32)])
     return network
+
+
+def with_border_margin(network, image, style_weights=None):
+    """``network``'s float output for uint8 ``image`` (H, W, 3) as the Stylizer and the exports
+    apply it: reflection-padded by ``networks.border_margin`` (at most a side less one) on every
+    side, the output cropped back. A multi-style network takes ``style_weights`` (N,)."""
+    from kperceptual import networks
+
+    margin = networks.border_margin(network)
+    top, left = min(margin, image.shape[0] - 1), min(margin, image.shape[1] - 1)
+    padded = np.pad(image, ((top, top), (left, left), (0, 0)), mode="reflect")
+    inputs = padded[None].astype(np.float32)
+    if style_weights is not None:
+        inputs = [inputs, np.asarray(style_weights, np.float32).reshape(1, -1)]
+    out = np.asarray(network(inputs))[0]
+    return out[top:top + image.shape[0], left:left + image.shape[1]]

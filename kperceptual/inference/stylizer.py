@@ -244,6 +244,20 @@ class _WithStyle:
         return self.fn(pixels, self.weights)
 
 
+def resolve_margin(margin, network) -> int:
+    """The margin a Stylizer pads with: ``"auto"`` is ``networks.border_margin(network)`` (0
+    without a Keras network: exported graphs and ``.tflite`` files pad inside)."""
+    if margin == "auto":
+        return networks.border_margin(network) if network is not None else 0
+    try:
+        value = int(margin)
+    except (TypeError, ValueError):
+        value = -1
+    if value < 0 or str(margin).strip() != str(value):
+        raise OptionError("margin", f"{margin!r} must be auto or a whole number >= 0")
+    return value
+
+
 def histogram_match_enabled(setting, network) -> bool:
     """Whether the paper's histogram matching applies: ``setting`` is True/"on", False/"off" or
     "auto" (on for super-resolution networks trained with l_feat, as in the paper)."""
@@ -323,12 +337,17 @@ class Stylizer:
             layer for networks with whole-image normalisation, where they can be walked, else
             window by window), ``"layers"`` (layer by layer whenever tiled) or ``"windows"``
             (window by window, as before the layer-by-layer executor).
+        margin: pixels of reflection added on every side of the input before the network and
+            cropped from its output: ``"auto"`` (default: ``networks.border_margin``, 32 for a
+            style network run from its Keras network, 0 for super-resolution networks and for
+            exported graphs and ``.tflite`` files, which carry their own) or an int >= 0.
     """
 
     def __init__(self, model, *, max_size: int = 0, tile: int = 0, tile_overlap: int = -1,
                  memory_budget=None, preserve_color: bool = False, strength: float = 1.0,
                  histogram_match="auto", models_dir: str | None = None, warn=None,
-                 style=None, precision: str = "float32", tiling_mode: str = "auto"):
+                 style=None, precision: str = "float32", tiling_mode: str = "auto",
+                 margin="auto"):
         check_options(max_size, tile, tile_overlap, strength, tiling_mode=tiling_mode)
         self.tiling_mode = tiling_mode
         self._warn = warn or (lambda line: print(line, file=sys.stderr))
@@ -344,6 +363,8 @@ class Stylizer:
         self.max_size, self.tile, self.tile_overlap = max_size, tile, tile_overlap
         self.preserve_color, self.strength = preserve_color, strength
         network = self.model.network
+        self.margin = resolve_margin(margin, self.source_model.network if network is not None
+                                     else None)
         self.histogram_match = histogram_match_enabled(histogram_match, network)
         self.tiler = tiling.Tiler(network) if network is not None else None
         self.forward = self.tiler.forward if self.tiler else self.model.fn
@@ -491,19 +512,48 @@ class Stylizer:
         return rgb, alpha
 
     def _padded(self, rgb: np.ndarray) -> np.ndarray:
-        """``rgb`` padded to MIN_SIDE where a side is shorter (fixed-size models: as it is)."""
+        """``rgb`` padded to MIN_SIDE where a side is shorter, then by ``margin`` on every side
+        (fixed-size models: as it is)."""
         height, width = rgb.shape[:2]
-        if self.input_size or min(height, width) >= MIN_SIDE:
+        if self.input_size:
             return rgb
-        return np.pad(rgb, ((0, max(0, MIN_SIDE - height)), (0, max(0, MIN_SIDE - width)),
-                            (0, 0)), mode="symmetric")
+        if min(height, width) < MIN_SIDE:
+            rgb = np.pad(rgb, ((0, max(0, MIN_SIDE - height)), (0, max(0, MIN_SIDE - width)),
+                               (0, 0)), mode="symmetric")
+        top, left = self._margins(*rgb.shape[:2])
+        return np.pad(rgb, ((top, top), (left, left), (0, 0)), mode="reflect")
+
+    def _margins(self, height: int, width: int) -> tuple[int, int]:
+        """The margin above and left of an image of ``height`` x ``width`` (at least MIN_SIDE):
+        ``margin``, at most a side less one (as ``tf_saved_model.apply_with_margin``)."""
+        return min(self.margin, height - 1), min(self.margin, width - 1)
+
+    def _padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size ``_padded`` gives an image of ``height`` x ``width``."""
+        if self.input_size:
+            return height, width
+        height, width = max(height, MIN_SIDE), max(width, MIN_SIDE)
+        top, left = self._margins(height, width)
+        return height + 2 * top, width + 2 * left
 
     def _crop(self, stylised: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         """The output of ``_padded(rgb)`` cropped to ``rgb``'s part."""
         height, width = rgb.shape[:2]
         if stylised.shape[-3] == height * self.scale and stylised.shape[-2] == width * self.scale:
             return stylised
-        return stylised[..., :round(height * self.scale), :round(width * self.scale), :]
+        top, left = (0, 0) if self.input_size else self._margins(max(height, MIN_SIDE),
+                                                                     max(width, MIN_SIDE))
+        top, left = round(top * self.scale), round(left * self.scale)
+        return stylised[..., top:top + round(height * self.scale),
+                        left:left + round(width * self.scale), :]
+
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
+        """The network's float32 output for a float batch (B, H, W, 3) of pixels in [0, 255],
+        padded (``margin``, ``MIN_SIDE``) and cropped back as images are, but untiled and
+        unfinished (no blending, no uint8): what benchmarks score."""
+        batch = np.asarray(batch, np.float32)
+        padded = np.stack([self._padded(image) for image in batch])
+        return self._crop(self._run(padded), batch[0])
 
     def _finish(self, stylised, content, alpha):
         return finish(stylised, content, alpha, self.preserve_color, self.strength,
@@ -552,7 +602,7 @@ class Stylizer:
     def frames(self, frames) -> list[np.ndarray]:
         """Stylises same-sized frames, as one batch where it fits the memory budget."""
         prepared = [self._prepare(frame) for frame in frames]
-        height, width = prepared[0][0].shape[:2]
+        height, width = self._padded_size(*prepared[0][0].shape[:2])
         if self.tile or self.estimate_bytes(height, width, count=len(prepared)) > \
                 self.memory_budget:
             return [self.image(frame) for frame in frames]

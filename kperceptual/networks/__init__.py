@@ -39,7 +39,8 @@ from kperceptual.networks.layers import (  # noqa: F401
     BicubicUpsampling2D, ConditionalInstanceNormalization, conv_norm_relu, residual_block,
     upsample_norm_relu, pixels_from_logits, ClipPixels, pixels_from_linear,
     pixels_from_residual)
-from kperceptual.networks.style_transfer import StyleTransferNetwork  # noqa: F401
+from kperceptual.networks.style_transfer import (BORDER_MARGIN, StyleTransferNetwork,  # noqa: F401
+                                                 border_margin)
 from kperceptual.networks.super_resolution import SuperResolutionNetwork  # noqa: F401
 from kperceptual.networks.styles import (bind_style, num_styles, style_names,  # noqa: F401
                                          style_weights, with_precision)

@@ -11,6 +11,18 @@ from keras import layers
 from kperceptual.networks.layers import (CropToReference, PadToMultiple, _check_choices, _conv, conv_norm_relu, pixels_from_linear, pixels_from_logits, residual_block, upsample_norm_relu)
 from kperceptual.choices import STYLE_HEADS
 
+# Pixels of reflection a style network's input gets on every side when it is applied (and the
+# output cropped back): trained on crops, the networks paint a bright speckled band a few pixels
+# wide along their input's borders, which a margin moves outside the picture (docs/zoo.md).
+BORDER_MARGIN = 32
+
+
+def border_margin(network) -> int:
+    """The margin ``network`` is applied with: ``BORDER_MARGIN`` for style transformation
+    networks, 0 for others (super-resolution networks are applied as the paper's protocol
+    scores them)."""
+    return BORDER_MARGIN if isinstance(network, StyleTransferNetwork) else 0
+
 
 @keras.saving.register_keras_serializable(package="kperceptual")
 class StyleTransferNetwork(keras.Model):

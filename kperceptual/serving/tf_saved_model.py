@@ -26,6 +26,9 @@ request can cost: ``serving_bytes`` reads each image's size from its header (JPE
 before anything is decoded, and a request over a limit fails with an ``InvalidArgumentError``
 saying which image and which limit, instead of taking the server's memory (a 4 KB PNG can declare
 6000 x 6000 pixels). The pixel signatures bound batch x height x width the same way.
+
+Style networks run on their input reflection-padded by ``networks.border_margin`` pixels on every
+side, the output cropped back (``apply_with_margin``), as ``inference.Stylizer`` runs them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from kperceptual import networks
 from kperceptual.imaging.files import write_atomically
 from kperceptual.serving.layout import (DEFAULT_MAX_PIXELS, NETWORK_ASSET,  # noqa: F401
                                        latest_version_path, versions)
@@ -103,6 +107,21 @@ def _open_up(folder: str) -> None:
             os.chmod(os.path.join(root, f), 0o666 & ~mask)
 
 
+def apply_with_margin(fn, pixels, margin: int):
+    """``fn(pixels)`` on ``pixels`` (B, H, W, C) reflection-padded by ``margin`` on every side (at
+    most a side less one), its output cropped back: how exported style networks apply
+    ``networks.border_margin`` (as ``inference.Stylizer`` does in Python)."""
+    if not margin:
+        return fn(pixels)
+    shape = tf.shape(pixels)
+    top, left = tf.minimum(margin, shape[1] - 1), tf.minimum(margin, shape[2] - 1)
+    padded = tf.pad(pixels, [[0, 0], [top, top], [left, left], [0, 0]], mode="REFLECT")
+    # Padding by run-time amounts leaves every dimension unknown; TFLite needs the channels.
+    padded = tf.reshape(padded, [shape[0], shape[1] + 2 * top, shape[2] + 2 * left,
+                                 pixels.shape[-1]])
+    return fn(padded)[:, top:top + shape[1], left:left + shape[2], :]
+
+
 def _to_uint8(pixels):
     return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
 
@@ -135,9 +154,12 @@ def export_saved_model(network: keras.Model, export_dir: str, name: str,
     limits = (f"(this model's limits, set at export: {max_pixels} pixels an image, "
               f"{max_batch_pixels} a request)")
 
+    margin = networks.border_margin(network)
+
     def run(pixels, *style_weights):
-        inputs = [pixels, *style_weights] if style_weights else pixels
-        return network(inputs, training=False)
+        return apply_with_margin(lambda padded: network(
+            [padded, *style_weights] if style_weights else padded, training=False),
+            pixels, margin)
 
     def check_pixels(images):
         shape = tf.cast(tf.shape(images), tf.int64)

@@ -44,6 +44,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kperceptual.serving.tf_saved_model import apply_with_margin
+
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8", "int16x8")
 CALIBRATED = ("int8", "int16x8")
 
@@ -79,6 +81,7 @@ def convert_tflite(network: keras.Model, quantize: str = "none", input_size: int
     if num_styles > 1 and quantize in CALIBRATED:
         raise ValueError(f"{quantize} quantisation of a multi-style network needs one style "
                          "fixed (style_weights; --style)")
+    margin = networks.border_margin(network)
     if xnnpack:
         network = tf_xnnpack.for_xnnpack(network)
     side = input_size or None
@@ -87,13 +90,15 @@ def convert_tflite(network: keras.Model, quantize: str = "none", input_size: int
     pixels_spec = tf.TensorSpec((1, side, side, 3), tf.float32, name="pixels")
     if num_styles > 1:
         archive.add_endpoint(
-            "serving_default", lambda pixels, style_weights: network(
-                [pixels, style_weights], training=False),
+            "serving_default", lambda pixels, style_weights: apply_with_margin(
+                lambda padded: network([padded, style_weights], training=False), pixels,
+                margin),
             input_signature=[pixels_spec, tf.TensorSpec((1, num_styles), tf.float32,
                                                         name="style_weights")])
     else:
-        archive.add_endpoint("serving_default", lambda pixels: network(pixels, training=False),
-                             input_signature=[pixels_spec])
+        archive.add_endpoint("serving_default", lambda pixels: apply_with_margin(
+            lambda padded: network(padded, training=False), pixels, margin),
+            input_signature=[pixels_spec])
     with tempfile.TemporaryDirectory(prefix="kperceptual-tflite-") as tmp:
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)

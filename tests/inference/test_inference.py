@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from helpers import psnr
+from helpers import psnr, with_border_margin
 from kperceptual.imaging import color
 from kperceptual.imaging import images
 from kperceptual.inference import stylizer as inference
@@ -21,7 +21,7 @@ def content(photos):
 
 def test_strength_blends_with_the_input(tiny_style_model, stylizer, content):
     full = stylizer.image(content)
-    plain = images.to_uint8(stylizer.forward(content[None].astype(np.float32))[0])
+    plain = images.to_uint8(with_border_margin(stylizer.model.network, content))
     np.testing.assert_array_equal(full, plain)
     np.testing.assert_array_equal(
         inference.stylize_image(tiny_style_model, content, strength=0.0), content)
@@ -50,7 +50,9 @@ def test_alpha_is_carried_and_resized(stylizer, content):
                                           ({"tile": -3}, "tile"),
                                           ({"tile_overlap": -2}, "tile_overlap"),
                                           ({"max_size": -1}, "max_size"),
-                                          ({"memory_budget": "lots"}, "memory_budget")])
+                                          ({"memory_budget": "lots"}, "memory_budget"),
+                                          ({"margin": -1}, "margin"),
+                                          ({"margin": "wide"}, "margin")])
 def test_bad_options_name_themselves(stylizer, options, name):
     with pytest.raises(inference.OptionError, match=f"^--{name}: "):
         inference.Stylizer(stylizer.model, **options)

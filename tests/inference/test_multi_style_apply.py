@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import REPO, psnr
+from helpers import REPO, psnr, with_border_margin
 from kperceptual.serving import tf_saved_model
 from kperceptual.serving import tf_tflite
 from kperceptual.imaging import images
@@ -31,8 +31,9 @@ def multi(tmp_path_factory):
 
 
 def keras_output(network, batch, weights):
+    """The network's output for each image and its style weights, with its border margin."""
     weights = np.broadcast_to(np.asarray(weights, np.float32), (len(batch), network.num_styles))
-    return np.asarray(network([batch.astype(np.float32), np.ascontiguousarray(weights)]))
+    return np.stack([with_border_margin(network, image, w) for image, w in zip(batch, weights)])
 
 
 def one_hot(i, n=3):

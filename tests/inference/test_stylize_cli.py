@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO
+from helpers import REPO, with_border_margin
 from kperceptual.imaging import images
 
 
@@ -68,8 +68,8 @@ def test_saved_model_graph_and_its_keras_asset_match_the_network(tmp_path, photo
     shutil.copytree(version, graph_only)
     os.remove(graph_only / models.NETWORK_ASSET)
     images.write_image(str(tmp_path / "coffee.png"), images.resize_long_side(photos["coffee"], 60))
-    expected = images.to_uint8(net(images.read_image(str(tmp_path / "coffee.png"))[None]
-                                   .astype(np.float32))[0])
+    expected = images.to_uint8(with_border_margin(
+        net, images.read_image(str(tmp_path / "coffee.png"))))
     for model, out in [("tiny_style", "out"), (str(graph_only), "out_graph")]:
         result = run_stylize([f"--model={model}", "--models_dir=savedmodels", f"--output={out}",
                               "--precision=float32", "coffee.png"], tmp_path)
@@ -263,7 +263,7 @@ def test_tflite_models_dynamic_and_fixed_size(tmp_path, tflite_models):
     assert _png_sizes(tmp_path / "out") == {"wide_dynamic.png": (30, 45),
                                             "tiny_dynamic.png": (3, 5)}
     wide = images.read_image(str(tmp_path / "wide.png"))
-    expected = images.to_uint8(net(wide[None].astype(np.float32))[0]).astype(int)
+    expected = images.to_uint8(with_border_margin(net, wide)).astype(int)
     assert np.abs(images.read_image(str(tmp_path / "out" / "wide_dynamic.png")) -
                   expected).max() <= 2
 
