@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import REPO, psnr
+from helpers import REPO, psnr, with_border_margin
 from kperceptual import networks
 from kperceptual.imaging import files
 from kperceptual.imaging import images
@@ -110,15 +110,18 @@ def test_rewritten_network_matches_on_odd_sizes(options, astronaut):
 def test_the_delegate_takes_the_style_network_whole(starry_night, tmp_path):
     """Before the rewrite the converted graph held MIRROR_PAD, TILE and run-time RESHAPEs, and
     XNNPACK ran it as 37 partitions with TFLite's kernels between them. Now only the input's
-    padding to a multiple of 4 and the output's crop (3 channels each) are left out."""
+    padding (the border margin, then to a multiple of 4) and the output's crops (3 channels
+    each) are left out: 3 partitions."""
     path = str(tmp_path / "starry_night_float16.tflite")
     files.write_atomically(path, tf_tflite.convert_tflite(starry_night, "float16"))
     model = TFLiteModel(path, num_threads=1)
     model(np.zeros((1, 64, 48, 3), np.float32))  # allocates and applies the delegate
     ops = model._interpreter._get_ops_details()
     names = collections.Counter(op["op_name"] for op in ops)
-    assert names["MIRROR_PAD"] == 1 and not names["TILE"] and not names["RESHAPE"], names
-    assert names["DELEGATE"] <= 2, names
+    # The margin's pad and the pad to a multiple of 4; one RESHAPE restores the margin's
+    # static channel count.
+    assert names["MIRROR_PAD"] == 2 and not names["TILE"] and names["RESHAPE"] <= 1, names
+    assert names["DELEGATE"] <= 3, names
 
 
 @pytest.mark.parametrize("quantize,floor", [("none", 60.0), ("float16", 60.0),
@@ -132,12 +135,13 @@ def test_shipped_network_on_a_photo(starry_night, astronaut, quantize, floor, tm
         files.write_atomically(paths[xnnpack], tf_tflite.convert_tflite(
             starry_night, quantize, xnnpack=xnnpack))
     for pixels in (astronaut[None], astronaut[None, :301, 100:357]):
-        expected = np.asarray(starry_night(pixels))
+        expected = with_border_margin(starry_night, pixels[0])[None]
         now = psnr(TFLiteModel(paths[True])(pixels), expected)
         before = psnr(TFLiteModel(paths[False])(pixels), expected)
         print(f"{quantize} {pixels.shape[1]}x{pixels.shape[2]}: {now:.1f} dB "
               f"(layers as written: {before:.1f} dB)")
-        assert now >= floor and now >= before - 0.5, (now, before)
+        # Above 80 dB both are float32 round-off (measured 87.8 against 88.4 with the margin).
+        assert now >= floor and (now >= before - 0.5 or now >= 80.0), (now, before)
 
 
 def test_multi_style_file_with_a_style_input(astronaut, tmp_path):
@@ -149,5 +153,5 @@ def test_multi_style_file_with_a_style_input(astronaut, tmp_path):
     pixels = astronaut[None, 50:91, 60:118]
     for weights in ([1, 0, 0], [0.2, 0.3, 0.5]):
         weights = np.array([weights], np.float32)
-        expected = np.asarray(network([pixels, weights]))
+        expected = with_border_margin(network, pixels[0], weights[0])[None]
         assert psnr(model(pixels, weights), expected) >= 80.0
