@@ -104,6 +104,11 @@ flags.DEFINE_float("pixel_weight", _SR["pixel_weight"].default,
                    "Super-resolution --loss=feat: weight of l_pixel (--pixel_loss) beside "
                    "l_feat, which anchors the output to the truth's pixels (0: l_feat alone, "
                    "the paper).")
+flags.DEFINE_integer("loss_shift", _SR["loss_shift"].default,
+                     "Super-resolution --loss=feat: crop the output and the truth by this many "
+                     "pixels at a common offset that changes from batch to batch before the "
+                     "loss network, so that VGG16's pooling grid does not stay aligned with the "
+                     "upsampling grid (against a lattice texture; 0: off, the paper).")
 flags.DEFINE_float("chroma_weight", _SR["chroma_weight"].default,
                    "Super-resolution: weight of a colour term (Cb, Cr against the target's, "
                    "pooled by --scale) that keeps greyscale grey and colours where they were.")

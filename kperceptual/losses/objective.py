@@ -150,6 +150,44 @@ class WithChroma(WithImageTerm):
                          lambda images, targets: chroma_loss(images, targets, int(pool)))
 
 
+class WithLossShift:
+    """``objective`` (a feature objective) scored on the output and the truth both cropped by
+    ``shift`` pixels, at the same offset (dy, dx) in [0, shift): the loss network's pooling
+    grid then lands at a different phase of the network's upsampling grid from batch to batch,
+    so a pattern fixed to that grid (the lattice an x4 network learns against VGG16's stride-4
+    relu3_3 and stride-8 relu4_3) is not rewarded. The offset is drawn from the batch's own
+    pixels (no random state: every backend and the distributed step agree). Same interface as
+    ``objective``."""
+
+    def __init__(self, objective, shift: int):
+        self.objective = objective
+        self.shift = int(shift)
+        self.loss_network = getattr(objective, "loss_network", None)
+        self.terms = objective.terms
+
+    def content_targets(self, images):
+        return ops.cast(images, "float32")
+
+    def offsets(self, targets):
+        """(dy, dx) int32 scalars in [0, shift), a hash of the batch's per-example means."""
+        means = ops.mean(targets, axis=(1, 2, 3))
+        dy = ops.cast(ops.floor(ops.sum(means) * 37.0), "int32") % self.shift
+        dx = ops.cast(ops.floor(ops.sum(means) * 101.0), "int32") % self.shift
+        return dy, dx
+
+    def crop(self, images, dy, dx):
+        height, width = images.shape[1], images.shape[2]
+        rows = dy + ops.arange(height - self.shift, dtype="int32")
+        cols = dx + ops.arange(width - self.shift, dtype="int32")
+        return ops.take(ops.take(images, rows, axis=1), cols, axis=2)
+
+    def __call__(self, images, targets):
+        dy, dx = self.offsets(targets)
+        targets = self.crop(targets, dy, dx)
+        return self.objective(self.crop(images, dy, dx),
+                              self.objective.content_targets(targets))
+
+
 def style_targets_from_image(loss_network, style_image, style_layers):
     """Gram matrices (1, C, C) of one style image (H, W, 3) or (1, H, W, 3) in [0, 255]."""
     style_image = ops.convert_to_tensor(style_image, "float32")
@@ -184,6 +222,8 @@ def objective_from_config(config, style_image=None, loss_net=None):
         style_targets = (style_targets_from_images(loss_net, style_images, config.style_layers)
                          if config.style_weight else None)
         objective = PerceptualObjective(loss_net, style_targets, **config.objective_kwargs())
+        if getattr(config, "loss_shift", 0):
+            objective = WithLossShift(objective, config.loss_shift)
     if getattr(config, "loss", None) == "feat" and getattr(config, "pixel_weight", 0):
         # l_pixel beside l_feat: anchors the output to the truth's pixels, against the lattice
         # textures that feature losses at pooled layers favour.
