@@ -86,6 +86,13 @@ flags.DEFINE_string("lr_schedule", _D["lr_schedule"].default,
                     "and again at 8/9 of the steps after warm-up).")
 flags.DEFINE_integer("warmup_steps", _D["warmup_steps"].default,
                      "Linear learning-rate warm-up over the first N steps.")
+flags.DEFINE_integer("loss_shift", _D["loss_shift"].default,
+                     "Score the output and its target cropped by this many pixels, at an "
+                     "offset that changes from batch to batch (0: the whole output, the paper). "
+                     "Super-resolution --loss=feat: VGG16's pooling grid no longer lines up "
+                     "with the upsampling grid (against a lattice texture). Style: the scored "
+                     "edges move, so no band along the borders is learned (--image_size is "
+                     "the network's input; the loss sees --image_size minus this).")
 flags.DEFINE_float("ema", _D["ema"].default,
                    "Momentum of an exponential moving average of the weights, which is what "
                    "the .keras file and the export get (e.g. 0.999; 0: none).")
@@ -104,11 +111,6 @@ flags.DEFINE_float("pixel_weight", _SR["pixel_weight"].default,
                    "Super-resolution --loss=feat: weight of l_pixel (--pixel_loss) beside "
                    "l_feat, which anchors the output to the truth's pixels (0: l_feat alone, "
                    "the paper).")
-flags.DEFINE_integer("loss_shift", _SR["loss_shift"].default,
-                     "Super-resolution --loss=feat: crop the output and the truth by this many "
-                     "pixels at a common offset that changes from batch to batch before the "
-                     "loss network, so that VGG16's pooling grid does not stay aligned with the "
-                     "upsampling grid (against a lattice texture; 0: off, the paper).")
 flags.DEFINE_float("chroma_weight", _SR["chroma_weight"].default,
                    "Super-resolution: weight of a colour term (Cb, Cr against the target's, "
                    "pooled by --scale) that keeps greyscale grey and colours where they were.")

@@ -237,6 +237,32 @@ def largest_pinned_region(output, reference, margin: int = PIN_MARGIN,
     return float(np.bincount(labels.ravel())[1:].max() / mask.size)
 
 
+# Windows in which ``grid_pattern`` averages each sub-pixel phase: 64 px hold 256 samples of
+# each phase at x4, so the error's own spread adds about 1/16 of its size.
+GRID_WINDOW = 64
+
+
+def grid_pattern(output, reference, scale: int, window: int = GRID_WINDOW) -> float:
+    """The part of an upscaled output's error that repeats with the low-res pixel grid, in
+    levels: in each ``window`` x ``window`` block, the luma error (output - reference) averaged
+    over every one of the ``scale`` x ``scale`` sub-pixel phases, less the block's mean error;
+    the root mean square of those phase means over all blocks. A lattice tied to the
+    upsampling grid (the diamonds of an l_feat network) raises it; an error that does not
+    care where the low-res pixel boundaries fall (blur, noise, misplaced detail) averages out
+    to about (its spread) x scale / window. 0 for identical images."""
+    error = y_channel(output) - y_channel(reference)
+    window = window // scale * scale
+    rows, cols = error.shape[0] // window, error.shape[1] // window
+    if not rows or not cols:
+        raise ValueError(f"grid_pattern: the image ({error.shape[1]}x{error.shape[0]}) is "
+                         f"smaller than one {window}-pixel window")
+    blocks = error[:rows * window, :cols * window].reshape(
+        rows, window // scale, scale, cols, window // scale, scale)
+    phases = blocks.mean(axis=(1, 4))  # (rows, scale, cols, scale)
+    phases = phases - phases.mean(axis=(1, 3), keepdims=True)
+    return float(np.sqrt(np.mean(phases ** 2)))
+
+
 def mean_chroma_offset(rgb) -> tuple[float, float]:
     """Mean |Cb - 128| and |Cr - 128| (BT.601 full range, pixel levels) of an RGB image: both
     0 for a greyscale image."""

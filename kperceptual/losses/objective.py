@@ -151,13 +151,19 @@ class WithChroma(WithImageTerm):
 
 
 class WithLossShift:
-    """``objective`` (a feature objective) scored on the output and the truth both cropped by
-    ``shift`` pixels, at the same offset (dy, dx) in [0, shift): the loss network's pooling
-    grid then lands at a different phase of the network's upsampling grid from batch to batch,
-    so a pattern fixed to that grid (the lattice an x4 network learns against VGG16's stride-4
-    relu3_3 and stride-8 relu4_3) is not rewarded. The offset is drawn from the batch's own
-    pixels (no random state: every backend and the distributed step agree). Same interface as
-    ``objective``."""
+    """``objective`` (a perceptual objective) scored on the output and its target both cropped
+    by ``shift`` pixels, at the same offset (dy, dx) in [0, shift) that changes from batch to
+    batch. Two uses:
+
+    * super-resolution: VGG16's pooling grid lands at a different phase of the network's
+      upsampling grid each batch, so a pattern fixed to that grid (the lattice an x4 network
+      learns against the stride-4 relu3_3 and stride-8 relu4_3) is not rewarded;
+    * style: the scored window's edges fall at a different distance from the input's edges
+      each batch, so a band along the borders (which VGG16's zero padding rewards beside the
+      image's outermost pixels) is not learned.
+
+    The offset is drawn from the batch's own pixels (no random state: every backend and the
+    distributed step agree). Same interface as ``objective``."""
 
     def __init__(self, objective, shift: int):
         self.objective = objective
@@ -170,9 +176,9 @@ class WithLossShift:
 
     def offsets(self, targets):
         """(dy, dx) int32 scalars in [0, shift), a hash of the batch's per-example means."""
-        means = ops.mean(targets, axis=(1, 2, 3))
-        dy = ops.cast(ops.floor(ops.sum(means) * 37.0), "int32") % self.shift
-        dx = ops.cast(ops.floor(ops.sum(means) * 101.0), "int32") % self.shift
+        total = ops.sum(ops.mean(targets, axis=(1, 2, 3)))
+        dy = ops.cast(ops.floor(total * 37.0), "int32") % self.shift
+        dx = ops.cast(ops.floor(total * 101.0), "int32") % self.shift
         return dy, dx
 
     def crop(self, images, dy, dx):
@@ -181,11 +187,11 @@ class WithLossShift:
         cols = dx + ops.arange(width - self.shift, dtype="int32")
         return ops.take(ops.take(images, rows, axis=1), cols, axis=2)
 
-    def __call__(self, images, targets):
+    def __call__(self, images, targets, **kwargs):
         dy, dx = self.offsets(targets)
         targets = self.crop(targets, dy, dx)
         return self.objective(self.crop(images, dy, dx),
-                              self.objective.content_targets(targets))
+                              self.objective.content_targets(targets), **kwargs)
 
 
 def style_targets_from_image(loss_network, style_image, style_layers):

@@ -15,7 +15,7 @@ from kperceptual.training.config import TrainingConfig
 
 # The flags only super-resolution reads.
 SR_ONLY_FIELDS = ("scale", "loss", "blur_sigma", "residual", "pixel_loss", "chroma_weight",
-                  "pixel_weight", "loss_shift")
+                  "pixel_weight")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -35,7 +35,6 @@ class SuperResolutionConfig(TrainingConfig):
     pixel_loss: str = "l2"  # l_pixel's distance: l2 (the paper) or l1
     chroma_weight: float = 0.0  # weight of a low-frequency colour term (any loss)
     pixel_weight: float = 0.0  # loss=feat: weight of l_pixel (--pixel_loss) beside l_feat
-    loss_shift: int = 0  # loss=feat: crop output and truth at a common offset in [0, N)
     image_size: int = 288
     steps: int = 200_000
     norm: str = "batch"
@@ -107,9 +106,6 @@ def _validate_super_resolution(config: SuperResolutionConfig) -> None:
     check_finite(config, "content_weight", "tv_weight")
     if config.loss == "feat":
         check_layers(config, "content_layers")
-    if not 0 <= config.loss_shift <= config.image_size // 2:
-        raise FlagError("loss_shift", f"must be between 0 and half of --image_size "
-                                       f"({config.image_size // 2}), got {config.loss_shift}")
     if config.loss_shift and config.loss != "feat":
         raise FlagError("loss_shift", "applies to --loss=feat only (the pixel loss has no "
                                        "pooling grid); leave it at 0")

@@ -29,6 +29,9 @@ class TrainingConfig(ObjectiveConfig):
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"  # constant, cosine or step (see choices.LR_SCHEDULES)
     warmup_steps: int = 0  # linear warm-up from 0 to learning_rate first
+    # Score the output and its target cropped by loss_shift pixels at an offset that changes
+    # from batch to batch (losses.objective.WithLossShift); 0: the whole output (the paper).
+    loss_shift: int = 0
     ema: float = 0.0  # momentum of an exponential moving average of the weights (0: none)
     init_from: str = ""  # a model whose weights start a new run (same architecture)
     norm: str = "instance"
@@ -156,6 +159,9 @@ def validate(config: TrainingConfig) -> None:
     if config.warmup_steps < 0 or config.warmup_steps >= config.steps:
         raise FlagError("warmup_steps", f"must be >= 0 and below --steps={config.steps}, got "
                                          f"{config.warmup_steps}")
+    if not 0 <= config.loss_shift <= config.image_size // 2:
+        raise FlagError("loss_shift", f"must be between 0 and half of --image_size "
+                                       f"({config.image_size // 2}), got {config.loss_shift}")
     if not 0 <= config.ema < 1:
         raise FlagError("ema", f"must be in [0, 1) (e.g. 0.999; 0 for none), got {config.ema}")
     if config.init_from and not _model_exists(config.init_from, config.export_dir):

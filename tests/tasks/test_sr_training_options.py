@@ -209,6 +209,8 @@ def test_init_from_copies_weights_and_refuses_another_shape(tmp_path):
     ("lr_schedule", "linear", "--lr_schedule: unknown value"),
     ("warmup_steps", 3, "--warmup_steps: must be"),
     ("ema", 1.0, "--ema: must be in"),
+    ("loss_shift", -1, "--loss_shift: must be between 0 and half"),
+    ("loss_shift", 64, "--loss_shift: must be between 0 and half"),
 ])
 def test_bad_option_values_name_their_flag(tmp_path, field, value, message):
     with pytest.raises(config_lib.ConfigError, match=message):
@@ -232,6 +234,69 @@ def test_pinned_region_check_on_synthetic_images():
     for i in range(30):
         out2[60 + i, 60 + i, 1] = 255.0
     assert metrics.largest_pinned_region(out2, truth) == pytest.approx(30 / 1e4)
+
+
+def test_grid_pattern_sees_a_lattice_on_the_low_res_grid_not_blur_or_noise(photos):
+    truth = np.asarray(photos["coffee"], np.float64)[100:228, 200:328]
+    assert metrics.grid_pattern(truth, truth, 4) == 0.0
+    rng = np.random.default_rng(0)
+    noisy = truth + rng.normal(0, 8, truth.shape)
+    blurred = np.asarray(Image.fromarray(truth.astype(np.uint8)).resize((32, 32), Image.BICUBIC)
+                         .resize((128, 128), Image.BICUBIC), np.float64)
+    # A diamond lattice of period 4, the same in every low-res pixel: amplitude 3 levels in
+    # R, G and B, so 3 x 219/255 in luma, half of the 16 phases at +-1 and half at 0.
+    rows, cols = np.mgrid[:128, :128]
+    lattice = truth + 3.0 * np.cos(np.pi * (rows % 4 + cols % 4) / 2)[..., None]
+    assert metrics.grid_pattern(noisy, truth, 4) < 0.6  # about 8 x 4 / 64 = 0.5
+    assert metrics.grid_pattern(blurred, truth, 4) < 1.0
+    assert metrics.grid_pattern(lattice, truth, 4) == pytest.approx(3.0 * 219 / 255 * 0.5 ** 0.5, rel=0.02)
+    with pytest.raises(ValueError, match="smaller than one 64-pixel window"):
+        metrics.grid_pattern(truth[:40], truth[:40], 4)
+
+
+def test_loss_shift_scores_both_images_at_one_offset_that_moves():
+    seen = []
+
+    class Recorder:
+        terms = ("total",)
+
+        def content_targets(self, images):
+            return images
+
+        def __call__(self, images, targets, styles=None):
+            seen.append((np.asarray(images), np.asarray(targets), styles))
+            return {"total": keras.ops.mean(images, axis=(1, 2, 3))}
+
+    shifted = objectives.WithLossShift(Recorder(), 8)
+    rng = np.random.default_rng(0)
+    offsets = set()
+    for _ in range(20):
+        target = rng.uniform(0, 255, (2, 24, 24, 3)).astype("float32")
+        output = target + 1.0
+        shifted(output, shifted.content_targets(target), styles="kept")
+        out, tgt, styles = seen[-1]
+        assert out.shape == (2, 16, 16, 3) and styles == "kept"
+        np.testing.assert_array_equal(out, tgt + 1.0)  # the same window of both
+        dy, dx = (int(v) for v in shifted.offsets(keras.ops.convert_to_tensor(target)))
+        np.testing.assert_array_equal(tgt, target[:, dy:dy + 16, dx:dx + 16])
+        offsets.add((dy, dx))
+    assert len(offsets) >= 10  # it moves from batch to batch
+    # Built from a config: the feature objective is wrapped, the colour term sees it all.
+    config = config_lib.SuperResolutionConfig(loss="feat", loss_shift=8, chroma_weight=1.0)
+
+    class LayerNames:
+        layer_names = ("relu2_2",)
+
+        def partial(self, layers):
+            return self
+
+    built = objectives.objective_from_config(config, loss_net=LayerNames())
+    assert isinstance(built.objective, objectives.WithLossShift) and built.objective.shift == 8
+
+
+def test_loss_shift_applies_to_the_feature_loss_only(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="--loss_shift: applies to --loss=feat"):
+        config_lib.validate(sr_config(tmp_path, loss="pixel", loss_shift=4))
 
 
 def test_mean_chroma_offset_of_grey_and_colour():
