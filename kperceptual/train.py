@@ -111,6 +111,11 @@ flags.DEFINE_float("pixel_weight", _SR["pixel_weight"].default,
                    "Super-resolution --loss=feat: weight of l_pixel (--pixel_loss) beside "
                    "l_feat, which anchors the output to the truth's pixels (0: l_feat alone, "
                    "the paper).")
+flags.DEFINE_float("grid_weight", _SR["grid_weight"].default,
+                   "Super-resolution: weight of a term against the part of the error that "
+                   "repeats with the low-res pixel grid (each sub-pixel phase's mean error in "
+                   "windows of up to 64 px, squared), the lattice l_feat networks paint (0: "
+                   "off, the paper).")
 flags.DEFINE_float("chroma_weight", _SR["chroma_weight"].default,
                    "Super-resolution: weight of a colour term (Cb, Cr against the target's, "
                    "pooled by --scale) that keeps greyscale grey and colours where they were.")

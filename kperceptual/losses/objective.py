@@ -12,8 +12,8 @@ from keras import ops
 from kperceptual.choices import PIXEL_LOSSES, STYLE_REDUCTIONS
 from kperceptual.losses.loss_network import LossNetwork
 from kperceptual.losses.perceptual import (chroma_loss, feature_reconstruction_loss, gram_matrix,
-                                          pixel_loss, style_reconstruction_loss,
-                                          total_variation_loss)
+                                          grid_loss, grid_window, pixel_loss,
+                                          style_reconstruction_loss, total_variation_loss)
 
 
 class PerceptualObjective:
@@ -236,6 +236,12 @@ def objective_from_config(config, style_image=None, loss_net=None):
         objective = WithImageTerm(objective, "pixel", config.pixel_weight,
                                   lambda images, targets: pixel_loss(images, targets,
                                                                      config.pixel_loss))
+    if getattr(config, "grid_weight", 0):
+        # Against the lattice an l_feat network paints in step with its upsampling grid.
+        window = grid_window(config.image_size, config.scale)
+        objective = WithImageTerm(objective, "grid", config.grid_weight,
+                                  lambda images, targets: grid_loss(images, targets,
+                                                                    config.scale, window))
     if getattr(config, "chroma_weight", 0):
         # Colour below the network's input resolution is what the input already tells.
         objective = WithChroma(objective, config.chroma_weight, pool=config.scale)

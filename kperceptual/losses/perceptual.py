@@ -95,6 +95,32 @@ def chroma_loss(images, targets, pool=1):
     return _per_example_mean(ops.square(a - b))
 
 
+def grid_window(size: int, scale: int, largest: int = 64) -> int:
+    """The side of the windows ``grid_loss`` uses on ``size`` x ``size`` images: the largest
+    multiple of ``scale`` up to ``largest`` that divides ``size`` (``size`` itself if none)."""
+    for window in range(min(size, largest) // scale * scale, 0, -scale):
+        if size % window == 0:
+            return window
+    return size
+
+
+def grid_loss(images, targets, scale: int, window: int):
+    """Squared size of the error that repeats with the low-res pixel grid, per example (pixel
+    levels squared): in each ``window`` x ``window`` block, the error (y^ - y) averaged over
+    each of the ``scale`` x ``scale`` sub-pixel phases, less the block's mean, squared and
+    averaged over phases, blocks and channels. A lattice tied to the network's upsampling grid
+    raises it; detail that does not care where the low-res pixels fall does not (the training
+    counterpart of ``evaluation.metrics.grid_pattern``). Height and width must be multiples of
+    ``window``, and ``window`` of ``scale``."""
+    error = ops.cast(images, "float32") - ops.cast(targets, "float32")
+    _, height, width, channels = error.shape
+    n, m, k = height // window, width // window, window // scale
+    blocks = ops.reshape(error, (-1, n, k, scale, m, k, scale, channels))
+    phases = ops.mean(blocks, axis=(2, 5))  # (B, n, scale, m, scale, C)
+    phases = phases - ops.mean(phases, axis=(2, 4), keepdims=True)
+    return ops.mean(ops.square(phases), axis=(1, 2, 3, 4, 5))
+
+
 def stability_loss(shifted_output, output, offset, border: int = STABILITY_BORDER):
     """A training-time temporal stability term (not part of the paper's objective): per-example
     mean squared difference, in pixel levels, between the network's output for a window of its

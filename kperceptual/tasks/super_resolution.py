@@ -15,7 +15,7 @@ from kperceptual.training.config import TrainingConfig
 
 # The flags only super-resolution reads.
 SR_ONLY_FIELDS = ("scale", "loss", "blur_sigma", "residual", "pixel_loss", "chroma_weight",
-                  "pixel_weight")
+                  "pixel_weight", "grid_weight")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -35,6 +35,7 @@ class SuperResolutionConfig(TrainingConfig):
     pixel_loss: str = "l2"  # l_pixel's distance: l2 (the paper) or l1
     chroma_weight: float = 0.0  # weight of a low-frequency colour term (any loss)
     pixel_weight: float = 0.0  # loss=feat: weight of l_pixel (--pixel_loss) beside l_feat
+    grid_weight: float = 0.0  # weight of a term against error that repeats with the LR grid
     image_size: int = 288
     steps: int = 200_000
     norm: str = "batch"
@@ -100,7 +101,7 @@ def _validate_super_resolution(config: SuperResolutionConfig) -> None:
     check_choice(config, "loss", choices.SR_LOSSES)
     check_choice(config, "residual", choices.RESIDUALS)
     check_choice(config, "pixel_loss", choices.PIXEL_LOSSES)
-    check_finite(config, "chroma_weight", "blur_sigma", "pixel_weight")
+    check_finite(config, "chroma_weight", "blur_sigma", "pixel_weight", "grid_weight")
     if config.style_weight:
         raise FlagError("style_weight", "super-resolution has no style target; leave it at 0")
     check_finite(config, "content_weight", "tv_weight")

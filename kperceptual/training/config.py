@@ -102,7 +102,7 @@ class TrainingConfig(ObjectiveConfig):
 # objectives in one network (and config.json would name only the first).
 OBJECTIVE_FIELDS = ("style_image", "style_size", "content_weight", "style_weight", "tv_weight",
                     "style_reduction", "content_layers", "style_layers", "vgg_weights",
-                    "blur_sigma", "pixel_loss", "chroma_weight", "pixel_weight", "loss_shift",
+                    "blur_sigma", "pixel_loss", "chroma_weight", "pixel_weight", "loss_shift", "grid_weight",
                     "stability_weight", "stability_shift", "stability_noise")
 
 
