@@ -35,7 +35,8 @@ FLAGS = flags.FLAGS
 
 CARDS = os.path.join(report.REPO, "docs", "models")
 MEASURED = "## Measured"
-SETTINGS = ("scale", "loss", "pixel_loss", "pixel_weight", "chroma_weight", "residual", "norm", "upsample",
+SETTINGS = ("scale", "loss", "pixel_loss", "pixel_weight", "chroma_weight", "grid_weight",
+            "loss_shift", "residual", "norm", "upsample",
             "padding", "image_size", "batch_size", "blur_sigma", "learning_rate", "lr_schedule",
             "warmup_steps", "ema", "init_from", "content_weight", "content_layers",
             "tv_weight", "precision", "seed")

@@ -210,6 +210,7 @@ def test_init_from_copies_weights_and_refuses_another_shape(tmp_path):
     ("warmup_steps", 3, "--warmup_steps: must be"),
     ("ema", 1.0, "--ema: must be in"),
     ("loss_shift", -1, "--loss_shift: must be between 0 and half"),
+    ("grid_weight", -0.5, "--grid_weight: must be a finite number"),
     ("loss_shift", 64, "--loss_shift: must be between 0 and half"),
 ])
 def test_bad_option_values_name_their_flag(tmp_path, field, value, message):
@@ -252,6 +253,30 @@ def test_grid_pattern_sees_a_lattice_on_the_low_res_grid_not_blur_or_noise(photo
     assert metrics.grid_pattern(lattice, truth, 4) == pytest.approx(3.0 * 219 / 255 * 0.5 ** 0.5, rel=0.02)
     with pytest.raises(ValueError, match="smaller than one 64-pixel window"):
         metrics.grid_pattern(truth[:40], truth[:40], 4)
+
+
+def test_grid_loss_is_the_grid_pattern_squared_and_trains_it_away():
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    rows, cols = np.mgrid[:96, :96]
+    lattice = truth + 2.0 * np.cos(np.pi * (rows % 4 + cols % 4) / 2)[None, ..., None]
+    window = losses.grid_window(96, 4)
+    assert window == 48 and losses.grid_window(128, 8) == 64
+    np.testing.assert_allclose(np.asarray(losses.grid_loss(truth, truth, 4, window)), 0.0)
+    # The same phase pattern in R, G and B: the loss is its squared rms, the metric its luma's.
+    loss = np.asarray(losses.grid_loss(lattice, truth, 4, window))
+    np.testing.assert_allclose(loss, 2.0 ** 2 * 0.5, rtol=1e-5)
+    assert metrics.grid_pattern(lattice[0], truth[0], 4, window) == pytest.approx(
+        loss[0] ** 0.5 * 219 / 255, rel=1e-4)
+    # Noise that does not care about the grid costs little: (its spread / samples per phase)^2.
+    noisy = truth + rng.normal(0, 10, truth.shape).astype("float32")
+    assert np.asarray(losses.grid_loss(noisy, truth, 4, window)).max() < 1.5
+    # Built from a config, it is one more logged term.
+    config = config_lib.SuperResolutionConfig(loss="pixel", grid_weight=2.0, image_size=96)
+    built = objectives.objective_from_config(config)
+    assert "grid" in built.terms
+    terms = built(keras.ops.convert_to_tensor(lattice), built.content_targets(truth))
+    np.testing.assert_allclose(np.asarray(terms["grid"]), 2.0 * loss, rtol=1e-5)
 
 
 def test_loss_shift_scores_both_images_at_one_offset_that_moves():
