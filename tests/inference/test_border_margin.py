@@ -16,8 +16,9 @@ BANDED_STYLES = ("starry_night", "wave", "the_scream", "rain_princess")
 
 def border_roughness(image):
     """The largest mean step between neighbouring pixels across the 4 outermost rows or
-    columns of any side, over the mean step inside (8 pixels in): about 1 for a photo, 2 to 4
-    where a band is painted along a border."""
+    columns of any side, over the mean step inside (8 pixels in): about 1.2 for a photo, 1.8
+    to 4 where a band is painted along a border (zoo version 2: 2.7 to 3.8 for these styles;
+    version 3, trained with a moving loss window, 1.8 to 2.2)."""
     y = image.astype(np.float32)
     edge = max(np.abs(np.diff(y[:4], axis=0)).mean(), np.abs(np.diff(y[-4:], axis=0)).mean(),
                np.abs(np.diff(y[:, :4], axis=1)).mean(),
@@ -39,7 +40,7 @@ def test_the_margin_keeps_the_band_off_the_zoo_outputs(zoo, photos, style):
     assert border_roughness(photo) < 1.3
     banded = border_roughness(inference.Stylizer(zoo, style=style, margin=0).image(photo))
     kept = border_roughness(inference.Stylizer(zoo, style=style).image(photo))
-    assert banded > 2.0, banded  # the band, without a margin
+    assert banded > 1.7, banded  # the band, without a margin
     assert kept < 1.6, (kept, banded)
 
 
