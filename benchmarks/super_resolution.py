@@ -83,16 +83,10 @@ def pinned_and_grey(results, pairs, scale, model_specs) -> dict:
             low = np.asarray(Image.fromarray(pair.low_res).convert("L").convert("RGB"))
             offsets = metrics.mean_chroma_offset(upscale(low))
             grey = [max(a, b) for a, b in zip(grey, offsets)]
-        grid = [metrics.grid_pattern(*_same_size(outputs[p.name], p.high_res), scale)
-                for p in pairs if min(p.high_res.shape[:2]) >= metrics.GRID_WINDOW]
+        grid = [metrics.grid_pattern(outputs[p.name], p.high_res, scale) for p in pairs
+                if min(p.high_res.shape[:2]) >= metrics.GRID_WINDOW]
         checks[name] = (pinned, tuple(grey), float(np.mean(grid)) if grid else float("nan"))
     return checks
-
-
-def _same_size(output, truth):
-    height = min(output.shape[0], truth.shape[0])
-    width = min(output.shape[1], truth.shape[1])
-    return output[:height, :width], truth[:height, :width]
 
 
 def run_set(name: str, scale: int, model_specs) -> tuple[dict, str]:

@@ -246,21 +246,23 @@ def grid_pattern(output, reference, scale: int, window: int = GRID_WINDOW) -> fl
     """The part of an upscaled output's error that repeats with the low-res pixel grid, in
     levels: in each ``window`` x ``window`` block, the luma error (output - reference) averaged
     over every one of the ``scale`` x ``scale`` sub-pixel phases, less the block's mean error;
-    the root mean square of those phase means over all blocks. A lattice tied to the
-    upsampling grid (the diamonds of an l_feat network) raises it; an error that does not
-    care where the low-res pixel boundaries fall (blur, noise, misplaced detail) averages out
-    to about (its spread) x scale / window. 0 for identical images."""
-    error = y_channel(output) - y_channel(reference)
+    the root mean square of those phase means over all blocks (``losses.perceptual.grid_loss``,
+    the training term, on the luma). A lattice tied to the upsampling grid (the diamonds of an
+    l_feat network) raises it; an error that does not care where the low-res pixel boundaries
+    fall (blur, noise, misplaced detail) averages out to about (its spread) x scale / window.
+    0 for identical images."""
+    from keras import ops
+
+    from kperceptual.losses.perceptual import grid_loss
+
+    luma = [y_channel(output), y_channel(reference)]
     window = window // scale * scale
-    rows, cols = error.shape[0] // window, error.shape[1] // window
+    rows, cols = luma[0].shape[0] // window, luma[0].shape[1] // window
     if not rows or not cols:
-        raise ValueError(f"grid_pattern: the image ({error.shape[1]}x{error.shape[0]}) is "
+        raise ValueError(f"grid_pattern: the image ({luma[0].shape[1]}x{luma[0].shape[0]}) is "
                          f"smaller than one {window}-pixel window")
-    blocks = error[:rows * window, :cols * window].reshape(
-        rows, window // scale, scale, cols, window // scale, scale)
-    phases = blocks.mean(axis=(1, 4))  # (rows, scale, cols, scale)
-    phases = phases - phases.mean(axis=(1, 3), keepdims=True)
-    return float(np.sqrt(np.mean(phases ** 2)))
+    out, ref = (y[None, :rows * window, :cols * window, None] for y in luma)
+    return float(np.sqrt(ops.convert_to_numpy(grid_loss(out, ref, scale, window))[0]))
 
 
 def mean_chroma_offset(rgb) -> tuple[float, float]:

@@ -102,8 +102,8 @@ class TrainingConfig(ObjectiveConfig):
 # objectives in one network (and config.json would name only the first).
 OBJECTIVE_FIELDS = ("style_image", "style_size", "content_weight", "style_weight", "tv_weight",
                     "style_reduction", "content_layers", "style_layers", "vgg_weights",
-                    "blur_sigma", "pixel_loss", "chroma_weight", "pixel_weight", "loss_shift", "grid_weight",
-                    "stability_weight", "stability_shift", "stability_noise")
+                    "blur_sigma", "pixel_loss", "chroma_weight", "pixel_weight", "grid_weight",
+                    "loss_shift", "stability_weight", "stability_shift", "stability_noise")
 
 
 # The bundled photos whose outputs the logs show while a network trains.
