@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import weakref
 from typing import Any, Callable
 
+import keras
 import numpy as np
 
 from kperceptual.serving.layout import (NETWORK_ASSET, latest_version_path,  # noqa: F401
@@ -129,11 +131,28 @@ def load_keras_network(path: str):
     return keras.saving.load_model(path, safe_mode=True)
 
 
+# network -> its rewritten forward (TensorFlow backend): one per network, however many
+# forwards or Stylizers use it.
+_REWRITTEN = weakref.WeakKeyDictionary()
+
+
 def keras_forward(network) -> Callable[[np.ndarray], np.ndarray]:
     """``network``'s forward pass as a function of float32 pixels (B, H, W, 3) -> numpy.
 
-    ``predict_on_batch`` compiles the forward pass, which is faster than an eager call and
-    needs less memory (docs/benchmarks.md)."""
+    On the TensorFlow backend (TensorFlow only: ``serving.tf_rewrite``) a one-input network
+    runs rewritten into faster TensorFlow ops, the same outputs up to float rounding, with its
+    weights as they are at the first call of any forward of it (a network trained on
+    afterwards runs with its old weights here; use ``predict_on_batch``); docs/benchmarks.md, "Inference", has the times. Otherwise ``predict_on_batch``,
+    which compiles the forward pass: faster than an eager call and needs less memory."""
+    if keras.backend.backend() == "tensorflow" and len(network.inputs) == 1:
+        def forward(x):  # rewritten and traced at the first call, once per network
+            compiled = _REWRITTEN.get(network)
+            if compiled is None:
+                from kperceptual.serving.tf_rewrite import tensorflow_forward
+
+                compiled = _REWRITTEN[network] = tensorflow_forward(network)
+            return compiled(x)
+        return forward
     return lambda x: np.asarray(network.predict_on_batch(np.asarray(x, np.float32)))
 
 

@@ -2,7 +2,7 @@
 ``kperceptual.serving.litert``).
 
 The model takes float32 pixels (1, H, W, 3) in [0, 255] and returns float32 pixels of the same
-shape, whatever the quantisation. The network is converted as ``tf_xnnpack.for_xnnpack``
+shape, whatever the quantisation. The network is converted as ``tf_rewrite.for_xnnpack``
 rewrites it, in ops that LiteRT's XNNPACK delegate takes (``xnnpack=False``: as its layers are
 written, which LiteRT ran 1.5-2.3x slower). A multi-style network's model also takes
 ``style_weights`` (1, N), unless it is fixed to one style or mix (``style_weights`` given at
@@ -61,7 +61,7 @@ def convert_tflite(network: keras.Model, quantize: str = "none", input_size: int
     """The TFLite flatbuffer of ``network`` (a multi-style one fixed to ``style_weights`` (N,)
     when given, else with a ``style_weights`` input).
 
-    ``xnnpack`` (the default) converts the network as ``tf_xnnpack.for_xnnpack`` rewrites it, in
+    ``xnnpack`` (the default) converts the network as ``tf_rewrite.for_xnnpack`` rewrites it, in
     ops that LiteRT's XNNPACK delegate takes (the same outputs up to float32 rounding); False
     converts the layers as they are written (the files before that rewrite).
 
@@ -69,7 +69,7 @@ def convert_tflite(network: keras.Model, quantize: str = "none", input_size: int
     [0, 255]; it is iterated once.
     """
     from kperceptual import networks
-    from kperceptual.serving import tf_xnnpack
+    from kperceptual.serving import tf_rewrite
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantisation {quantize!r}; expected one of {QUANTIZATIONS}")
@@ -83,7 +83,7 @@ def convert_tflite(network: keras.Model, quantize: str = "none", input_size: int
                          "fixed (style_weights; --style)")
     margin = networks.border_margin(network)
     if xnnpack:
-        network = tf_xnnpack.for_xnnpack(network)
+        network = tf_rewrite.for_xnnpack(network)
     side = input_size or None
     archive = keras.export.ExportArchive()
     archive.track(network)

@@ -49,10 +49,15 @@ def test_the_stylizer_pads_by_the_margin_and_crops_back(tiny_style_model, photos
     stylizer = inference.Stylizer(tiny_style_model)
     network = stylizer.model.network
     assert stylizer.margin == networks.border_margin(network) == networks.BORDER_MARGIN
-    np.testing.assert_array_equal(stylizer.image(content),
-                                  images.to_uint8(with_border_margin(network, content)))
+    # The stylizer runs the network rewritten into faster ops (serving.tf_rewrite): the same
+    # up to float rounding, so a pixel may round to the next level.
+    def near(got, expected):
+        assert got.shape == expected.shape
+        assert np.abs(got.astype(int) - expected).max() <= 1
+
+    near(stylizer.image(content), images.to_uint8(with_border_margin(network, content)))
     plain = inference.Stylizer(tiny_style_model, margin=0)
-    np.testing.assert_array_equal(plain.image(content), images.to_uint8(
+    near(plain.image(content), images.to_uint8(
         np.asarray(network(content[None].astype(np.float32)))[0]))
     wide = inference.Stylizer(tiny_style_model, margin=40)  # more than the 48-pixel side allows
     assert wide.image(content).shape == content.shape

@@ -22,7 +22,8 @@ def content(photos):
 def test_strength_blends_with_the_input(tiny_style_model, stylizer, content):
     full = stylizer.image(content)
     plain = images.to_uint8(with_border_margin(stylizer.model.network, content))
-    np.testing.assert_array_equal(full, plain)
+    # The stylizer runs the network rewritten (serving.tf_rewrite): float rounding apart.
+    assert np.abs(full.astype(int) - plain).max() <= 1
     np.testing.assert_array_equal(
         inference.stylize_image(tiny_style_model, content, strength=0.0), content)
     half = inference.stylize_image(tiny_style_model, content, strength=0.5).astype(int)

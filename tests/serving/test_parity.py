@@ -7,7 +7,7 @@ The int8 and int16x8 files are calibrated on one set of scikit-image photos and 
 Floors, measured on this project's 2-core CPU on chelsea and coffee: SavedModel 58.9 dB,
 TFLite float32 above 110, float16 78 to 79, dynamic range 35.7 to 37.5, int16x8 47.0 to 49.7,
 int8 19.9 to 20.0 (see ``kperceptual.serving.tf_tflite`` for why int8 is low with instance
-normalisation); before the TFLite files were rewritten for XNNPACK (``serving.tf_xnnpack``):
+normalisation); before the TFLite files were rewritten for XNNPACK (``serving.tf_rewrite``):
 dynamic 35.8 to 37.8, int16x8 47.4 to 50.3, int8 20.2 to 20.3. A photo unlike the calibration set does far worse with the calibrated
 formats: hubble_deep_field (dark, a telescope image) got 18.2 dB with int16x8 and 14.2 with
 int8, while the uncalibrated formats held (dynamic 37.1), so it is not scored here; the README

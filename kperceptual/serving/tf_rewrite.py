@@ -1,5 +1,18 @@
-"""A transformation network rewritten, for TFLite conversion only, in ops that LiteRT's XNNPACK
-delegate takes (TensorFlow-only; ``tf_tflite.convert_tflite`` applies it).
+"""A transformation network rewritten in faster ops, the same outputs up to float rounding
+(TensorFlow-only): ``for_xnnpack`` in ops LiteRT's XNNPACK delegate takes, for TFLite conversion
+(``tf_tflite.convert_tflite`` applies it); ``for_tensorflow`` for TensorFlow's own CPU kernels,
+what inference runs (``tensorflow_forward``, used by ``inference.loading.keras_forward``).
+
+**for_tensorflow.** Profiled at 640x480 (the video size, with the border margin) in bfloat16 on
+this project's 2-core Xeon, the Keras layers spent 39% of the time in instance normalisation,
+20% in reflection padding, 9% in ReLU and 4% in nearest upsampling, 25% in convolutions. Here:
+each example's instance normalisation is one ``FusedBatchNormV3`` in training mode (batch
+statistics of a batch of one example are that example's statistics over height and width;
+oneDNN's kernel, with the ReLU that follows fused into it), reflection padding is slices and
+concatenations, and the upsampling convolutions and the output convolution are computed as
+below, in the network's compute dtype (bfloat16 too). ``docs/benchmarks.md`` has the times.
+
+**for_xnnpack.**
 
 LiteRT runs a model's ops on CPUs with the XNNPACK delegate where it takes them and with
 TFLite's own kernels (single-threaded, each partition's tensors handed back and forth) where it
@@ -87,6 +100,28 @@ def instance_norm(x, gamma, beta, epsilon):
     return tf.cast(x * inv + (beta - mean * inv), dtype)
 
 
+def instance_norm_fused(x, gamma, beta, epsilon, relu=False):
+    """``instance_norm`` (then a ReLU where ``relu``), each example by a ``FusedBatchNormV3`` in
+    training mode: the statistics of a batch of one example are that example's, computed in
+    float32 whatever ``x``'s dtype; ``gamma`` and ``beta`` are (C,) or (B, 1, 1, C)."""
+    channels = x.shape[-1]
+    batch = tf.shape(x)[0]
+
+    def rows(v):
+        return tf.broadcast_to(tf.reshape(tf.cast(v, tf.float32), [-1, channels]),
+                               [batch, channels])
+
+    def one(args):
+        example, scale, offset = args
+        y = tf.raw_ops.FusedBatchNormV3(
+            x=example[None], scale=scale, offset=offset, mean=tf.zeros([0]),
+            variance=tf.zeros([0]), epsilon=epsilon, is_training=True)[0][0]
+        return tf.nn.relu(y) if relu else y
+
+    return tf.map_fn(one, (x, rows(gamma), rows(beta)),
+                     fn_output_signature=tf.TensorSpec(x.shape[1:], x.dtype))
+
+
 def nearest_upsample(x, factor: int):
     """Nearest-neighbour upsampling: the channels repeated ``factor``**2 times, DEPTH_TO_SPACE."""
     return tf.nn.depth_to_space(concatenate([x] * factor ** 2, -1), factor)
@@ -114,7 +149,7 @@ def upsampled_conv(x, kernels):
     """Nearest x2 upsampling, reflection padding by 1 and a 3x3 'valid' convolution (without
     bias) of ``x``, with ``kernels`` from ``upsampled_conv_kernels``."""
     c_out = kernels.shape[-1] // 4
-    y = tf.nn.conv2d(edge_pad(x), kernels, 1, "VALID")  # (H + 1, W + 1, 4 C_out)
+    y = tf.nn.conv2d(edge_pad(x), tf.cast(kernels, x.dtype), 1, "VALID")  # (H + 1, W + 1, 4 C_out)
     phases = []
     for a in (0, 1):
         for b in (0, 1):
@@ -140,7 +175,7 @@ def phase_kernel(kernel: np.ndarray) -> np.ndarray:
 def phase_conv(x, kernel):
     """The 'valid' stride-1 convolution (odd kernel size, no bias) of ``x`` (even height and
     width) as a stride-2 convolution with ``kernel`` from ``phase_kernel`` and DEPTH_TO_SPACE."""
-    return tf.nn.depth_to_space(tf.nn.conv2d(x, kernel, 2, "VALID"), 2)
+    return tf.nn.depth_to_space(tf.nn.conv2d(x, tf.cast(kernel, x.dtype), 2, "VALID"), 2)
 
 
 class _Computation(keras.layers.Layer):
@@ -162,9 +197,10 @@ def _is_float32(layer) -> bool:
     return keras.backend.standardize_dtype(layer.compute_dtype) == "float32"
 
 
-def _plain_conv(layer, kernel_size=None) -> bool:
-    """A float32 2-D convolution, stride 1, 'valid', no dilation or groups, channels-last."""
-    return (type(layer) is keras.layers.Conv2D and _is_float32(layer)
+def _plain_conv(layer, kernel_size=None, any_dtype=False) -> bool:
+    """A 2-D convolution (float32 unless ``any_dtype``), stride 1, 'valid', no dilation or
+    groups, channels-last."""
+    return (type(layer) is keras.layers.Conv2D and (any_dtype or _is_float32(layer))
             and layer.strides == (1, 1) and layer.padding == "valid"
             and layer.dilation_rate == (1, 1) and layer.groups == 1
             and layer.data_format == "channels_last"
@@ -178,7 +214,7 @@ def _conv_fn(layer, conv, kernel):
 
     def fn(x):
         y = conv(x, kernel)
-        return activation(y if bias is None else y + bias)
+        return activation(y if bias is None else y + tf.cast(bias, y.dtype))
     return fn
 
 
@@ -191,7 +227,8 @@ def _is_instance_norm(layer, x) -> bool:
             and len(x.shape) == 4 and layer.groups in (-1, x.shape[-1]))
 
 
-def _instance_norm_fn(layer):
+def _instance_norm_fn(layer, norm=instance_norm):
+    """``layer`` as ``norm(x, gamma, beta, epsilon)``."""
     from kperceptual import networks
 
     epsilon = layer.epsilon
@@ -201,12 +238,22 @@ def _instance_norm_fn(layer):
         def conditional(inputs):
             x, style = inputs
             style = tf.cast(style, tf.float32)
-            return instance_norm(x, tf.matmul(style, gamma)[:, None, None, :],
-                                 tf.matmul(style, beta)[:, None, None, :], epsilon)
+            return norm(x, tf.matmul(style, gamma)[:, None, None, :],
+                        tf.matmul(style, beta)[:, None, None, :], epsilon)
         return conditional
-    gamma = _numpy(layer.gamma) if layer.scale else np.float32(1)
-    beta = _numpy(layer.beta) if layer.center else np.float32(0)
-    return lambda x: instance_norm(x, gamma, beta, epsilon)
+    channels = int(layer.gamma.shape[-1] if layer.scale else layer.beta.shape[-1])
+    gamma = _numpy(layer.gamma) if layer.scale else np.ones(channels, np.float32)
+    beta = _numpy(layer.beta) if layer.center else np.zeros(channels, np.float32)
+    return lambda x: norm(x, gamma, beta, epsilon)
+
+
+def _is_relu(layer) -> bool:
+    """A plain ReLU layer (no cap, slope or threshold) or ``Activation("relu")``."""
+    if type(layer) is keras.layers.ReLU:
+        return (layer.max_value is None and not layer.negative_slope
+                and not layer.threshold)
+    return (type(layer) is keras.layers.Activation
+            and getattr(layer.activation, "__name__", "") == "relu")
 
 
 # Layers that keep the height and width of their (first) input.
@@ -218,6 +265,33 @@ def for_xnnpack(network: keras.Model) -> keras.Model:
     """``network`` with the layers LiteRT's XNNPACK delegate would not take written in ops it
     takes (see the module's doc); the other layers and their weights are ``network``'s own.
     For conversion only: the rewritten layers hold copies of the weights as constants."""
+    return _rewrite(network, "xnnpack")
+
+
+def for_tensorflow(network: keras.Model) -> keras.Model:
+    """``network`` with its instance normalisations (and the ReLUs after them), reflection
+    paddings, upsampling convolutions and few-channel output convolution written in ops that
+    TensorFlow's CPU kernels run faster (see the module's doc), in the network's own compute
+    dtype. The rewritten layers hold copies of the weights as constants."""
+    return _rewrite(network, "tensorflow")
+
+
+def tensorflow_forward(network: keras.Model):
+    """``for_tensorflow(network)`` as one compiled function of a float32 batch (B, H, W, C)
+    -> numpy (any batch, height and width without retracing)."""
+    rewritten = for_tensorflow(network)
+    channels = network.inputs[0].shape[-1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)])
+    def forward(x):
+        return rewritten(x, training=False)
+
+    return lambda x: forward(tf.convert_to_tensor(np.asarray(x, np.float32))).numpy()
+
+
+def _rewrite(network: keras.Model, target: str) -> keras.Model:
+    """``network`` rewritten for ``target`` ("xnnpack" or "tensorflow"), as cloned layer by
+    layer; layers it does not know are called as they are."""
     from kperceptual import networks
 
     # id(tensor) -> (its low-resolution source, "upsampled" or "padded"): a tensor that is a
@@ -225,6 +299,8 @@ def for_xnnpack(network: keras.Model) -> keras.Model:
     low = {}
     even = set()  # ids of tensors whose height and width are even at every input size
     keep = []  # tensors whose ids are in ``low`` or ``even``, so their ids stay theirs
+    normed = {}  # id(tensor) -> (the instance norm layer, its input): "tensorflow" only
+    fast = target == "tensorflow"
 
     def note(y, is_even=False, source=None):
         keep.append(y)
@@ -238,36 +314,47 @@ def for_xnnpack(network: keras.Model) -> keras.Model:
         x = args[0] if args else None
         first = x[0] if isinstance(x, (list, tuple)) else x
         name, policy = layer.name, layer.dtype_policy
+        # "tensorflow": a float32 padding or output convolution after half-precision layers
+        # (the output of a mixed-precision network) computes in its input's dtype.
+        own = policy if not fast or first is None else first.dtype
         if isinstance(layer, networks.ReflectionPadding2D):
             y = _Computation(lambda t: reflect_pad(t, layer.padding), name=name,
-                             dtype=policy)(x)
+                             dtype=own)(x)
             upsampled = low.get(id(x))
             return note(y, id(x) in even,
                         (upsampled[0], "padded") if upsampled and upsampled[1] == "upsampled"
                         and layer.padding == 1 else None)
-        if isinstance(layer, networks.NearestUpsampling2D) and _is_float32(layer):
+        if isinstance(layer, networks.NearestUpsampling2D) and (fast or _is_float32(layer)):
             y = _Computation(lambda t: nearest_upsample(t, layer.factor), name=name,
                              dtype=policy)(x)
             return note(y, layer.factor % 2 == 0,
                         (x, "upsampled") if layer.factor == 2 else None)
         if x is not None and _is_instance_norm(layer, first):
-            y = _Computation(_instance_norm_fn(layer), name=name, dtype=policy)(x)
+            norm = instance_norm_fused if fast else instance_norm
+            y = _Computation(_instance_norm_fn(layer, norm), name=name, dtype=policy)(x)
+            if fast:
+                normed[id(y)] = (layer, x)
             return note(y, id(first) in even)
-        if _plain_conv(layer, 3) and low.get(id(x), (None, None))[1] == "padded":
+        if fast and _is_relu(layer) and id(x) in normed:
+            norm_layer, norm_input = normed[id(x)]
+            fn = _instance_norm_fn(norm_layer, lambda *a: instance_norm_fused(*a, relu=True))
+            y = _Computation(fn, name=name, dtype=norm_layer.dtype_policy)(norm_input)
+            return note(y, id(x) in even)
+        if _plain_conv(layer, 3, fast) and low.get(id(x), (None, None))[1] == "padded":
             fn = _conv_fn(layer, upsampled_conv, upsampled_conv_kernels(_numpy(layer.kernel)))
             y = _Computation(fn, name=name, dtype=policy)(low[id(x)][0])
             return note(y, True)
-        if (_plain_conv(layer) and layer.filters <= PHASE_CONV_FILTERS
+        if (_plain_conv(layer, any_dtype=fast) and layer.filters <= PHASE_CONV_FILTERS
                 and layer.kernel_size[0] == layer.kernel_size[1] >= PHASE_CONV_KERNEL
                 and layer.kernel_size[0] % 2 == 1 and id(x) in even):
             fn = _conv_fn(layer, phase_conv, phase_kernel(_numpy(layer.kernel)))
-            y = _Computation(fn, name=name, dtype=policy)(x)
+            y = _Computation(fn, name=name, dtype=own)(x)
             return note(y, True)
         y = layer(*args, **kwargs)
         kind = type(layer).__name__
         if isinstance(layer, networks.PadToMultiple):
             return note(y, layer.multiple % 2 == 0)
-        if (_plain_conv(layer) and layer.kernel_size[0] % 2 == 1
+        if (_plain_conv(layer, any_dtype=True) and layer.kernel_size[0] % 2 == 1
                 and layer.kernel_size[1] % 2 == 1) or kind in _SHAPE_KEEPING:
             return note(y, id(first) in even)
         return y
