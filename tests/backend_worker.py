@@ -1,9 +1,13 @@
 """Runs one piece of a cross-backend or multi-worker test in its own process (the Keras backend
-is fixed per process: KERAS_BACKEND). Prints one JSON line (the last line of stdout).
+is fixed per process: KERAS_BACKEND). Prints one JSON line (the last line of stdout). A test on
+this process's own backend (TensorFlow) may import it and call ``save`` and ``load`` in process.
 
-    python tests/backend_worker.py train CONFIG_JSON WEIGHTS_NPZ [sgd]
+    python tests/backend_worker.py train CONFIG_JSON WEIGHTS_NPZ [sgd] [--start=NPZ] [--no_export]
         trainer.train(StyleTrainingConfig(**config)) (with plain SGD: updates linear in the
         gradient, so runs that differ only in float rounding stay close); saves the weights.
+        --start: first saves the weights it starts from, as ``initial`` does (no process of
+        its own for them); --no_export: no SavedModel (for tests that compare weights only:
+        off the TensorFlow backend an export is a TensorFlow process of its own).
     python tests/backend_worker.py initial CONFIG_JSON WEIGHTS_NPZ
         saves the network weights trainer.train starts from (seeded with config.seed).
     python tests/backend_worker.py steps CONFIG_JSON BATCH_NPY STEPS
@@ -15,6 +19,8 @@ is fixed per process: KERAS_BACKEND). Prints one JSON line (the last line of std
         writes FOLDER/<backend>_{style,sr}.keras (seeded random networks) and their outputs.
     python tests/backend_worker.py load FOLDER INPUT_NPY
         loads every other backend's .keras files; writes this backend's outputs for them.
+    python tests/backend_worker.py save_and_load FOLDER INPUT_NPY
+        save, then load, in one process.
 """
 
 import json
@@ -34,7 +40,6 @@ from kperceptual import networks
 from kperceptual.training import trainer
 
 BACKEND = keras.backend.backend()
-keras.config.disable_traceback_filtering()
 
 
 def _config(text):
@@ -44,8 +49,15 @@ def _config(text):
     return cls(**values)
 
 
-def train(config_json, weights_path, optimizer="adam"):
+def train(config_json, weights_path, optimizer="adam", *options):
     config = _config(config_json)
+    for option in options:
+        if option.startswith("--start="):
+            initial(config_json, option[len("--start="):])  # train seeds again before building
+        elif option == "--no_export":
+            trainer.export_saved_model = lambda *args, **kwargs: None
+        else:
+            raise SystemExit(f"backend_worker.py train: unknown option {option}")
     sgd = lambda: keras.optimizers.SGD(config.learning_rate)  # noqa: E731
     result = trainer.train(config, verbose=0, optimizer=sgd if optimizer == "sgd" else None)
     np.savez(weights_path, *result.pop("network").get_weights())
@@ -118,6 +130,11 @@ def load(folder, input_path):
     return {"loaded": loaded}
 
 
+def save_and_load(folder, input_path):
+    return {**save(folder, input_path), **load(folder, input_path)}
+
+
 if __name__ == "__main__":
+    keras.config.disable_traceback_filtering()
     command, *args = sys.argv[1:]
     print(json.dumps({"backend": BACKEND, **globals()[command](*args)}, default=str))

@@ -66,3 +66,19 @@ def tiny_style_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_model") / "tiny_style.keras"
     networks.StyleTransferNetwork(filters=(8, 8, 8), num_residual_blocks=1).save(str(path))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def two_step_run(tmp_path_factory, vgg_weights_path):
+    """One ``small_config(steps=2)`` training run (checkpoints 1 and 2, a .keras file, export
+    version 1), trained once for the tests that resume, damage or collide with a finished run:
+    each works on its own copy (``helpers.copy_run``), never on this one."""
+    from helpers import small_config
+    from kperceptual.training import trainer
+
+    base = tmp_path_factory.mktemp("two_step_run")
+    config = small_config(base, steps=2)
+    result = trainer.train(config, verbose=0)
+    assert (result["steps"], result["trained_steps"]) == (2, 2)
+    return {"model_dir": config.model_dir, "export_dir": config.export_dir,
+            "keras_path": result["keras_path"], "export_path": result["export_path"]}

@@ -61,6 +61,20 @@ def small_config(tmp_path, **overrides):
     return config.StyleTrainingConfig(**values)
 
 
+def copy_run(run, tmp_path):
+    """Copies a finished run (the ``two_step_run`` fixture: ``small_config(steps=2)``'s
+    model_dir and export_dir) to ``tmp_path``, where ``small_config(tmp_path)`` resumes it, as
+    if that run had been trained there (its config.json names no folder a resume compares).
+    Returns its paths as ``trainer.train`` did."""
+    import shutil
+
+    shutil.copytree(run["model_dir"], tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(run["export_dir"], tmp_path / "export")
+    return {"keras_path": str(tmp_path / "run" / os.path.basename(run["keras_path"])),
+            "export_path": str(tmp_path / "export" / os.path.relpath(run["export_path"],
+                                                                     run["export_dir"]))}
+
+
 def random_pixels(shape, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
 

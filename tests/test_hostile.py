@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import small_config
+from helpers import copy_run, small_config
 from kperceptual import config as config_lib
 from kperceptual.training import checkpoints
 from kperceptual.training import trainer
@@ -43,9 +43,9 @@ def test_divergent_weights_are_never_checkpointed(tmp_path, vgg_weights_path):
 
 # -- 3: a damaged newest checkpoint falls back to the newest readable one --------------------
 @pytest.mark.slow
-def test_a_truncated_newest_checkpoint_falls_back_to_an_older_one(tmp_path, vgg_weights_path,
+def test_a_truncated_newest_checkpoint_falls_back_to_an_older_one(tmp_path, two_step_run,
                                                                   caplog):
-    trainer.train(small_config(tmp_path, steps=2), verbose=0)
+    copy_run(two_step_run, tmp_path)
     (_, older), (_, newest) = _checkpoints(tmp_path)
     with open(newest, "rb") as f:
         data = f.read()
@@ -57,8 +57,8 @@ def test_a_truncated_newest_checkpoint_falls_back_to_an_older_one(tmp_path, vgg_
 
 
 @pytest.mark.slow
-def test_no_readable_checkpoint_is_one_line_and_keeps_them(tmp_path, vgg_weights_path):
-    trainer.train(small_config(tmp_path, steps=2), verbose=0)
+def test_no_readable_checkpoint_is_one_line_and_keeps_them(tmp_path, two_step_run):
+    copy_run(two_step_run, tmp_path)
     for _, path in _checkpoints(tmp_path):
         with open(path, "wb") as f:
             f.write(b"PK\x03\x04 not a zip any more")
@@ -69,8 +69,8 @@ def test_no_readable_checkpoint_is_one_line_and_keeps_them(tmp_path, vgg_weights
 
 
 @pytest.mark.slow
-def test_a_checkpoint_with_nan_is_not_resumed_from(tmp_path, vgg_weights_path):
-    trainer.train(small_config(tmp_path, steps=2), verbose=0)
+def test_a_checkpoint_with_nan_is_not_resumed_from(tmp_path, two_step_run):
+    copy_run(two_step_run, tmp_path)
     (_, older), (_, newest) = _checkpoints(tmp_path)
     with np.load(newest) as f:
         arrays = {k: f[k] for k in f.files}
@@ -189,9 +189,9 @@ def test_training_skips_device_links_and_fifos(tmp_path):
 
 # -- 7: results are written atomically: an interrupted save leaves the previous file whole ---
 @pytest.mark.slow
-def test_an_interrupted_final_save_keeps_the_previous_keras_file(tmp_path, vgg_weights_path,
+def test_an_interrupted_final_save_keeps_the_previous_keras_file(tmp_path, two_step_run,
                                                                  monkeypatch):
-    first = trainer.train(small_config(tmp_path, steps=1), verbose=0)
+    first = {"keras_path": copy_run(two_step_run, tmp_path)["keras_path"]}
     before = open(first["keras_path"], "rb").read()
 
     def dies_half_way(self, path, *args, **kwargs):  # as kill -9 or a full disk would
@@ -201,7 +201,7 @@ def test_an_interrupted_final_save_keeps_the_previous_keras_file(tmp_path, vgg_w
 
     monkeypatch.setattr(keras.Model, "save", dies_half_way)
     with pytest.raises(OSError, match="No space left"):
-        trainer.train(small_config(tmp_path, steps=2), verbose=0)
+        trainer.train(small_config(tmp_path, steps=3), verbose=0)
     assert open(first["keras_path"], "rb").read() == before
     assert not [n for n in os.listdir(tmp_path / "run") if n.startswith(".tmp-")]
 
@@ -229,16 +229,16 @@ def test_atomic_writes_never_clobber_and_use_unique_temporaries(tmp_path):
 
 # -- 8: runs that collide: another objective in a model_dir, two runs at once -----------------
 @pytest.mark.slow
-def test_another_style_in_an_existing_model_dir_is_refused(tmp_path, vgg_weights_path):
-    first = trainer.train(small_config(tmp_path, steps=1), verbose=0)
+def test_another_style_in_an_existing_model_dir_is_refused(tmp_path, two_step_run):
+    first = copy_run(two_step_run, tmp_path)
     before = open(first["keras_path"], "rb").read()
     with pytest.raises(config_lib.ConfigError, match=r"^--style_image: .*skimage:hubble_deep_"
                                                      r"field; resume it with the same value"):
-        trainer.train(small_config(tmp_path, steps=2, style_image="skimage:coffee"), verbose=0)
+        trainer.train(small_config(tmp_path, steps=3, style_image="skimage:coffee"), verbose=0)
     with pytest.raises(config_lib.ConfigError, match="^--style_weight: "):
-        trainer.train(small_config(tmp_path, steps=2, style_weight=5.0), verbose=0)
+        trainer.train(small_config(tmp_path, steps=3, style_weight=5.0), verbose=0)
     assert open(first["keras_path"], "rb").read() == before
-    assert [s for s, _ in _checkpoints(tmp_path)] == [1]
+    assert [s for s, _ in _checkpoints(tmp_path)] == [1, 2]
 
 
 @pytest.mark.slow

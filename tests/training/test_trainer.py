@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import small_config, with_border_margin
+from helpers import copy_run, small_config, with_border_margin
 from kperceptual import config as config_lib
 from kperceptual.imaging import images
 from kperceptual.training import checkpoints
@@ -82,18 +82,18 @@ def test_train_resumes_and_exports_new_versions(tmp_path, vgg_weights_path):
 
 
 @pytest.mark.slow
-def test_resume_with_another_architecture_is_refused(tmp_path, vgg_weights_path):
-    trainer.train(small_config(tmp_path, steps=1), verbose=0)
+def test_resume_with_another_architecture_is_refused(tmp_path, two_step_run):
+    copy_run(two_step_run, tmp_path)
     with pytest.raises(config_lib.ConfigError, match="--norm"):
-        trainer.train(small_config(tmp_path, steps=2, norm="batch"), verbose=0)
+        trainer.train(small_config(tmp_path, steps=3, norm="batch"), verbose=0)
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, vgg_weights_path,
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, two_step_run,
                                                           monkeypatch):
     from kperceptual.losses import objective as losses  # the objective calls the loss terms
 
-    trainer.train(small_config(tmp_path, steps=2), verbose=0)
+    copy_run(two_step_run, tmp_path)  # a run of 2 steps, exported as version 1
     monkeypatch.setattr(losses, "total_variation_loss",  # a loss term that goes NaN
                         lambda x: keras.ops.sum(x, axis=(1, 2, 3)) * float("nan"))
     with pytest.raises(trainer.TrainingDiverged, match=r"step 3.*ckpt-00000002"):
