@@ -43,6 +43,8 @@ flags.DEFINE_string("section", "Training speed", "The docs/benchmarks.md section
 flags.DEFINE_string("train_data", os.path.join(report.SHARED_DATA, "train"),
                     "Folder of real photos for the pipeline rates.")
 flags.DEFINE_integer("timeout", 3600, "Seconds allowed for each backend's process.")
+flags.DEFINE_bool("profile", True, "TensorFlow: also time the step's parts and this CPU's "
+                  "matrix-multiply rate (section \"Training step profile\").")
 flags.DEFINE_bool("child", False, "Internal: time the settings on this process's backend.")
 FLAGS = flags.FLAGS
 
@@ -78,6 +80,117 @@ def seconds_per_step(precision: str, jit: str, batch_size: int) -> float:
     return float(np.median(np.diff(timer.times)[WARMUP:]))
 
 
+def conv_macs(model, pixels) -> int:
+    """Multiply-adds of ``model``'s 2-D convolutions on ``pixels`` (one example), walking its
+    graph layer by layer."""
+    import keras
+
+    values = {id(model.inputs[0]): pixels}
+    macs = 0
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            layer = node.operation
+            if not node.input_tensors or isinstance(layer, keras.layers.InputLayer):
+                continue
+            args = [values[id(t)] for t in node.input_tensors]
+            out = layer(args[0] if len(args) == 1 else args)
+            for tensor, value in zip(node.output_tensors, keras.tree.flatten(out)):
+                values[id(tensor)] = value
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+                kh, kw = layer.kernel_size
+                big = out if isinstance(layer, keras.layers.Conv2D) else args[0]
+                macs += (int(big.shape[1]) * int(big.shape[2]) * kh * kw
+                         * int(layer.kernel.shape[2]) * int(layer.kernel.shape[3]))
+    return macs
+
+
+def median_seconds(fn, runs=5) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def step_profile(precision: str, batch_size: int) -> dict:
+    """TensorFlow: seconds of the step's parts (the transformation network forward, and forward
+    and backward; the loss network's forward and backward from the output, with the Gram
+    matrices; the content targets), the arithmetic of a step, and this CPU's best rate in
+    bfloat16 and float32: the faster of a 4096x4096 matrix multiply and a 3x3 convolution of
+    256 to 256 channels on 4 x 128 x 128 (what TensorFlow's kernels reach on it)."""
+    import tensorflow as tf
+
+    from kperceptual import config as config_lib
+    from kperceptual.losses.loss_network import preprocess
+    from kperceptual.training import trainer
+
+    config = config_lib.StyleTrainingConfig(style_image="skimage:hubble_deep_field",
+                                            image_size=FLAGS.image_size, batch_size=batch_size)
+    with trainer.dtype_policy(precision):
+        t = trainer.build_trainer(config, jit_compile=False)
+    network, objective = t.network, t.objective
+    size = FLAGS.image_size
+    x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, size, size, 3)),
+                    tf.float32)
+    targets = objective.content_targets(x)
+    variables = network.trainable_variables
+
+    @tf.function
+    def forward(x):
+        return network(x, training=True)
+
+    @tf.function
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.cast(network(x, training=True), tf.float32))
+        return tape.gradient(loss, variables)
+
+    @tf.function
+    def loss_backward(y):
+        with tf.GradientTape() as tape:
+            tape.watch(y)
+            loss = tf.reduce_sum(objective(y, targets)["total"])
+        return tape.gradient(loss, y)
+
+    @tf.function
+    def content(x):
+        return objective.content_targets(x)
+
+    def wait(fn, *args):
+        return lambda: [v.numpy() for v in tf.nest.flatten(fn(*args))]
+
+    one = x[:1]
+    net = conv_macs(network, one)
+    vgg = objective.loss_network
+    prep = preprocess(one, vgg.weight_source or "torchvision")
+    loss_macs = conv_macs(vgg.features, prep)
+    content_macs = conv_macs(vgg._cut(objective.content_layers, "content_cut"), prep)
+    # A step: the transformation network forward and backward (grads of its input and weights:
+    # 3x forward), the loss network forward and backward to its input (2x), the content targets
+    # forward (1x); 2 FLOPs a multiply-add.
+    flops = 2 * batch_size * (3 * net + 2 * loss_macs + content_macs)
+    rates = {}
+    for dtype in ("bfloat16", "float32"):
+        a = tf.cast(tf.random.normal((4096, 4096)), dtype)
+        matmul = tf.function(lambda a: tf.linalg.matmul(a, a))
+        images = tf.cast(tf.random.normal((4, 128, 128, 256)), dtype)
+        kernel = tf.cast(tf.random.normal((3, 3, 256, 256)) * 0.05, dtype)
+        conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
+        rates[dtype] = max(2 * 4096 ** 3 / median_seconds(wait(matmul, a)),
+                           2 * 4 * 128 * 128 * 9 * 256 * 256
+                           / median_seconds(wait(conv, images, kernel)))
+    return {"profile": precision, "batch_size": batch_size,
+            "forward": median_seconds(wait(forward, x)),
+            "forward_backward": median_seconds(wait(forward_backward, x)),
+            "loss_backward": median_seconds(wait(loss_backward, x)),
+            "content": median_seconds(wait(content, x)),
+            "step_flops": flops, "network_macs": net, "loss_macs": loss_macs,
+            "content_macs": content_macs, "matmul_bfloat16": rates["bfloat16"],
+            "matmul_float32": rates["float32"]}
+
+
 def child() -> None:
     """Prints one JSON line per setting on this process's backend."""
     import keras
@@ -92,6 +205,10 @@ def child() -> None:
                 except Exception as e:  # noqa: BLE001 (a setting a backend lacks is a result)
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
                 print(json.dumps(row), flush=True)
+    if FLAGS.profile and keras.backend.backend() == "tensorflow":
+        for batch_size in map(int, FLAGS.batch_sizes):
+            for precision in FLAGS.precisions:
+                print(json.dumps(step_profile(precision, batch_size)), flush=True)
 
 
 def run_backend(backend: str, argv) -> list[dict]:
@@ -146,6 +263,7 @@ def pipeline_rates(folder: str, batches: int) -> list[str]:
 
 
 def step_table(rows: list[dict]) -> list[str]:
+    rows = [r for r in rows if "profile" not in r]
     base = {(r["backend"], r["batch_size"]): r["seconds"] for r in rows
             if r.get("precision") == "float32" and r.get("jit_compile") == "off" and "seconds" in r}
     lines = ["| backend | batch | precision | jit_compile | s/step | images/s | vs float32, "
@@ -161,6 +279,50 @@ def step_table(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['backend']} | {r['batch_size']} | {r['precision']} | "
                      f"{r['jit_compile']} | {s:.2f} | {r['batch_size'] / s:.2f} | "
                      f"{f'{ref / s:.2f}x' if ref else ''} | {s * PAPER_STEPS / 3600:.1f} h |")
+    return lines
+
+
+def profile_table(rows: list[dict]) -> list[str]:
+    """The section "Training step profile": each part's seconds and share of the step, the
+    step's arithmetic rate against the CPU's matrix-multiply rate in the same precision."""
+    steps = {(r["precision"], r["batch_size"]): r["seconds"] for r in rows
+             if r.get("backend") == "tensorflow" and r.get("jit_compile") == "off"
+             and "seconds" in r}
+    lines = []
+    for r in rows:
+        if "profile" not in r:
+            continue
+        precision, batch = r["profile"], r["batch_size"]
+        step = steps.get((precision, batch))
+        rate = r["matmul_bfloat16" if "bfloat16" in precision else "matmul_float32"]
+        parts = [("transformation network, forward", r["forward"]),
+                 ("transformation network, forward + backward", r["forward_backward"]),
+                 ("loss network (VGG16 to relu4_3, Gram matrices, TV), forward + backward "
+                  "from the output", r["loss_backward"]),
+                 ("content targets (VGG16 to the content layer), forward", r["content"])]
+        if step:
+            parts.append(("whole step (Adam, the input batch, the rest)", step))
+        lines += [f"TensorFlow, {precision}, batch {batch}: a step is "
+                  f"{r['step_flops'] / 1e9:.0f} GFLOP (convolutions: the transformation "
+                  f"network {r['network_macs'] / 1e9:.2f} GMAC an image forward, the loss "
+                  f"network {r['loss_macs'] / 1e9:.2f}, the content targets "
+                  f"{r['content_macs'] / 1e9:.2f}; forward and backward counted as 3x, 2x and "
+                  "1x the forward). The best rate measured on this CPU (the faster of a 4096x4096 "
+                  "matrix multiply and a 3x3 convolution of 256 to 256 channels on 4 x 128 x "
+                  f"128): {r['matmul_bfloat16'] / 1e9:.0f} GFLOP/s in bfloat16, "
+                  f"{r['matmul_float32'] / 1e9:.0f} GFLOP/s in float32.", "",
+                  "| part | seconds | share of the step | GFLOP/s |", "|---|---|---|---|"]
+        flops = {0: 2 * batch * r["network_macs"], 1: 6 * batch * r["network_macs"],
+                 2: 4 * batch * r["loss_macs"], 3: 2 * batch * r["content_macs"],
+                 4: r["step_flops"]}
+        for i, (label, seconds) in enumerate(parts):
+            share = f"{100 * seconds / step:.0f}%" if step else ""
+            lines.append(f"| {label} | {seconds:.3f} | {share} | "
+                         f"{flops[i] / seconds / 1e9:.0f} |")
+        if step:
+            lines += ["", f"The step reaches {r['step_flops'] / step / 1e9:.0f} GFLOP/s, "
+                      f"{100 * r['step_flops'] / step / rate:.0f}% of the best rate measured in "
+                      "the same precision.", ""]
     return lines
 
 
@@ -190,6 +352,9 @@ def main(argv):
         *pipelines,
     ])
     report.write_section(FLAGS.section, body, sys.argv)
+    profile = profile_table(rows)
+    if profile:
+        report.write_section("Training step profile", "\n".join(profile), sys.argv)
 
 
 if __name__ == "__main__":
