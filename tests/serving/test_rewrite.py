@@ -198,3 +198,15 @@ def test_tensorflow_forward_in_bfloat16_matches_float32(starry_night, astronaut)
         expected = np.asarray(starry_night(crop))
         assert psnr(forward(crop), expected) >= 80.0
         assert psnr(half(crop), expected) >= 40.0
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_tensorflow_rewrite_of_super_resolution_networks(scale, astronaut):
+    """Super-resolution networks (no normalisation; the residual over bicubic) go through the
+    same rewrite: their upsampling convolutions at the low resolution, the rest as written."""
+    network = networks.SuperResolutionNetwork(scale, filters=8, num_residual_blocks=1)
+    pixels = astronaut[None, 100:123, 200:231]
+    expected = np.asarray(network(pixels))
+    got = tf_rewrite.tensorflow_forward(network)(pixels)
+    assert got.shape == expected.shape == (1, 23 * scale, 31 * scale, 3)
+    assert psnr(got, expected) >= 80.0
