@@ -78,15 +78,17 @@ def test_padding_normalisation_and_upsampling_match_the_layers():
 
 
 MULTI = dict(filters=(8, 8, 8), num_residual_blocks=1, num_styles=3)
-
-
-@pytest.mark.parametrize("options", [
+# The networks both rewrites are checked on: the paper's and its variants, and three styles.
+VARIANTS = pytest.mark.parametrize("options", [
     dict(filters=(8, 8, 8), num_residual_blocks=1),
     dict(filters=(8, 8, 8), num_residual_blocks=1, head="tanh"),
     dict(filters=(8, 8, 8), num_residual_blocks=1, padding="zero", upsample="transpose"),
     dict(filters=(8, 8, 8), num_residual_blocks=1, norm="batch"),
     MULTI,
 ], ids=["default", "tanh", "zero-transpose", "batch", "three-styles"])
+
+
+@VARIANTS
 def test_rewritten_network_matches_on_odd_sizes(options, astronaut):
     network = networks.StyleTransferNetwork(**options)
     rewritten = tf_rewrite.for_xnnpack(network)
@@ -159,13 +161,7 @@ def test_multi_style_file_with_a_style_input(astronaut, tmp_path):
 
 # ``for_tensorflow``: what inference runs on the TensorFlow backend (``keras_forward``).
 
-@pytest.mark.parametrize("options", [
-    dict(filters=(8, 8, 8), num_residual_blocks=1),
-    dict(filters=(8, 8, 8), num_residual_blocks=1, head="tanh"),
-    dict(filters=(8, 8, 8), num_residual_blocks=1, padding="zero", upsample="transpose"),
-    dict(filters=(8, 8, 8), num_residual_blocks=1, norm="batch"),
-    MULTI,
-], ids=["default", "tanh", "zero-transpose", "batch", "three-styles"])
+@VARIANTS
 def test_tensorflow_rewrite_matches_per_example(options, astronaut):
     """Each example of a batch keeps its own statistics (and, multi-style, its own style
     mix); the ReLUs after instance normalisation are fused into it."""
