@@ -472,6 +472,8 @@ def speed(model) -> str:
     sizes = [int(s) for s in FLAGS.sizes]
     photo = images.read_image(PHOTO)
     network = model.network
+    from kperceptual.serving.tf_rewrite import tensorflow_forward
+
     half = networks.with_precision(network, "bfloat16")
 
     def keras_predict(net):
@@ -479,10 +481,10 @@ def speed(model) -> str:
 
     runners = {"Keras `predict_on_batch` (before the rewrite)": keras_predict(network),
                "Keras `predict_on_batch`, bfloat16 (before the rewrite)": keras_predict(half),
-               "rewritten network (`stylize`, `serving.tf_rewrite`)": models.keras_forward(
+               "rewritten network (`stylize`, `serving.tf_rewrite`)": tensorflow_forward(
                    network),
-               "rewritten, bfloat16 (`--precision=bfloat16`)": models.keras_forward(half),
-               "rewritten, float16 (`--precision=float16`)": models.keras_forward(
+               "rewritten, bfloat16 (`--precision=bfloat16`)": tensorflow_forward(half),
+               "rewritten, float16 (`--precision=float16`)": tensorflow_forward(
                    networks.with_precision(network, "float16")),
                "SavedModel (`serving_float`)": model.fn}
     with tempfile.TemporaryDirectory() as folder:

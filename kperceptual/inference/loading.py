@@ -132,28 +132,43 @@ def load_keras_network(path: str):
 
 
 # network -> its rewritten forward (TensorFlow backend): one per network, however many
-# forwards or Stylizers use it.
+# forwards or Stylizers use it; and the pixels each network has run before it was rewritten.
 _REWRITTEN = weakref.WeakKeyDictionary()
+_PIXELS_RUN = weakref.WeakKeyDictionary()
+# Rewriting and compiling the default network takes about 2.7 s on this project's 2-core CPU
+# against 0.5 s for predict_on_batch's first call, and saves about 0.2 s per million pixels
+# (bfloat16): a network is rewritten once it has been asked for this many pixels (a few large
+# photos, a few batches of video frames), and small jobs never pay for it.
+REWRITE_AFTER_PIXELS = 4_000_000
 
 
 def keras_forward(network) -> Callable[[np.ndarray], np.ndarray]:
     """``network``'s forward pass as a function of float32 pixels (B, H, W, 3) -> numpy.
 
-    On the TensorFlow backend (TensorFlow only: ``serving.tf_rewrite``) a one-input network
-    runs rewritten into faster TensorFlow ops, the same outputs up to float rounding, with its
-    weights as they are at the first call of any forward of it (a network trained on
-    afterwards runs with its old weights here; use ``predict_on_batch``); docs/benchmarks.md, "Inference", has the times. Otherwise ``predict_on_batch``,
-    which compiles the forward pass: faster than an eager call and needs less memory."""
-    if keras.backend.backend() == "tensorflow" and len(network.inputs) == 1:
-        def forward(x):  # rewritten and traced at the first call, once per network
-            compiled = _REWRITTEN.get(network)
-            if compiled is None:
-                from kperceptual.serving.tf_rewrite import tensorflow_forward
+    ``predict_on_batch``, which compiles the forward pass: faster than an eager call and needs
+    less memory. On the TensorFlow backend (TensorFlow only: ``serving.tf_rewrite``) a
+    one-input network that has been asked for ``REWRITE_AFTER_PIXELS`` pixels (this call's
+    included) runs rewritten into faster TensorFlow ops from then on, the same outputs up to
+    float rounding, with its weights as they are then (a network trained on afterwards runs
+    with its old weights here); docs/benchmarks.md, "Inference", has the times."""
+    def predict(x):
+        return np.asarray(network.predict_on_batch(np.asarray(x, np.float32)))
 
-                compiled = _REWRITTEN[network] = tensorflow_forward(network)
-            return compiled(x)
-        return forward
-    return lambda x: np.asarray(network.predict_on_batch(np.asarray(x, np.float32)))
+    if keras.backend.backend() != "tensorflow" or len(network.inputs) != 1:
+        return predict
+
+    def forward(x):
+        compiled = _REWRITTEN.get(network)
+        if compiled is None:
+            pixels = _PIXELS_RUN.get(network, 0) + int(np.prod(np.shape(x)[:3]))
+            if pixels < REWRITE_AFTER_PIXELS:
+                _PIXELS_RUN[network] = pixels
+                return predict(x)
+            from kperceptual.serving.tf_rewrite import tensorflow_forward
+
+            compiled = _REWRITTEN[network] = tensorflow_forward(network)
+        return compiled(x)
+    return forward
 
 
 class LazySavedModel:

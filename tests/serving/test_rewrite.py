@@ -206,3 +206,17 @@ def test_tensorflow_rewrite_of_super_resolution_networks(scale, astronaut):
     got = tf_rewrite.tensorflow_forward(network)(pixels)
     assert got.shape == expected.shape == (1, 23 * scale, 31 * scale, 3)
     assert psnr(got, expected) >= 80.0
+
+
+def test_keras_forward_rewrites_a_network_once_it_has_run_enough_pixels(monkeypatch, astronaut):
+    """Small jobs run ``predict_on_batch`` (rewriting costs seconds); from the call that brings
+    a network's pixels to ``REWRITE_AFTER_PIXELS`` on, the rewritten network, shared by every
+    forward of it."""
+    monkeypatch.setattr(models, "REWRITE_AFTER_PIXELS", 3000)
+    network = networks.StyleTransferNetwork(filters=(8, 8, 8), num_residual_blocks=1)
+    pixels = astronaut[None, :40, :50]  # 2,000 pixels
+    first = models.keras_forward(network)(pixels)
+    assert network not in models._REWRITTEN
+    second = models.keras_forward(network)(pixels)  # another forward of the same network
+    assert network in models._REWRITTEN
+    assert psnr(second, first) >= 80.0
