@@ -36,6 +36,9 @@ flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Precisions to ti
 flags.DEFINE_list("jit_compile", ["off", "on"], "--jit_compile settings to time (on: XLA for "
                   "tensorflow and jax, torch.compile for torch).")
 flags.DEFINE_list("batch_sizes", ["4"], "Batch sizes to time.")
+flags.DEFINE_list("training_forward", ["on"], "TensorFlow: how training steps compute the "
+                  "transformation network, timed each: on (networks.training_forward, what "
+                  "training uses there), off (the network's own layers).")
 flags.DEFINE_integer("image_size", 256, "Side of the square training images.")
 flags.DEFINE_integer("steps", 5, "Timed steps per setting (after 2 warm-up steps).")
 flags.DEFINE_integer("pipeline_batches", 40, "Timed input-pipeline batches of 4 (0: skip).")
@@ -52,7 +55,7 @@ WARMUP = 2
 PAPER_STEPS = 40_000
 
 
-def seconds_per_step(precision: str, jit: str, batch_size: int) -> float:
+def seconds_per_step(precision: str, jit: str, batch_size: int, forward: str = "on") -> float:
     """Median seconds of one training step (forward, loss, backward, Adam), after warm-up."""
     import keras
 
@@ -73,7 +76,8 @@ def seconds_per_step(precision: str, jit: str, batch_size: int) -> float:
     shape = (batch_size * (FLAGS.steps + WARMUP), FLAGS.image_size, FLAGS.image_size, 3)
     pixels = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
     with trainer.dtype_policy(precision):
-        t = trainer.build_trainer(config, jit_compile=choices.JIT_COMPILE[jit])
+        t = trainer.build_trainer(config, jit_compile=choices.JIT_COMPILE[jit],
+                                  training_forward=forward == "on")
         timer = StepTimes()
         t.fit(pixels, batch_size=batch_size, epochs=1, callbacks=[timer], verbose=0,
               shuffle=False)
@@ -114,7 +118,7 @@ def median_seconds(fn, runs=5) -> float:
     return float(np.median(times))
 
 
-def step_profile(precision: str, batch_size: int) -> dict:
+def step_profile(precision: str, batch_size: int, how: str = "on") -> dict:
     """TensorFlow: seconds of the step's parts (the transformation network forward, and forward
     and backward; the loss network's forward and backward from the output, with the Gram
     matrices; the content targets), the arithmetic of a step, and this CPU's best rate in
@@ -129,13 +133,14 @@ def step_profile(precision: str, batch_size: int) -> dict:
     config = config_lib.StyleTrainingConfig(style_image="skimage:hubble_deep_field",
                                             image_size=FLAGS.image_size, batch_size=batch_size)
     with trainer.dtype_policy(precision):
-        t = trainer.build_trainer(config, jit_compile=False)
-    network, objective = t.network, t.objective
+        t = trainer.build_trainer(config, jit_compile=False, training_forward=how == "on")
+    # The transformation network as training steps compute it.
+    network, objective = t._training_forward.value or t.network, t.objective
     size = FLAGS.image_size
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, size, size, 3)),
                     tf.float32)
     targets = objective.content_targets(x)
-    variables = network.trainable_variables
+    variables = t.network.trainable_variables
 
     @tf.function
     def forward(x):
@@ -162,7 +167,7 @@ def step_profile(precision: str, batch_size: int) -> dict:
         return lambda: [v.numpy() for v in tf.nest.flatten(fn(*args))]
 
     one = x[:1]
-    net = conv_macs(network, one)
+    net = conv_macs(t.network, one)  # the function's arithmetic, as the paper's layers
     vgg = objective.loss_network
     prep = preprocess(one, vgg.weight_source or "torchvision")
     loss_macs = conv_macs(vgg.features, prep)
@@ -181,7 +186,7 @@ def step_profile(precision: str, batch_size: int) -> dict:
         rates[dtype] = max(2 * 4096 ** 3 / median_seconds(wait(matmul, a)),
                            2 * 4 * 128 * 128 * 9 * 256 * 256
                            / median_seconds(wait(conv, images, kernel)))
-    return {"profile": precision, "batch_size": batch_size,
+    return {"profile": precision, "batch_size": batch_size, "training_forward": how,
             "forward": median_seconds(wait(forward, x)),
             "forward_backward": median_seconds(wait(forward_backward, x)),
             "loss_backward": median_seconds(wait(loss_backward, x)),
@@ -195,20 +200,25 @@ def child() -> None:
     """Prints one JSON line per setting on this process's backend."""
     import keras
 
+    tensorflow = keras.backend.backend() == "tensorflow"
+    forwards = FLAGS.training_forward if tensorflow else ["off"]
     for batch_size in map(int, FLAGS.batch_sizes):
         for precision in FLAGS.precisions:
             for jit in FLAGS.jit_compile:
-                row = {"backend": keras.backend.backend(), "batch_size": batch_size,
-                       "precision": precision, "jit_compile": jit}
-                try:
-                    row["seconds"] = seconds_per_step(precision, jit, batch_size)
-                except Exception as e:  # noqa: BLE001 (a setting a backend lacks is a result)
-                    row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
-                print(json.dumps(row), flush=True)
-    if FLAGS.profile and keras.backend.backend() == "tensorflow":
+                for forward in forwards:
+                    row = {"backend": keras.backend.backend(), "batch_size": batch_size,
+                           "precision": precision, "jit_compile": jit,
+                           "training_forward": forward}
+                    try:
+                        row["seconds"] = seconds_per_step(precision, jit, batch_size, forward)
+                    except Exception as e:  # noqa: BLE001 (a setting a backend lacks is a result)
+                        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+                    print(json.dumps(row), flush=True)
+    if FLAGS.profile and tensorflow:
         for batch_size in map(int, FLAGS.batch_sizes):
             for precision in FLAGS.precisions:
-                print(json.dumps(step_profile(precision, batch_size)), flush=True)
+                for forward in forwards:
+                    print(json.dumps(step_profile(precision, batch_size, forward)), flush=True)
 
 
 def run_backend(backend: str, argv) -> list[dict]:
@@ -264,20 +274,24 @@ def pipeline_rates(folder: str, batches: int) -> list[str]:
 
 def step_table(rows: list[dict]) -> list[str]:
     rows = [r for r in rows if "profile" not in r]
-    base = {(r["backend"], r["batch_size"]): r["seconds"] for r in rows
-            if r.get("precision") == "float32" and r.get("jit_compile") == "off" and "seconds" in r}
-    lines = ["| backend | batch | precision | jit_compile | s/step | images/s | vs float32, "
-             "jit off | 40k steps |", "|---|---|---|---|---|---|---|---|"]
+    base = {}  # (backend, batch) -> float32, jit off, the network's own layers where timed
     for r in rows:
+        if (r.get("precision") == "float32" and r.get("jit_compile") == "off" and "seconds" in r
+                and (r.get("training_forward") == "off" or (r["backend"], r["batch_size"])
+                     not in base)):
+            base[r["backend"], r["batch_size"]] = r["seconds"]
+    lines = ["| backend | batch | precision | jit_compile | training forward | s/step | "
+             "images/s | vs float32, jit off | 40k steps |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = (f"| {r['backend']} | {r.get('batch_size', '')} | {r.get('precision', '')} | "
+                f"{r.get('jit_compile', '')} | {r.get('training_forward', 'off')} |")
         if "seconds" not in r:
-            lines.append(f"| {r['backend']} | {r.get('batch_size', '')} | "
-                         f"{r.get('precision', '')} | {r.get('jit_compile', '')} | "
-                         f"failed: {r['error']} | | | |")
+            lines.append(f"{head} failed: {r['error']} | | | |")
             continue
         s = r["seconds"]
         ref = base.get((r["backend"], r["batch_size"]))
-        lines.append(f"| {r['backend']} | {r['batch_size']} | {r['precision']} | "
-                     f"{r['jit_compile']} | {s:.2f} | {r['batch_size'] / s:.2f} | "
+        lines.append(f"{head} {s:.2f} | {r['batch_size'] / s:.2f} | "
                      f"{f'{ref / s:.2f}x' if ref else ''} | {s * PAPER_STEPS / 3600:.1f} h |")
     return lines
 
@@ -285,15 +299,15 @@ def step_table(rows: list[dict]) -> list[str]:
 def profile_table(rows: list[dict]) -> list[str]:
     """The section "Training step profile": each part's seconds and share of the step, the
     step's arithmetic rate against the CPU's matrix-multiply rate in the same precision."""
-    steps = {(r["precision"], r["batch_size"]): r["seconds"] for r in rows
-             if r.get("backend") == "tensorflow" and r.get("jit_compile") == "off"
+    steps = {(r["precision"], r["batch_size"], r.get("training_forward", "off")): r["seconds"]
+             for r in rows if r.get("backend") == "tensorflow" and r.get("jit_compile") == "off"
              and "seconds" in r}
     lines = []
     for r in rows:
         if "profile" not in r:
             continue
-        precision, batch = r["profile"], r["batch_size"]
-        step = steps.get((precision, batch))
+        precision, batch, forward = r["profile"], r["batch_size"], r["training_forward"]
+        step = steps.get((precision, batch, forward))
         rate = r["matmul_bfloat16" if "bfloat16" in precision else "matmul_float32"]
         parts = [("transformation network, forward", r["forward"]),
                  ("transformation network, forward + backward", r["forward_backward"]),
@@ -302,7 +316,10 @@ def profile_table(rows: list[dict]) -> list[str]:
                  ("content targets (VGG16 to the content layer), forward", r["content"])]
         if step:
             parts.append(("whole step (Adam, the input batch, the rest)", step))
-        lines += [f"TensorFlow, {precision}, batch {batch}: a step is "
+        how = ("networks.training_forward" if forward == "on"
+               else "the network's own layers")
+        lines += [f"TensorFlow, {precision}, batch {batch}, the transformation network "
+                  f"computed by {how}: a step is "
                   f"{r['step_flops'] / 1e9:.0f} GFLOP (convolutions: the transformation "
                   f"network {r['network_macs'] / 1e9:.2f} GMAC an image forward, the loss "
                   f"network {r['loss_macs'] / 1e9:.2f}, the content targets "

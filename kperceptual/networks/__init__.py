@@ -28,6 +28,7 @@ tiles or exports a one-input network takes as it is.
 * ``style_transfer``: ``StyleTransferNetwork`` (Table 1; N styles);
 * ``super_resolution``: ``SuperResolutionNetwork`` (Table 2);
 * ``styles``: style names and weights, ``bind_style``, ``with_precision``;
+* ``fast_forward``: ``training_forward``, a network's forward pass as training steps compute it (faster);
 * ``precision``: Keras dtype policies and whether the CPU computes bfloat16 natively.
 
 Importing the package registers every class with Keras (``.keras`` files name them
@@ -42,5 +43,6 @@ from kperceptual.networks.layers import (  # noqa: F401
 from kperceptual.networks.style_transfer import (BORDER_MARGIN, StyleTransferNetwork,  # noqa: F401
                                                  border_margin)
 from kperceptual.networks.super_resolution import SuperResolutionNetwork  # noqa: F401
+from kperceptual.networks.fast_forward import training_forward  # noqa: F401
 from kperceptual.networks.styles import (bind_style, num_styles, style_names,  # noqa: F401
                                          style_weights, with_precision)

@@ -58,6 +58,13 @@ class TrainingInterrupted(RuntimeError):
     """Ctrl-C (SIGINT) stopped training; the state was checkpointed."""
 
 
+class _Untracked:
+    """A value Keras's attribute tracking leaves alone."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class PerceptualTrainer(keras.Model):
     """Trains ``network`` against an objective of ``kperceptual.losses`` (its loss network, if
     any, is frozen). Batches are images (style transfer: the input is its own content target)
@@ -67,12 +74,22 @@ class PerceptualTrainer(keras.Model):
     runs the network on a window of every other input, ``stability_shift`` pixels smaller in
     each side and placed at an offset drawn from 0..``stability_shift`` in each direction (so
     shifts that do not keep the network's stride-4 grid are trained too), with Gaussian noise
-    of ``stability_noise`` levels, and asks for the same output there."""
+    of ``stability_noise`` levels, and asks for the same output there.
+
+    ``training_forward``: training steps compute the network by
+    ``networks.training_forward`` (the same function and weights, its upsampling and output
+    convolutions computed faster); None (default): on the TensorFlow backend, where it was
+    measured (docs/benchmarks.md, "Training step profile")."""
 
     def __init__(self, network, objective, stability_weight=0.0, stability_shift=8,
-                 stability_noise=0.0, seed=0, **kwargs):
+                 stability_noise=0.0, seed=0, training_forward=None, **kwargs):
         super().__init__(**kwargs)
         self.network = network
+        if training_forward is None:
+            training_forward = keras.backend.backend() == "tensorflow"
+        # Not tracked: it shares the network's layers and variables.
+        self._training_forward = _Untracked(
+            networks.training_forward(network) if training_forward else None)
         self.objective = objective
         self.num_styles = networks.num_styles(network)
         if objective.loss_network is not None:
@@ -103,12 +120,14 @@ class PerceptualTrainer(keras.Model):
     def call(self, images, training=False):
         """The network's output; a multi-style network's batches are dicts of the pixels and
         each example's style index (``data.MultiStyleImages``), trained one-hot."""
+        network = (self._training_forward.value if training and self._training_forward.value
+                   else self.network)
         if isinstance(images, dict):
             style = keras.ops.one_hot(keras.ops.cast(images[data.STYLE_KEY], "int32"),
                                       self.num_styles)
-            return self.network([keras.ops.cast(images[data.PIXELS_KEY], "float32"), style],
-                                training=training)
-        return self.network(keras.ops.cast(images, "float32"), training=training)
+            return network([keras.ops.cast(images[data.PIXELS_KEY], "float32"), style],
+                           training=training)
+        return network(keras.ops.cast(images, "float32"), training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The objective's mean over this batch of outputs ``y_pred`` for inputs ``x`` against
@@ -158,17 +177,19 @@ class PerceptualTrainer(keras.Model):
 
 # -- the job ----------------------------------------------------------------------------------
 def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
-                  jit_compile="auto") -> PerceptualTrainer:
+                  jit_compile="auto", training_forward=None) -> PerceptualTrainer:
     """Builds and compiles the trainer in ``strategy``'s scope (a ``distribute.Distribution``
     or a ``tf.distribute.Strategy``; ``distribute.make_distribution(config.strategy)`` if None),
     with Adam at ``config.learning_rate`` unless ``optimizer`` (a callable making one) is given.
-    Under ``mixed_float16`` Keras wraps the optimizer for loss scaling."""
+    Under ``mixed_float16`` Keras wraps the optimizer for loss scaling. ``training_forward``:
+    as ``PerceptualTrainer``'s."""
     strategy = strategy or distribute.make_distribution(config.strategy)
     with strategy.scope():
         network = config.make_network()
         if getattr(config, "inherited_styles", ()):
             freeze_shared_weights(network)
         trainer = PerceptualTrainer(network, config.make_objective(loss_net),
+                                    training_forward=training_forward,
                                     **config.trainer_options())
         trainer.trained_styles = config.trained_styles()
         trainer.compile(optimizer=optimizer() if optimizer else make_optimizer(config),
