@@ -64,6 +64,11 @@ flags.DEFINE_string("head", _D["head"].default,
                     "Style network output head: linear (127.5 x + 127.5, clipped with a "
                     "straight-through gradient; nothing saturates) or tanh (the paper's scaled "
                     "tanh, whose saturated regions become black or white blobs).")
+flags.DEFINE_list("filters", [str(f) for f in _D["filters"].default],
+                  "Style network: filters of the three downsampling convolutions (the "
+                  "upsampling ones mirror the first two); the paper's 32,64,128. With "
+                  "--init_from a narrower network of the same shape otherwise, it is widened "
+                  "with its function kept (new channels start without effect).")
 flags.DEFINE_float("stability_weight", _D["stability_weight"].default,
                    "Style: weight of a temporal stability term (0: the paper's objective). Each "
                    "step also runs the network on a window of its inputs moved by up to "

@@ -24,8 +24,10 @@ def _style_stem(path: str) -> str:
 
 # The flags only style training reads; the other tasks refuse them.
 STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers",
-                     "style_reduction", "head", "stability_weight", "stability_shift",
+                     "style_reduction", "head", "filters", "stability_weight", "stability_shift",
                      "stability_noise")
+# The paper's filters (supplementary Table 1): the three downsampling convolutions'.
+PAPER_FILTERS = (32, 64, 128)
 
 
 @dataclasses.dataclass
@@ -44,6 +46,8 @@ class StyleTrainingConfig(TrainingConfig):
     style_image: str
     style_size: int = dataclasses.field(default=256, kw_only=True)
     head: str = dataclasses.field(default="linear", kw_only=True)  # see choices.STYLE_HEADS
+    # The downsampling convolutions' filters (the upsampling ones mirror the first two).
+    filters: tuple = dataclasses.field(default=PAPER_FILTERS, kw_only=True)
     # Temporal stability (trainer.PerceptualTrainer): weight 0 is the paper's objective.
     stability_weight: float = dataclasses.field(default=0.0, kw_only=True)
     stability_shift: int = dataclasses.field(default=8, kw_only=True)
@@ -52,6 +56,10 @@ class StyleTrainingConfig(TrainingConfig):
 
     def __post_init__(self):
         self.inherited_styles = tuple(self.inherited_styles)
+        try:  # flags give strings; check_task names a value that is not a number
+            self.filters = tuple(int(f) for f in self.filters)
+        except (TypeError, ValueError):
+            pass
         super().__post_init__()
 
     def style_images(self) -> list[str]:
@@ -75,7 +83,7 @@ class StyleTrainingConfig(TrainingConfig):
         return "-".join(filter(None, self.new_style_names())) or "style"
 
     def network_config(self) -> dict:
-        config = {**super().network_config(), "head": self.head}
+        config = {**super().network_config(), "head": self.head, "filters": list(self.filters)}
         names = self.style_names()
         if len(names) > 1:
             config.update(num_styles=len(names), style_names=list(names))
@@ -85,6 +93,10 @@ class StyleTrainingConfig(TrainingConfig):
         _check_style_images(self)
         check_positive(self, "style_size")
         check_choice(self, "head", choices.STYLE_HEADS)
+        if (not isinstance(self.filters, tuple) or len(self.filters) != 3
+                or not all(isinstance(f, int) and f > 0 for f in self.filters)):
+            raise FlagError("filters", "must be three positive whole numbers, e.g. 32,64,128 "
+                                       f"(the paper's), got {','.join(map(str, self.filters))}")
         _check_stability(self)
         validate_objective(self)
 

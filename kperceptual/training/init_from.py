@@ -110,12 +110,45 @@ def widen_to_styles(network, source, spec: str) -> None:
         np.repeat(v[None], layer.num_styles, axis=0) for v in values])
 
 
+def widen_filters(network, source, spec: str) -> None:
+    """Starts ``network`` from ``source``, a style network of the same shape but with fewer
+    filters, keeping its function (Net2Net's aim, Chen et al. 2016, by zeros rather than
+    copies): every weight of ``source`` goes into the first channels of the same weight; the
+    new channels keep ``network``'s initial values, except that every convolution reads
+    nothing from them (its kernel is zero there) and the residual blocks' second
+    normalisations give them scale and shift 0, so they add nothing to the residual stream.
+    Training then grows them from there. Raises ``ConfigError`` (``init_from``) where the
+    layers differ otherwise."""
+    ours = {layer.name: layer for layer in network.layers}
+    for theirs in [layer for layer in source.layers if layer.weights]:
+        layer = ours.get(theirs.name)
+        if layer is None or len(layer.weights) != len(theirs.weights):
+            raise config_lib.ConfigError(
+                "init_from", f"{spec}: its layer {theirs.name} does not fit this network "
+                             "(another --norm, --upsample, --padding or size?)")
+        values = []
+        for new, old in zip(layer.get_weights(), theirs.get_weights()):
+            if new.ndim != old.ndim or any(n < o for n, o in zip(new.shape, old.shape)) or (
+                    new.ndim == 4 and new.shape[:2] != old.shape[:2]):
+                raise config_lib.ConfigError(
+                    "init_from", f"{spec}: its layer {theirs.name} does not fit this network "
+                                 f"(weights {old.shape} into {new.shape})")
+            if new.ndim == 4:  # a kernel: nothing read from the new input channels
+                new[:, :, old.shape[2]:, :] = 0
+            elif theirs.name.endswith("_conv2_norm"):  # the residual branch's last norm
+                new[..., old.shape[-1]:] = 0
+            new[tuple(slice(0, n) for n in old.shape)] = old
+            values.append(new)
+        layer.set_weights(values)
+
+
 def init_network_from(network, spec: str, inherited_styles=(),
                       models_dir: str | None = None) -> None:
     """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
     model name) into ``network``; raises ``ConfigError`` (``init_from``) unless every weight
     has the same shape. With ``inherited_styles`` (a network adding styles to ``spec``'s):
-    ``add_styles_from``."""
+    ``add_styles_from``; a style network with more filters than ``spec``'s:
+    ``widen_filters``."""
     source = load_init_network(spec, models_dir)
     if inherited_styles:
         add_styles_from(network, source)
@@ -126,6 +159,13 @@ def init_network_from(network, spec: str, inherited_styles=(),
     theirs = source.get_weights()
     ours = network.weights
     shapes = [tuple(w.shape) for w in theirs]
+    if (isinstance(network, networks.StyleTransferNetwork)
+            and isinstance(source, networks.StyleTransferNetwork)
+            and network.filters != source.filters
+            and all(n >= o for n, o in zip(network.filters, source.filters))
+            and networks.num_styles(network) == networks.num_styles(source)):
+        widen_filters(network, source, spec)
+        return
     if shapes != [tuple(v.shape) for v in ours]:
         raise config_lib.ConfigError(
             "init_from", f"{spec}: its weights do not fit this network (another --scale, "
