@@ -120,7 +120,12 @@ def widen_filters(network, source, spec: str) -> None:
     Training then grows them from there. Raises ``ConfigError`` (``init_from``) where the
     layers differ otherwise."""
     ours = {layer.name: layer for layer in network.layers}
-    for theirs in [layer for layer in source.layers if layer.weights]:
+    weighted = [layer for layer in source.layers if layer.weights]
+    if {layer.name for layer in weighted} != {n for n, layer in ours.items() if layer.weights}:
+        raise config_lib.ConfigError(
+            "init_from", f"{spec}: its layers do not fit this network (another number of "
+                         "residual blocks, --norm, --upsample or --padding?)")
+    for theirs in weighted:
         layer = ours.get(theirs.name)
         if layer is None or len(layer.weights) != len(theirs.weights):
             raise config_lib.ConfigError(
