@@ -68,6 +68,19 @@ def tiny_style_model(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture
+def no_export(monkeypatch):
+    """``trainer.train`` writes no SavedModel (its ``export_path`` is None), for tests of a run's
+    training, checkpoints, locks or weights that never look at its export: on this CPU the
+    export is about half of a small run's time (tracing its signatures: 8 to 19 s measured, of
+    15 to 41). What runs export is checked where it matters: test_trainer (new versions on
+    resume, signatures), test_train_cli, test_super_resolution, test_sr_training_options (the
+    moving average), test_backends (from other backends), two_style_run."""
+    from kperceptual.training import trainer
+
+    monkeypatch.setattr(trainer, "export_saved_model", lambda *args, **kwargs: None)
+
+
 @pytest.fixture(scope="session")
 def two_step_run(tmp_path_factory, vgg_weights_path):
     """One ``small_config(steps=2)`` training run (checkpoints 1 and 2, a .keras file, export

@@ -44,7 +44,7 @@ def test_divergent_weights_are_never_checkpointed(tmp_path, vgg_weights_path):
 # -- 3: a damaged newest checkpoint falls back to the newest readable one --------------------
 @pytest.mark.slow
 def test_a_truncated_newest_checkpoint_falls_back_to_an_older_one(tmp_path, two_step_run,
-                                                                  caplog):
+                                                                  caplog, no_export):
     copy_run(two_step_run, tmp_path)
     (_, older), (_, newest) = _checkpoints(tmp_path)
     with open(newest, "rb") as f:
@@ -69,7 +69,7 @@ def test_no_readable_checkpoint_is_one_line_and_keeps_them(tmp_path, two_step_ru
 
 
 @pytest.mark.slow
-def test_a_checkpoint_with_nan_is_not_resumed_from(tmp_path, two_step_run):
+def test_a_checkpoint_with_nan_is_not_resumed_from(tmp_path, two_step_run, no_export):
     copy_run(two_step_run, tmp_path)
     (_, older), (_, newest) = _checkpoints(tmp_path)
     with np.load(newest) as f:
@@ -243,7 +243,8 @@ def test_another_style_in_an_existing_model_dir_is_refused(tmp_path, two_step_ru
 
 @pytest.mark.slow
 def test_a_model_dir_in_use_is_refused_and_a_killed_runs_lock_is_not(tmp_path,
-                                                                    vgg_weights_path):
+                                                                    vgg_weights_path,
+                                                                    no_export):
     from kperceptual.imaging import files
 
     lock = tmp_path / "run" / ".lock"
@@ -289,7 +290,8 @@ def test_a_flagfile_that_is_not_utf8_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_checkpoints_and_stops_cleanly(tmp_path, vgg_weights_path, monkeypatch):
+def test_ctrl_c_checkpoints_and_stops_cleanly(tmp_path, vgg_weights_path, monkeypatch,
+                                               no_export):
     original = trainer.TrainingMonitor.on_train_batch_end
 
     def interrupted_after_three(self, batch, logs=None):
@@ -373,7 +375,7 @@ def test_malformed_keras_files_are_one_line_naming_them(tmp_path):
 # -- 11: a seed gives one run, whether or not the VGG16 weights were fetched in this process --
 @pytest.mark.slow
 def test_the_seed_gives_the_same_run_when_the_weights_are_converted_in_process(
-        tmp_path, vgg_weights_path, monkeypatch):
+        tmp_path, vgg_weights_path, monkeypatch, no_export):
     from kperceptual.losses import vgg16_weights as weights
 
     cached = trainer.train(small_config(tmp_path / "a", steps=1, sample_every=100), verbose=0)

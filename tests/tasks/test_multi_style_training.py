@@ -104,7 +104,7 @@ def test_a_multi_style_run_trains_and_saves_every_style(two_style_run):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ema", [0.0, 0.9])
-def test_adding_a_style_trains_only_its_parameters(two_style_run, tmp_path, ema):
+def test_adding_a_style_trains_only_its_parameters(two_style_run, tmp_path, ema, no_export):
     result, _ = two_style_run
     source = keras.saving.load_model(result["keras_path"])
     config = small_config(tmp_path, style_image="skimage:retina", name="three", steps=3,
@@ -136,7 +136,7 @@ def test_init_from_with_some_of_its_styles_is_refused(two_style_run, tmp_path):
 
 @pytest.mark.slow
 def test_fine_tuning_a_multi_style_network_with_its_own_styles_trains_everything(
-        two_style_run, tmp_path):
+        two_style_run, tmp_path, no_export):
     result, _ = two_style_run
     source = _weights_by_path(keras.saving.load_model(result["keras_path"]))
     config = small_config(tmp_path, style_image=STYLES, name="tuned", steps=1,
@@ -155,8 +155,10 @@ def test_a_multi_style_run_on_jax_with_the_py_dataset_loader(tmp_path, vgg_weigh
 
     config = small_config(tmp_path, style_image=STYLES, steps=2, loader="py_dataset")
     values = {k: v for k, v in config.to_dict().items() if k != "task"}
-    result = run_worker("jax", "train", json.dumps(values), tmp_path / "weights.npz",
-                        env={"PYTHONPATH": REPO})  # this tree, not an installed copy
+    # --no_export: only the .keras file is looked at (from JAX, an export is a TensorFlow
+    # process of its own; test_backends checks a JAX run's SavedModel).
+    result = run_worker("jax", "train", json.dumps(values), tmp_path / "weights.npz", "adam",
+                        "--no_export", env={"PYTHONPATH": REPO})  # this tree, not an installed copy
     assert result["steps"] == 2
     network = keras.saving.load_model(result["keras_path"])  # here: TensorFlow
     assert network.style_names == ("hubble_deep_field", "immunohistochemistry")
@@ -178,7 +180,8 @@ def test_train_cli_bad_style_list_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_adding_a_style_resumes_with_the_same_frozen_weights(two_style_run, tmp_path):
+def test_a_run_adding_a_style_resumes_with_the_same_frozen_weights(two_style_run, tmp_path,
+                                                                   no_export):
     import dataclasses
 
     result, _ = two_style_run

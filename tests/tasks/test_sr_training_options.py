@@ -181,7 +181,7 @@ def test_moving_average_is_what_is_saved_and_exported(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_with_a_schedule_continues_it(tmp_path):
+def test_resume_with_a_schedule_continues_it(tmp_path, no_export):
     trainer.train(sr_config(tmp_path, steps=2, lr_schedule="step", warmup_steps=0), verbose=0)
     result = trainer.train(sr_config(tmp_path, steps=4, lr_schedule="step", warmup_steps=0),
                            verbose=0)
@@ -189,7 +189,7 @@ def test_resume_with_a_schedule_continues_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_init_from_copies_weights_and_refuses_another_shape(tmp_path):
+def test_init_from_copies_weights_and_refuses_another_shape(tmp_path, no_export):
     first = trainer.train(sr_config(tmp_path, steps=2), verbose=0)
     start = sr_config(tmp_path).make_network()
     trainer.init_network_from(start, first["keras_path"])

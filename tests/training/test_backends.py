@@ -201,7 +201,7 @@ def test_mixed_float16_on_jax_stays_finite_and_learns(tmp_path, batch_file, vgg_
 
 
 @pytest.mark.slow
-def test_mixed_float16_runs_count_skipped_steps(tmp_path, vgg_weights_path):
+def test_mixed_float16_runs_count_skipped_steps(tmp_path, vgg_weights_path, no_export):
     # Loss scaling skips the optimizer's update on overflow (the first steps, here); the run
     # still trains --steps batches and checkpoints the last one.
     result = trainer.train(small_config(tmp_path, steps=3, precision="mixed_float16"),

@@ -68,17 +68,21 @@ def test_two_replicas_give_the_single_replica_gradients(tmp_path, photos, vgg_we
 
 
 @pytest.mark.slow
-def test_train_resumes_and_exports_new_versions(tmp_path, vgg_weights_path):
-    first = trainer.train(small_config(tmp_path, steps=2), verbose=0)
-    assert (first["steps"], first["trained_steps"]) == (2, 2)
+def test_train_resumes_and_exports_new_versions(tmp_path, two_step_run):
+    # The first run is the shared two_step_run (small_config(steps=2), trained from nothing;
+    # the fixture asserts it trained 2 steps of 2), copied here: the resume is this test's own.
+    first = copy_run(two_step_run, tmp_path)
     ckpts = checkpoints.list_checkpoints(str(tmp_path / "run" / "checkpoints"))
     assert [s for s, _ in ckpts] == [1, 2]
+    logs = set(os.listdir(tmp_path / "run" / "logs"))
+    assert logs  # TensorBoard events of the first run
     second = trainer.train(small_config(tmp_path, steps=4), verbose=0)
     assert (second["steps"], second["trained_steps"]) == (4, 2)
     assert first["export_path"].endswith(os.path.join("test_style", "1"))
+    assert os.path.isdir(first["export_path"])
     assert second["export_path"].endswith(os.path.join("test_style", "2"))
     assert os.path.isfile(second["keras_path"])
-    assert os.listdir(tmp_path / "run" / "logs")  # TensorBoard events
+    assert set(os.listdir(tmp_path / "run" / "logs")) - logs  # the resumed run's own events
 
 
 @pytest.mark.slow
