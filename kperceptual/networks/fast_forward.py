@@ -47,8 +47,8 @@ PHASE_FILTERS = 4
 PHASE_KERNEL = 5
 
 
-class _Computation(keras.layers.Layer):
-    """A function of one tensor as a layer (no weights of its own)."""
+class Computation(keras.layers.Layer):
+    """A function of one input (a tensor or a list) as a layer, with no weights of its own."""
 
     def __init__(self, fn, **kwargs):
         super().__init__(**kwargs)
@@ -132,21 +132,49 @@ def _is_float32(layer) -> bool:
     return keras.backend.standardize_dtype(layer.compute_dtype) == "float32"
 
 
+class GraphNotes:
+    """What a rewrite of a network's graph follows about its tensors while it clones the
+    network layer by layer (here and in ``serving.tf_rewrite``): which are a nearest x2
+    upsampling of a low-resolution tensor, then maybe reflection-padded by 1 (``low``: id ->
+    (the source, "upsampled" or "padded")), and which have even height and width at every
+    input size (``even``: ids)."""
+
+    def __init__(self):
+        self.low = {}
+        self.even = set()
+        self._keep = []  # the noted tensors, so their ids stay theirs
+
+    def note(self, y, is_even=False, source=None):
+        self._keep.append(y)
+        if is_even:
+            self.even.add(id(y))
+        if source is not None:
+            self.low[id(y)] = source
+        return y
+
+    def kind(self, x):
+        """"upsampled", "padded" or None: what ``x`` is of a low-resolution tensor."""
+        return self.low.get(id(x), (None, None))[1]
+
+    def called(self, layer, y, first):
+        """``y``, the output of ``layer`` called as it is on ``first`` (its first input),
+        noted even where the layer keeps an even input even or makes it so."""
+        if isinstance(layer, PadToMultiple):
+            return self.note(y, layer.multiple % 2 == 0)
+        odd_conv = (type(layer) is keras.layers.Conv2D and layer.strides == (1, 1)
+                    and layer.padding == "valid" and layer.dilation_rate == (1, 1)
+                    and layer.kernel_size[0] % 2 == 1 and layer.kernel_size[1] % 2 == 1)
+        if odd_conv or type(layer).__name__ in SHAPE_KEEPING:
+            return self.note(y, id(first) in self.even)
+        return y
+
+
 def training_forward(network: keras.Model) -> keras.Model:
     """``network`` (one of ``networks``' transformation networks) as a model that shares its
     layers and variables and computes its upsampling convolutions and few-channel output
     convolution faster (see the module's doc); other layers are called as they are."""
-    low = {}  # id(tensor) -> (low-resolution source, "upsampled" or "padded")
-    even = set()  # ids of tensors whose height and width are even at every input size
-    keep = []  # the tensors whose ids are in ``low`` or ``even``, so their ids stay theirs
-
-    def note(y, is_even=False, source=None):
-        keep.append(y)
-        if is_even:
-            even.add(id(y))
-        if source is not None:
-            low[id(y)] = source
-        return y
+    notes = GraphNotes()
+    note, even = notes.note, notes.even
 
     def call(layer, *args, **kwargs):
         x = args[0] if args else None
@@ -154,22 +182,22 @@ def training_forward(network: keras.Model) -> keras.Model:
         name = layer.name
         if isinstance(layer, NearestUpsampling2D) and layer.factor == 2:
             # Left for the convolution after it; an identity in the graph meanwhile.
-            y = _Computation(lambda t: t, name=name, dtype=first.dtype)(x)
+            y = Computation(lambda t: t, name=name, dtype=first.dtype)(x)
             return note(y, False, (x, "upsampled"))
         if (isinstance(layer, ReflectionPadding2D) and layer.padding == 1
-                and low.get(id(x), (None, None))[1] == "upsampled"):
-            y = _Computation(lambda t: t, name=name, dtype=first.dtype)(x)
-            return note(y, False, (low[id(x)][0], "padded"))
-        if (_plain_conv(layer, 3) and low.get(id(x), (None, None))[1] == "padded"):
+                and notes.kind(x) == "upsampled"):
+            y = Computation(lambda t: t, name=name, dtype=first.dtype)(x)
+            return note(y, False, (notes.low[id(x)][0], "padded"))
+        if _plain_conv(layer, 3) and notes.kind(x) == "padded":
             conv = layer
-            y = _Computation(lambda t: upsampled_conv(t, conv.kernel, conv.bias
+            y = Computation(lambda t: upsampled_conv(t, conv.kernel, conv.bias
                                                       if conv.use_bias else None),
-                             name=name, dtype=layer.dtype_policy)(low[id(x)][0])
+                             name=name, dtype=layer.dtype_policy)(notes.low[id(x)][0])
             return note(y, True)
         if isinstance(layer, ReflectionPadding2D) and id(x) in even:
             # In the input's dtype (a float32 padding after half-precision layers included).
             pad = layer
-            y = _Computation(pad.call, name=name, dtype=first.dtype)(x)
+            y = Computation(pad.call, name=name, dtype=first.dtype)(x)
             return note(y, True)
         if (_plain_conv(layer) and layer.filters <= PHASE_FILTERS and id(x) in even
                 and layer.kernel_size[0] == layer.kernel_size[1] >= PHASE_KERNEL
@@ -181,16 +209,9 @@ def training_forward(network: keras.Model) -> keras.Model:
                 y = ops.cast(phase_conv(t, conv.kernel), out_dtype)
                 return y + ops.cast(conv.bias, out_dtype) if conv.use_bias else y
             # The layer computes in its input's dtype (no autocast to float32).
-            y = _Computation(fn, name=name, dtype=first.dtype)(x)
+            y = Computation(fn, name=name, dtype=first.dtype)(x)
             return note(y, True)
-        y = layer(*args, **kwargs)
-        kind = type(layer).__name__
-        if isinstance(layer, PadToMultiple):
-            return note(y, layer.multiple % 2 == 0)
-        if (_plain_conv(layer) and layer.kernel_size[0] % 2 == 1
-                and layer.kernel_size[1] % 2 == 1) or kind in SHAPE_KEEPING:
-            return note(y, id(first) in even)
-        return y
+        return notes.called(layer, layer(*args, **kwargs), first)
 
     return keras.models.clone_model(network, clone_function=lambda layer: layer,
                                     call_function=call)

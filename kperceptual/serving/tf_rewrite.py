@@ -49,12 +49,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kperceptual.networks.fast_forward import (PHASE_FILTERS as PHASE_CONV_FILTERS,  # noqa: F401
+                                             PHASE_KERNEL as PHASE_CONV_KERNEL, Computation,
+                                             GraphNotes)
+
 # XNNPACK's CONCATENATION takes a few inputs (9 were left to the fallback kernel; 4 are taken).
 MAX_CONCAT = 4
-# Convolutions with at most this many output channels and a kernel of at least PHASE_CONV_KERNEL
-# are computed by output phases (where the input's sides are known to be even).
-PHASE_CONV_FILTERS = 4
-PHASE_CONV_KERNEL = 5
+# Convolutions with at most PHASE_CONV_FILTERS output channels and a kernel of at least
+# PHASE_CONV_KERNEL are computed by output phases (where the input's sides are known to be even).
 
 
 def concatenate(parts, axis):
@@ -178,17 +180,6 @@ def phase_conv(x, kernel):
     return tf.nn.depth_to_space(tf.nn.conv2d(x, tf.cast(kernel, x.dtype), 2, "VALID"), 2)
 
 
-class _Computation(keras.layers.Layer):
-    """A TensorFlow function of one input (a tensor or a list), as a layer."""
-
-    def __init__(self, fn, **kwargs):
-        super().__init__(**kwargs)
-        self._fn = fn
-
-    def call(self, inputs):
-        return self._fn(inputs)
-
-
 def _numpy(variable) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(variable), np.float32)
 
@@ -256,11 +247,6 @@ def _is_relu(layer) -> bool:
             and getattr(layer.activation, "__name__", "") == "relu")
 
 
-# Layers that keep the height and width of their (first) input.
-_SHAPE_KEEPING = ("ReLU", "Activation", "Rescaling", "ClipPixels", "Add", "GroupNormalization",
-                  "BatchNormalization", "ConditionalInstanceNormalization", "LayerNormalization")
-
-
 def for_xnnpack(network: keras.Model) -> keras.Model:
     """``network`` with the layers LiteRT's XNNPACK delegate would not take written in ops it
     takes (see the module's doc); the other layers and their weights are ``network``'s own.
@@ -294,21 +280,10 @@ def _rewrite(network: keras.Model, target: str) -> keras.Model:
     layer; layers it does not know are called as they are."""
     from kperceptual import networks
 
-    # id(tensor) -> (its low-resolution source, "upsampled" or "padded"): a tensor that is a
-    # nearest x2 upsampling of the source, then maybe reflection-padded by 1.
-    low = {}
-    even = set()  # ids of tensors whose height and width are even at every input size
-    keep = []  # tensors whose ids are in ``low`` or ``even``, so their ids stay theirs
+    notes = GraphNotes()
+    note, even, low = notes.note, notes.even, notes.low
     normed = {}  # id(tensor) -> (the instance norm layer, its input): "tensorflow" only
     fast = target == "tensorflow"
-
-    def note(y, is_even=False, source=None):
-        keep.append(y)
-        if is_even:
-            even.add(id(y))
-        if source is not None:
-            low[id(y)] = source
-        return y
 
     def call(layer, *args, **kwargs):
         x = args[0] if args else None
@@ -318,46 +293,39 @@ def _rewrite(network: keras.Model, target: str) -> keras.Model:
         # (the output of a mixed-precision network) computes in its input's dtype.
         own = policy if not fast or first is None else first.dtype
         if isinstance(layer, networks.ReflectionPadding2D):
-            y = _Computation(lambda t: reflect_pad(t, layer.padding), name=name,
+            y = Computation(lambda t: reflect_pad(t, layer.padding), name=name,
                              dtype=own)(x)
             upsampled = low.get(id(x))
             return note(y, id(x) in even,
                         (upsampled[0], "padded") if upsampled and upsampled[1] == "upsampled"
                         and layer.padding == 1 else None)
         if isinstance(layer, networks.NearestUpsampling2D) and (fast or _is_float32(layer)):
-            y = _Computation(lambda t: nearest_upsample(t, layer.factor), name=name,
+            y = Computation(lambda t: nearest_upsample(t, layer.factor), name=name,
                              dtype=policy)(x)
             return note(y, layer.factor % 2 == 0,
                         (x, "upsampled") if layer.factor == 2 else None)
         if x is not None and _is_instance_norm(layer, first):
             norm = instance_norm_fused if fast else instance_norm
-            y = _Computation(_instance_norm_fn(layer, norm), name=name, dtype=policy)(x)
+            y = Computation(_instance_norm_fn(layer, norm), name=name, dtype=policy)(x)
             if fast:
                 normed[id(y)] = (layer, x)
             return note(y, id(first) in even)
         if fast and _is_relu(layer) and id(x) in normed:
             norm_layer, norm_input = normed[id(x)]
             fn = _instance_norm_fn(norm_layer, lambda *a: instance_norm_fused(*a, relu=True))
-            y = _Computation(fn, name=name, dtype=norm_layer.dtype_policy)(norm_input)
+            y = Computation(fn, name=name, dtype=norm_layer.dtype_policy)(norm_input)
             return note(y, id(x) in even)
         if _plain_conv(layer, 3, fast) and low.get(id(x), (None, None))[1] == "padded":
             fn = _conv_fn(layer, upsampled_conv, upsampled_conv_kernels(_numpy(layer.kernel)))
-            y = _Computation(fn, name=name, dtype=policy)(low[id(x)][0])
+            y = Computation(fn, name=name, dtype=policy)(low[id(x)][0])
             return note(y, True)
         if (_plain_conv(layer, any_dtype=fast) and layer.filters <= PHASE_CONV_FILTERS
                 and layer.kernel_size[0] == layer.kernel_size[1] >= PHASE_CONV_KERNEL
                 and layer.kernel_size[0] % 2 == 1 and id(x) in even):
             fn = _conv_fn(layer, phase_conv, phase_kernel(_numpy(layer.kernel)))
-            y = _Computation(fn, name=name, dtype=own)(x)
+            y = Computation(fn, name=name, dtype=own)(x)
             return note(y, True)
-        y = layer(*args, **kwargs)
-        kind = type(layer).__name__
-        if isinstance(layer, networks.PadToMultiple):
-            return note(y, layer.multiple % 2 == 0)
-        if (_plain_conv(layer, any_dtype=True) and layer.kernel_size[0] % 2 == 1
-                and layer.kernel_size[1] % 2 == 1) or kind in _SHAPE_KEEPING:
-            return note(y, id(first) in even)
-        return y
+        return notes.called(layer, layer(*args, **kwargs), first)
 
     return keras.models.clone_model(network, clone_function=lambda layer: layer,
                                     call_function=call)
