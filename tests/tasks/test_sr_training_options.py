@@ -156,10 +156,17 @@ def sr_config(tmp_path, **overrides):
     return config_lib.SuperResolutionConfig(**values)
 
 
+@pytest.fixture(scope="module")
+def sr_run(tmp_path_factory):
+    """One ``sr_config()`` run (3 steps, moving average, exported), trained once for the tests
+    that only read what it wrote (its .keras file, checkpoints and SavedModel)."""
+    config = sr_config(tmp_path_factory.mktemp("sr_run"))
+    return config, trainer.train(config, verbose=0)
+
+
 @pytest.mark.slow
-def test_moving_average_is_what_is_saved_and_exported(tmp_path):
-    config = sr_config(tmp_path)
-    result = trainer.train(config, verbose=0)
+def test_moving_average_is_what_is_saved_and_exported(sr_run):
+    config, result = sr_run
     saved = keras.saving.load_model(result["keras_path"])
     # The checkpoint holds the raw weights of the last step and their average.
     last = checkpoints.list_checkpoints(os.path.join(config.model_dir, "checkpoints"))[-1][1]
@@ -189,8 +196,8 @@ def test_resume_with_a_schedule_continues_it(tmp_path, no_export):
 
 
 @pytest.mark.slow
-def test_init_from_copies_weights_and_refuses_another_shape(tmp_path, no_export):
-    first = trainer.train(sr_config(tmp_path, steps=2), verbose=0)
+def test_init_from_copies_weights_and_refuses_another_shape(tmp_path, sr_run):
+    _, first = sr_run
     start = sr_config(tmp_path).make_network()
     trainer.init_network_from(start, first["keras_path"])
     for got, want in zip(start.get_weights(), first["network"].get_weights()):
