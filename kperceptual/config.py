@@ -16,6 +16,7 @@ from kperceptual.errors import FlagError as ConfigError  # noqa: F401  (the name
 from kperceptual.gatys.config import (GatysConfig, check_gatys_memory,  # noqa: F401
                                       check_gatys_sizes, validate_gatys)
 from kperceptual.losses.config import ObjectiveConfig, validate_objective  # noqa: F401
-from kperceptual.tasks.style_transfer import MAX_STYLES, StyleTrainingConfig  # noqa: F401
+from kperceptual.tasks.style_transfer import (MAX_STYLES, PAPER_FILTERS,  # noqa: F401
+                                             StyleTrainingConfig)
 from kperceptual.tasks.super_resolution import SuperResolutionConfig  # noqa: F401
 from kperceptual.training.config import OBJECTIVE_FIELDS, TrainingConfig, validate  # noqa: F401

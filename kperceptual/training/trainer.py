@@ -47,7 +47,8 @@ from kperceptual.training.monitor import TrainingMonitor
 from kperceptual.networks.precision import dtype_policy, resolve_precision
 
 # Network settings that runs before them did not record, as those runs had them.
-NETWORK_DEFAULTS = {"residual": "none", "head": "tanh", "filters": [32, 64, 128]}
+NETWORK_DEFAULTS = {"residual": "none", "head": "tanh",
+                    "filters": list(config_lib.PAPER_FILTERS)}
 
 
 class TrainingDiverged(RuntimeError):
