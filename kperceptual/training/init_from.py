@@ -59,6 +59,8 @@ def resolve_init_from(config):
     ours = config.new_style_names()
     if not theirs or tuple(ours) == theirs:
         return config
+    if len(ours) == 1 and ours[0] in theirs:
+        return config  # one of its styles as a one-style network (``narrow_to_style``)
     repeated = [n for n in ours if n in theirs]
     if repeated:
         raise config_lib.ConfigError(
@@ -110,6 +112,28 @@ def widen_to_styles(network, source, spec: str) -> None:
         np.repeat(v[None], layer.num_styles, axis=0) for v in values])
 
 
+def narrow_to_style(network, source, spec: str, style: str) -> None:
+    """Starts the one-style ``network`` from the multi-style ``source``'s style ``style``
+    (``networks.bind_style``: every convolution, and that style's scale and shift at each
+    normalisation layer), so it computes what ``source`` computes for ``style``. Raises
+    ``ConfigError`` (``init_from``) for a style ``source`` lacks or layers that differ."""
+    names = networks.style_names(source)
+    if style not in names:
+        raise config_lib.ConfigError(
+            "init_from", f"{spec}: has no style {style!r} (it has {', '.join(names)}); name "
+                         "the style image after one of them, or give all of its styles")
+    if network.head != source.head:
+        raise config_lib.ConfigError(
+            "init_from", f"{spec}: has the {source.head} head; train with --head={source.head}")
+    bound = networks.bind_style(source, networks.style_weights(names, style))
+    theirs = bound.get_weights()
+    if [tuple(w.shape) for w in theirs] != [tuple(w.shape) for w in network.weights]:
+        raise config_lib.ConfigError(
+            "init_from", f"{spec}: its weights do not fit this network (another --filters, "
+                         "--head, --upsample or --padding?)")
+    network.set_weights(theirs)
+
+
 def widen_filters(network, source, spec: str) -> None:
     """Starts ``network`` from ``source``, a style network of the same shape but with fewer
     filters, keeping its function (Net2Net's aim, Chen et al. 2016, by zeros rather than
@@ -148,7 +172,7 @@ def widen_filters(network, source, spec: str) -> None:
 
 
 def init_network_from(network, spec: str, inherited_styles=(),
-                      models_dir: str | None = None) -> None:
+                      models_dir: str | None = None, style: str | None = None) -> None:
     """Copies the weights of the model ``spec`` (a ``.keras`` file, a SavedModel folder or a
     model name) into ``network``; raises ``ConfigError`` (``init_from``) unless every weight
     has the same shape. With ``inherited_styles`` (a network adding styles to ``spec``'s):
@@ -160,6 +184,13 @@ def init_network_from(network, spec: str, inherited_styles=(),
         return
     if networks.num_styles(network) > 1 and networks.num_styles(source) == 1:
         widen_to_styles(network, source, spec)
+        return
+    if networks.num_styles(network) == 1 and networks.num_styles(source) > 1:
+        if style is None:
+            raise config_lib.ConfigError(
+                "init_from", f"{spec}: has {networks.num_styles(source)} styles; say which "
+                             "one this one-style network starts from")
+        narrow_to_style(network, source, spec, style)
         return
     theirs = source.get_weights()
     ours = network.weights

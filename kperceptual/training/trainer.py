@@ -360,7 +360,9 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
             logging.info("resuming from %s at step %d", resumed, start)
         elif config.init_from:
             inherited = getattr(config, "inherited_styles", ())
-            init_network_from(trainer.network, config.init_from, inherited, config.export_dir)
+            one_style = config.new_style_names() if config.task == "style" else ()
+            init_network_from(trainer.network, config.init_from, inherited, config.export_dir,
+                              style=one_style[0] if len(one_style) == 1 else None)
             if inherited:
                 logging.info("adding styles %s to %s (%s): training only their parameters",
                              ", ".join(config.new_style_names()), config.init_from,

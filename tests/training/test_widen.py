@@ -59,3 +59,34 @@ def test_filters_reach_the_network_and_the_resume_check():
     config_lib.validate(config)
     assert config.make_network().filters == (16, 32, 48)
     assert config.network_config()["filters"] == [16, 32, 48]
+
+
+def test_a_one_style_network_starts_from_one_style_of_a_multi_style_one(tmp_path):
+    names = ["a", "b", "c"]
+    zoo = _perturbed(networks.StyleTransferNetwork((8, 16, 16), 2, num_styles=3,
+                                                   style_names=names), 2)
+    path = str(tmp_path / "zoo.keras")
+    zoo.save(path)
+    solo = networks.StyleTransferNetwork((8, 16, 16), 2)
+    init_from.init_network_from(solo, path, style="b")
+    x = np.random.default_rng(3).uniform(0, 255, (2, 28, 36, 3)).astype("float32")
+    np.testing.assert_allclose(solo(x).numpy(), zoo([x, np.tile([[0, 1, 0]], (2, 1))]).numpy(),
+                               atol=1e-3)
+    assert not np.allclose(solo(x).numpy(), zoo([x, np.tile([[1, 0, 0]], (2, 1))]).numpy(),
+                           atol=1e-3)
+    # A style it lacks, or another head, is one line naming --init_from.
+    with pytest.raises(config_lib.ConfigError, match="init_from.*no style 'd'.*a, b, c"):
+        init_from.init_network_from(solo, path, style="d")
+    with pytest.raises(config_lib.ConfigError, match="init_from.*head=linear"):
+        init_from.init_network_from(networks.StyleTransferNetwork((8, 16, 16), 2, head="tanh"),
+                                    path, style="a")
+
+
+def test_one_of_a_multi_style_networks_styles_is_fine_tuning_not_adding(tmp_path):
+    zoo = networks.StyleTransferNetwork((8, 16, 16), 2, num_styles=2,
+                                        style_names=["hubble_deep_field", "b"])
+    path = str(tmp_path / "zoo.keras")
+    zoo.save(path)
+    config = config_lib.StyleTrainingConfig(style_image="skimage:hubble_deep_field",
+                                            init_from=path, model_dir=str(tmp_path / "run"))
+    assert init_from.resolve_init_from(config).inherited_styles == ()
