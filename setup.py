@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+ONNX = ["onnx>=1.16", "tf2onnx>=1.16", "onnxruntime>=1.17"]
+
 setup(
     name="kperceptual",
     version="0.1.0",
@@ -37,6 +39,9 @@ setup(
         # Chromium (Debian's chromium package; the tests skip, saying so, without it).
         # Models from a hub: hf://OWNER/REPO and kaggle://OWNER/MODEL/keras/VARIANT handles.
         "hub": ["huggingface_hub>=0.20", "kagglehub>=0.3"],
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "jax>=0.4.30", "torch>=2.3", "playwright>=1.40"],
+        # export --format=onnx (tf2onnx, as Keras's own ONNX export on TensorFlow) and running it.
+        "onnx": ONNX,
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "jax>=0.4.30", "torch>=2.3",
+                 "playwright>=1.40", *ONNX],
     },
 )
