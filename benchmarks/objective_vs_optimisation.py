@@ -209,7 +209,7 @@ def main(argv):
     for path in FLAGS.content:
         label = os.path.splitext(os.path.basename(path.split(":", 1)[-1]))[0]
         photos[label] = (path, images.read_image(path))
-    rows, series, strips, ratios, summary = [], {}, [], {}, []
+    rows, series, strips, ratios, summary, term_rows = [], {}, [], {}, [], []
     for style_name, styled, style_path in jobs:
         style = images.resize_long_side(images.read_image(style_path), FLAGS.style_size)
         ratios[style_name] = []
@@ -220,7 +220,8 @@ def main(argv):
             content = images.resize_and_center_crop(photo, FLAGS.image_size)
             network_output = images.to_uint8(stylizer.outputs(content[None])[0])
             objective = gatys.PixelObjective(content, style, objective_config, loss_net)
-            network = objective(network_output)["total"]
+            terms = objective(network_output)
+            network = terms["total"]
             blob = metrics.largest_pinned_region(network_output, content, channels="all")
             worst_blob = max(worst_blob, blob)
             flicker = (flicker_of(stylizer.outputs, pan_source(photo)) if FLAGS.flicker_frames > 1
@@ -237,6 +238,11 @@ def main(argv):
                 f"{100 * blob:.3f}%{' (over)' if blob > metrics.PIN_MAX_FRACTION else ''} | "
                 f"{flicker[0]:.2f} ({flicker[1]:.2f}) |")
             print(rows[-1], stopped, flush=True)
+            last = history[min(FLAGS.iterations, len(history) - 1)]
+            term_rows.append(
+                f"| {style_name or model.name} | {label} | "
+                + " | ".join(f"{terms[t]:.2f} / {last[t]:.2f}" for t in ("content", "style", "tv"))
+                + f" | {terms['style'] / max(last['style'], 1e-12):.1f}x |")
             series[f"{style_name}/{label}" if style_name else label] = [
                 (row["iteration"], row["total"] / network) for row in history[1:]]
             ratios[style_name].append([totals[c] / network if c in totals else np.nan
@@ -257,6 +263,7 @@ def main(argv):
             f"({'pass' if worst_blob <= metrics.PIN_MAX_FRACTION else 'FAIL'}) | "
             f"{np.mean([f[0] for f in flickers]):.2f} |")
     print("\n".join(summary), flush=True)
+    print("\n".join(term_rows), flush=True)
     if not FLAGS.write:
         return
     os.makedirs(os.path.join(DOCS, "images"), exist_ok=True)
@@ -298,6 +305,13 @@ def main(argv):
         + " | bar (Gatys 100) | worst blob | flicker |",
         "|---|" + "---|" * len(checkpoints) + "---|---|---|",
         *summary,
+        "",
+        f"Where the gap is: each weighted term of the objective, the network's / Gatys's after "
+        f"{FLAGS.iterations} iterations, and how many times Gatys's the network's style term is.",
+        "",
+        "| style | content | content term | style term | TV term | style, network / Gatys |",
+        "|---|---|---|---|---|---|",
+        *term_rows,
         "",
         "Plot: `docs/images/objective_vs_optimisation.png`; examples on the bundled photos "
         "(content | network | "
