@@ -215,10 +215,14 @@ def worker_call(backend, *args, timeout, env=None):
     return reply
 
 
-def stop_served_workers():
-    """Ends the served workers (their stdin closes; they exit after their command)."""
-    while _SERVED:
-        _, (process, _, stderr) = _SERVED.popitem()
+def stop_served_workers(backend=None, env=None):
+    """Ends the served workers (their stdin closes; they exit after their command): all, or the
+    one for ``backend`` and ``env`` (a worker no other test uses, to free its memory)."""
+    keys = list(_SERVED) if backend is None else [(backend, tuple(sorted((env or {}).items())))]
+    for key in keys:
+        if key not in _SERVED:
+            continue
+        process, _, stderr = _SERVED.pop(key)
         process.stdin.close()
         try:
             process.wait(timeout=60)

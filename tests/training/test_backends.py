@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from helpers import (BLOCK_TENSORFLOW, REPO, SGD_LEARNING_RATE, SUM_ORDER_TOLERANCE, WORKER,
-                     psnr, random_pixels, small_config, with_border_margin, worker_call)
+                     psnr, random_pixels, small_config, stop_served_workers,
+                     with_border_margin, worker_call)
 from kperceptual import config as config_lib
 from kperceptual.imaging import images
 from kperceptual.training import checkpoints
@@ -129,19 +130,19 @@ def test_jax_data_parallel_over_two_devices_equals_one_device(tmp_path, vgg_weig
     # no samples; the one-device run also saves the weights both start from. Both run in one
     # process with two devices: the one-device run is given the Distribution that "auto" is
     # in a process with one (--one_device: no keras.distribution, the default device).
-    weights = []
+    weights, two_devices = [], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     for devices, strategy in ((2, "data_parallel"), (1, "auto")):
         folder = tmp_path / strategy
         one = [f"--start={tmp_path / 'start.npz'}", "--one_device"] if devices == 1 else []
         result = run_worker(
             "jax", "train", config_json(folder, steps=2, strategy=strategy, batch_size=2,
                                         learning_rate=SGD_LEARNING_RATE, sample_every=100),
-            folder / "weights.npz", "sgd", "--no_export", *one,
-            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+            folder / "weights.npz", "sgd", "--no_export", *one, env=two_devices)
         assert result["distribution"].endswith(f"{devices} replica" + "s" * (devices > 1))
         assert result["trained_steps"] == 2 and result["export_path"] is None
         with np.load(folder / "weights.npz") as f:
             weights.append([f[k] for k in f.files])
+    stop_served_workers("jax", two_devices)  # no other test uses this one
     with np.load(tmp_path / "start.npz") as f:
         start = [f[k] for k in f.files]
     moved = max(np.abs(w - s).max() for w, s in zip(weights[1], start))
