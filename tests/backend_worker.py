@@ -3,11 +3,14 @@ is fixed per process: KERAS_BACKEND). Prints one JSON line (the last line of std
 this process's own backend (TensorFlow) may import it and call ``save`` and ``load`` in process.
 
     python tests/backend_worker.py train CONFIG_JSON WEIGHTS_NPZ [sgd] [--start=NPZ] [--no_export]
+                                         [--one_device]
         trainer.train(StyleTrainingConfig(**config)) (with plain SGD: updates linear in the
         gradient, so runs that differ only in float rounding stay close); saves the weights.
         --start: first saves the weights it starts from, as ``initial`` does (no process of
         its own for them); --no_export: no SavedModel (for tests that compare weights only:
-        off the TensorFlow backend an export is a TensorFlow process of its own).
+        off the TensorFlow backend an export is a TensorFlow process of its own);
+        --one_device: JAX, the Distribution make_distribution gives a process with one device
+        (no keras.distribution: the default device) whatever the devices of this one.
     python tests/backend_worker.py initial CONFIG_JSON WEIGHTS_NPZ
         saves the network weights trainer.train starts from (seeded with config.seed).
     python tests/backend_worker.py steps CONFIG_JSON BATCH_NPY STEPS
@@ -21,11 +24,17 @@ this process's own backend (TensorFlow) may import it and call ``save`` and ``lo
         loads every other backend's .keras files; writes this backend's outputs for them.
     python tests/backend_worker.py save_and_load FOLDER INPUT_NPY
         save, then load, in one process.
+    python tests/backend_worker.py serve
+        reads one command a line from stdin (a JSON list: the name and arguments above), runs
+        it and prints its JSON line after REPLY, until stdin ends: one process (one backend
+        start-up) for many commands (``helpers.worker_call``). A command's exception is its
+        reply's "error" (the traceback); the process goes on.
 """
 
 import json
 import os
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # This tree's package, not an installed copy (run as a script, sys.path[0] is tests/).
@@ -51,15 +60,24 @@ def _config(text):
 
 def train(config_json, weights_path, optimizer="adam", *options):
     config = _config(config_json)
+    export, distribution = trainer.export_saved_model, None
     for option in options:
         if option.startswith("--start="):
             initial(config_json, option[len("--start="):])  # train seeds again before building
         elif option == "--no_export":
             trainer.export_saved_model = lambda *args, **kwargs: None
+        elif option == "--one_device":
+            from kperceptual.training import distribute
+
+            distribution = distribute.Distribution(config.strategy)
         else:
             raise SystemExit(f"backend_worker.py train: unknown option {option}")
     sgd = lambda: keras.optimizers.SGD(config.learning_rate)  # noqa: E731
-    result = trainer.train(config, verbose=0, optimizer=sgd if optimizer == "sgd" else None)
+    try:
+        result = trainer.train(config, distribution, verbose=0,
+                               optimizer=sgd if optimizer == "sgd" else None)
+    finally:
+        trainer.export_saved_model = export  # the next command of a served process exports
     np.savez(weights_path, *result.pop("network").get_weights())
     return result
 
@@ -134,7 +152,23 @@ def save_and_load(folder, input_path):
     return {**save(folder, input_path), **load(folder, input_path)}
 
 
+REPLY = "backend_worker reply: "  # what starts a served command's reply line
+
+
+def serve():
+    for line in iter(sys.stdin.readline, ""):
+        command, *args = json.loads(line)
+        try:
+            reply = {"backend": BACKEND, **globals()[command](*args)}
+        except (Exception, SystemExit):
+            reply = {"backend": BACKEND, "error": traceback.format_exc()}
+        print(REPLY + json.dumps(reply, default=str), flush=True)
+
+
 if __name__ == "__main__":
     keras.config.disable_traceback_filtering()
     command, *args = sys.argv[1:]
-    print(json.dumps({"backend": BACKEND, **globals()[command](*args)}, default=str))
+    if command == "serve":
+        serve()
+    else:
+        print(json.dumps({"backend": BACKEND, **globals()[command](*args)}, default=str))

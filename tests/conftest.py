@@ -95,3 +95,10 @@ def two_step_run(tmp_path_factory, vgg_weights_path):
     assert (result["steps"], result["trained_steps"]) == (2, 2)
     return {"model_dir": config.model_dir, "export_dir": config.export_dir,
             "keras_path": result["keras_path"], "export_path": result["export_path"]}
+
+
+def pytest_sessionfinish(session):
+    """The served backend workers (``helpers.worker_call``) end with the session."""
+    from helpers import stop_served_workers
+
+    stop_served_workers()

@@ -142,3 +142,91 @@ def with_border_margin(network, image, style_weights=None):
         inputs = [inputs, np.asarray(style_weights, np.float32).reshape(1, -1)]
     out = np.asarray(network(inputs))[0]
     return out[top:top + image.shape[0], left:left + image.shape[1]]
+
+
+# -- tests/backend_worker.py, served: one process per Keras backend for a test session --------
+# A JAX or PyTorch worker process spends about 25 s (measured beside a training run) importing
+# its backend and building its first loss network before any command; a served worker pays
+# that once per pytest process and runs every command of that backend's tests after it.
+WORKER = os.path.join(REPO, "tests", "backend_worker.py")
+REPLY = "backend_worker reply: "  # backend_worker.REPLY (importing it would import Keras)
+_SERVED = {}  # (backend, env) -> (process, its stdout lines, its stderr file)
+
+
+def _served(backend, env):
+    import queue
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+
+    key = (backend, tuple(sorted(env.items())))
+    if key in _SERVED and _SERVED[key][0].poll() is None:
+        return _SERVED[key]
+    stderr = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(
+        [sys.executable, WORKER, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=stderr, text=True, cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": backend,  # this tree's package, in its children too
+             "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+             **env})
+    lines = queue.Queue()
+
+    def read():
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)  # the process ended
+
+    threading.Thread(target=read, daemon=True).start()
+    _SERVED[key] = (process, lines, stderr)
+    return _SERVED[key]
+
+
+def worker_call(backend, *args, timeout, env=None):
+    """Runs one tests/backend_worker.py command in this session's served worker for
+    ``backend`` and ``env`` (more environment variables, e.g. XLA_FLAGS, which a process reads
+    once), started on first use; returns its reply (a dict). Fails the test with the command's
+    traceback, or the worker's last error output if it died or took over ``timeout`` seconds
+    (then it is stopped, and the next call starts another)."""
+    import json
+    import queue
+    import time
+
+    process, lines, stderr = _served(backend, env or {})
+    process.stdin.write(json.dumps([str(a) for a in args]) + "\n")
+    process.stdin.flush()
+    deadline = time.monotonic() + timeout
+    reply = None
+    while reply is None:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            line = None
+        if line is None:  # died or too slow
+            how = "timed out" if process.poll() is None else "died"
+            process.kill()
+            process.wait()
+            stderr.seek(0)
+            pytest.fail(f"backend_worker.py serve ({backend}) {args[0]}: {how}:\n"
+                        f"{stderr.read()[-3000:]}")
+        if REPLY in line:  # (after anything printed without a newline before it)
+            reply = json.loads(line[line.index(REPLY) + len(REPLY):])
+    assert "error" not in reply, f"{backend} worker, {args[0]}:\n{reply['error'][-3000:]}"
+    return reply
+
+
+def stop_served_workers(backend=None, env=None):
+    """Ends the served workers (their stdin closes; they exit after their command): all, or the
+    one for ``backend`` and ``env`` (a worker no other test uses, to free its memory)."""
+    keys = list(_SERVED) if backend is None else [(backend, tuple(sorted((env or {}).items())))]
+    for key in keys:
+        if key not in _SERVED:
+            continue
+        process, _, stderr = _SERVED.pop(key)
+        process.stdin.close()
+        try:
+            process.wait(timeout=60)
+        except Exception:
+            process.kill()
+            process.wait()
+        stderr.close()

@@ -150,7 +150,6 @@ def test_a_multi_style_run_on_jax_with_the_py_dataset_loader(tmp_path, vgg_weigh
     # Keras's own train_step on another backend, with the dict batches of MultiStyleImages.
     import json
 
-    from helpers import REPO
     from test_backends import run_worker
 
     config = small_config(tmp_path, style_image=STYLES, steps=2, loader="py_dataset")
@@ -158,7 +157,7 @@ def test_a_multi_style_run_on_jax_with_the_py_dataset_loader(tmp_path, vgg_weigh
     # --no_export: only the .keras file is looked at (from JAX, an export is a TensorFlow
     # process of its own; test_backends checks a JAX run's SavedModel).
     result = run_worker("jax", "train", json.dumps(values), tmp_path / "weights.npz", "adam",
-                        "--no_export", env={"PYTHONPATH": REPO})  # this tree, not an installed copy
+                        "--no_export")  # the worker runs this tree, not an installed copy
     assert result["steps"] == 2
     network = keras.saving.load_model(result["keras_path"])  # here: TensorFlow
     assert network.style_names == ("hubble_deep_field", "immunohistochemistry")

@@ -1,6 +1,7 @@
 """Training on the JAX and PyTorch backends, weights across backends, JAX DataParallel, mixed
 precision. Each backend runs in its own process (tests/backend_worker.py): Keras fixes its
-backend when it is first imported, and this process runs TensorFlow."""
+backend when it is first imported, and this process runs TensorFlow. JAX and PyTorch commands
+share one served worker process per backend (see run_worker)."""
 
 import json
 import os
@@ -12,19 +13,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import (BLOCK_TENSORFLOW, REPO, SGD_LEARNING_RATE, SUM_ORDER_TOLERANCE, psnr,
-                      random_pixels, small_config, with_border_margin)
+from helpers import (BLOCK_TENSORFLOW, REPO, SGD_LEARNING_RATE, SUM_ORDER_TOLERANCE, WORKER,
+                     psnr, random_pixels, small_config, stop_served_workers,
+                     with_border_margin, worker_call)
 from kperceptual import config as config_lib
 from kperceptual.imaging import images
 from kperceptual.training import checkpoints
 from kperceptual.training import trainer
 
-WORKER = os.path.join(REPO, "tests", "backend_worker.py")
 TIMEOUT = 600
 
 
 def run_worker(backend, *args, env=None):
-    """Runs tests/backend_worker.py on ``backend``; returns its JSON line."""
+    """Runs a tests/backend_worker.py command on ``backend`` with ``env``; returns its JSON
+    line. On JAX and PyTorch, in the session's served worker for that backend and env
+    (``helpers.worker_call``: one start-up for all their commands); on TensorFlow in a process
+    of its own (two_replicas splits the CPU before TensorFlow starts)."""
+    if backend in ("jax", "torch"):
+        result = worker_call(backend, *args, timeout=TIMEOUT, env=env)
+        assert result["backend"] == backend
+        return result
     done = subprocess.run(
         [sys.executable, WORKER, *map(str, args)], capture_output=True, text=True,
         timeout=TIMEOUT, cwd=REPO,
@@ -119,20 +127,22 @@ def test_jax_data_parallel_over_two_devices_equals_one_device(tmp_path, vgg_weig
     # keras.distribution.DataParallel over two (virtual CPU) devices: the same steps as one
     # device on the same global batch (plain SGD, as in test_multi_worker.py). Only the weights
     # are compared, so the runs write no SavedModel (from JAX, a TensorFlow process each) and
-    # no samples; the one-device run also saves the weights both start from.
-    weights = []
+    # no samples; the one-device run also saves the weights both start from. Both run in one
+    # process with two devices: the one-device run is given the Distribution that "auto" is
+    # in a process with one (--one_device: no keras.distribution, the default device).
+    weights, two_devices = [], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     for devices, strategy in ((2, "data_parallel"), (1, "auto")):
         folder = tmp_path / strategy
-        start = [f"--start={tmp_path / 'start.npz'}"] if devices == 1 else []
+        one = [f"--start={tmp_path / 'start.npz'}", "--one_device"] if devices == 1 else []
         result = run_worker(
             "jax", "train", config_json(folder, steps=2, strategy=strategy, batch_size=2,
                                         learning_rate=SGD_LEARNING_RATE, sample_every=100),
-            folder / "weights.npz", "sgd", "--no_export", *start,
-            env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+            folder / "weights.npz", "sgd", "--no_export", *one, env=two_devices)
         assert result["distribution"].endswith(f"{devices} replica" + "s" * (devices > 1))
         assert result["trained_steps"] == 2 and result["export_path"] is None
         with np.load(folder / "weights.npz") as f:
             weights.append([f[k] for k in f.files])
+    stop_served_workers("jax", two_devices)  # no other test uses this one
     with np.load(tmp_path / "start.npz") as f:
         start = [f[k] for k in f.files]
     moved = max(np.abs(w - s).max() for w, s in zip(weights[1], start))
