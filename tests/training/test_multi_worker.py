@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import REPO, SGD_LEARNING_RATE, assert_same_sum, small_config
+from helpers import REPO, SGD_LEARNING_RATE, WORKER, assert_same_sum, small_config
 from kperceptual.training import checkpoints
 from kperceptual.training import trainer
 
-WORKER = os.path.join(REPO, "tests", "backend_worker.py")
 TIMEOUT = 300  # seconds for both workers, start to finish
 
 
