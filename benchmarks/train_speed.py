@@ -43,6 +43,8 @@ flags.DEFINE_integer("image_size", 256, "Side of the square training images.")
 flags.DEFINE_integer("steps", 5, "Timed steps per setting (after 2 warm-up steps).")
 flags.DEFINE_integer("pipeline_batches", 40, "Timed input-pipeline batches of 4 (0: skip).")
 flags.DEFINE_string("section", "Training speed", "The docs/benchmarks.md section to write.")
+flags.DEFINE_string("profile_section", "Training step profile",
+                    "The docs/benchmarks.md section the TensorFlow step profile goes to.")
 flags.DEFINE_string("train_data", os.path.join(report.SHARED_DATA, "train"),
                     "Folder of real photos for the pipeline rates.")
 flags.DEFINE_integer("timeout", 3600, "Seconds allowed for each backend's process.")
@@ -108,6 +110,53 @@ def conv_macs(model, pixels) -> int:
     return macs
 
 
+# What the roofline part of the profile takes out of the transformation network: its
+# normalisation layers and ReLUs, the layers between convolutions that do little arithmetic
+# per byte they read and write.
+MEMORY_BOUND_LAYERS = ("GroupNormalization", "ConditionalInstanceNormalization",
+                       "BatchNormalization", "ReLU")
+
+
+def without_memory_bound_layers(model):
+    """``model`` with every ``MEMORY_BOUND_LAYERS`` layer an identity (its first input passed
+    on), sharing the other layers and their variables: the convolutions, padding and the rest
+    as the model computes them."""
+    import keras
+
+    def call(layer, *args, **kwargs):
+        if type(layer).__name__ in MEMORY_BOUND_LAYERS:
+            x = args[0]
+            return x[0] if isinstance(x, (list, tuple)) else x
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=lambda layer: layer,
+                                    call_function=call)
+
+
+def memory_bound_bytes(model, pixels) -> int:
+    """Bytes the ``MEMORY_BOUND_LAYERS`` of ``model`` read and write in one forward pass on
+    ``pixels`` (one example), each tensor counted once in its dtype: the least traffic they
+    can cause (a layer that reads its input twice, or casts it, moves more)."""
+    import keras
+
+    values = {id(model.inputs[0]): pixels}
+    total = 0
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            layer = node.operation
+            if not node.input_tensors or isinstance(layer, keras.layers.InputLayer):
+                continue
+            args = [values[id(t)] for t in node.input_tensors]
+            out = layer(args[0] if len(args) == 1 else args)
+            for tensor, value in zip(node.output_tensors, keras.tree.flatten(out)):
+                values[id(tensor)] = value
+            if type(layer).__name__ in MEMORY_BOUND_LAYERS:
+                for t in (args[0], out):
+                    total += int(np.prod(t.shape)) * np.dtype(
+                        keras.backend.standardize_dtype(t.dtype)).itemsize
+    return total
+
+
 def median_seconds(fn, runs=5) -> float:
     fn()
     times = []
@@ -163,6 +212,14 @@ def step_profile(precision: str, batch_size: int, how: str = "on") -> dict:
     def content(x):
         return objective.content_targets(x)
 
+    stripped = without_memory_bound_layers(network)
+
+    @tf.function
+    def stripped_forward_backward(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.cast(stripped(x, training=True), tf.float32))
+        return tape.gradient(loss, stripped.trainable_variables)  # the convolutions' only
+
     def wait(fn, *args):
         return lambda: [v.numpy() for v in tf.nest.flatten(fn(*args))]
 
@@ -186,7 +243,16 @@ def step_profile(precision: str, batch_size: int, how: str = "on") -> dict:
         rates[dtype] = max(2 * 4096 ** 3 / median_seconds(wait(matmul, a)),
                            2 * 4 * 128 * 128 * 9 * 256 * 256
                            / median_seconds(wait(conv, images, kernel)))
+    # This CPU's memory bandwidth, as a large streaming operation gets it: y = a x + b over
+    # 256 MB of float32 (read once, written once), far beyond the caches; the best of 10 runs,
+    # so the traffic's time below is a bound.
+    big = tf.random.normal((64 * 2 ** 20,))
+    stream = wait(tf.function(lambda v: v * 1.0001 + 0.5), big)
+    stream()
+    bandwidth = max(2 * 4 * 64 * 2 ** 20 / median_seconds(stream, runs=1) for _ in range(10))
     return {"profile": precision, "batch_size": batch_size, "training_forward": how,
+            "stripped_forward_backward": median_seconds(wait(stripped_forward_backward, x)),
+            "memory_bound_bytes": memory_bound_bytes(network, one), "bandwidth": bandwidth,
             "forward": median_seconds(wait(forward, x)),
             "forward_backward": median_seconds(wait(forward_backward, x)),
             "loss_backward": median_seconds(wait(loss_backward, x)),
@@ -340,6 +406,43 @@ def profile_table(rows: list[dict]) -> list[str]:
             lines += ["", f"The step reaches {r['step_flops'] / step / 1e9:.0f} GFLOP/s, "
                       f"{100 * r['step_flops'] / step / rate:.0f}% of the best rate measured in "
                       "the same precision.", ""]
+        if "stripped_forward_backward" in r:
+            lines += roofline_lines(r, batch, rate, step)
+    return lines
+
+
+def roofline_lines(r: dict, batch: int, rate: float, step: float | None) -> list[str]:
+    """Where the transformation network's time goes that is not arithmetic: its forward and
+    backward with and without its normalisation layers and ReLUs, those layers' least traffic
+    against the memory bandwidth measured in the same run, and what that leaves a step."""
+    full, stripped = r["forward_backward"], r["stripped_forward_backward"]
+    conv_flops = 6 * batch * r["network_macs"]
+    # Forward: each tensor read or written once; backward: the output's gradient and the saved
+    # input read, the input's gradient written, at least twice the forward's traffic.
+    traffic = 3 * batch * r["memory_bound_bytes"]
+    least = traffic / r["bandwidth"]
+    layers = full - stripped
+    lines = ["Roofline of the transformation network (forward + backward, the part of the step "
+             "furthest from the best rate): the same network with its normalisation layers and "
+             "ReLUs made identities (`benchmarks/train_speed.py`, `without_memory_bound_layers`) "
+             f"against the whole; those layers' least traffic ({traffic / 1e9:.2f} GB a step: "
+             "each tensor they read or write once forward, twice backward) at this CPU's memory "
+             f"bandwidth, {r['bandwidth'] / 1e9:.1f} GB/s (y = ax + b streamed over 256 MB of "
+             "float32, the best of 10 runs).", "",
+             "| part | seconds | GFLOP/s | of the best rate |", "|---|---|---|---|",
+             f"| whole transformation network, forward + backward | {full:.3f} | "
+             f"{conv_flops / full / 1e9:.0f} | {100 * conv_flops / full / rate:.0f}% |",
+             f"| its convolutions, padding and upsampling alone | {stripped:.3f} | "
+             f"{conv_flops / stripped / 1e9:.0f} | {100 * conv_flops / stripped / rate:.0f}% |",
+             f"| its normalisation layers and ReLUs (the difference) | {layers:.3f} | | |",
+             f"| the same layers' least traffic at the measured bandwidth | {least:.3f} | | |",
+             ""]
+    if step:
+        best = step - layers + least
+        lines += [f"The normalisation layers and ReLUs take {100 * layers / step:.0f}% of the "
+                  f"step, {layers / least:.1f}x the time their least traffic needs. Were they at "
+                  f"that bound, the step would take {best:.3f} s, "
+                  f"{100 * r['step_flops'] / best / rate:.0f}% of the best rate.", ""]
     return lines
 
 
@@ -371,7 +474,7 @@ def main(argv):
     report.write_section(FLAGS.section, body, sys.argv)
     profile = profile_table(rows)
     if profile:
-        report.write_section("Training step profile", "\n".join(profile), sys.argv)
+        report.write_section(FLAGS.profile_section, "\n".join(profile), sys.argv)
 
 
 if __name__ == "__main__":
