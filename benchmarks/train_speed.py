@@ -86,13 +86,12 @@ def seconds_per_step(precision: str, jit: str, batch_size: int, forward: str = "
     return float(np.median(np.diff(timer.times)[WARMUP:]))
 
 
-def conv_macs(model, pixels) -> int:
-    """Multiply-adds of ``model``'s 2-D convolutions on ``pixels`` (one example), walking its
-    graph layer by layer."""
+def layer_calls(model, pixels):
+    """Yields ``(layer, its input values, its output)`` for each layer call of ``model``'s graph
+    on ``pixels`` (one example, the model's one input), in order."""
     import keras
 
     values = {id(model.inputs[0]): pixels}
-    macs = 0
     for depth in sorted(model._nodes_by_depth, reverse=True):
         for node in model._nodes_by_depth[depth]:
             layer = node.operation
@@ -102,17 +101,27 @@ def conv_macs(model, pixels) -> int:
             out = layer(args[0] if len(args) == 1 else args)
             for tensor, value in zip(node.output_tensors, keras.tree.flatten(out)):
                 values[id(tensor)] = value
-            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
-                kh, kw = layer.kernel_size
-                big = out if isinstance(layer, keras.layers.Conv2D) else args[0]
-                macs += (int(big.shape[1]) * int(big.shape[2]) * kh * kw
-                         * int(layer.kernel.shape[2]) * int(layer.kernel.shape[3]))
+            yield layer, args, out
+
+
+def conv_macs(model, pixels) -> int:
+    """Multiply-adds of ``model``'s 2-D convolutions on ``pixels`` (one example)."""
+    import keras
+
+    macs = 0
+    for layer, args, out in layer_calls(model, pixels):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            kh, kw = layer.kernel_size
+            big = out if isinstance(layer, keras.layers.Conv2D) else args[0]
+            macs += (int(big.shape[1]) * int(big.shape[2]) * kh * kw
+                     * int(layer.kernel.shape[2]) * int(layer.kernel.shape[3]))
     return macs
 
 
 # What the roofline part of the profile takes out of the transformation network: its
 # normalisation layers and ReLUs, the layers between convolutions that do little arithmetic
 # per byte they read and write.
+ITEM_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
 MEMORY_BOUND_LAYERS = ("GroupNormalization", "ConditionalInstanceNormalization",
                        "BatchNormalization", "ReLU")
 
@@ -135,25 +144,16 @@ def without_memory_bound_layers(model):
 
 def memory_bound_bytes(model, pixels) -> int:
     """Bytes the ``MEMORY_BOUND_LAYERS`` of ``model`` read and write in one forward pass on
-    ``pixels`` (one example), each tensor counted once in its dtype: the least traffic they
-    can cause (a layer that reads its input twice, or casts it, moves more)."""
+    ``pixels`` (one example), each input and output counted once in its dtype: the least
+    traffic they can cause (a layer that reads its input twice, or casts it, moves more)."""
     import keras
 
-    values = {id(model.inputs[0]): pixels}
     total = 0
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            layer = node.operation
-            if not node.input_tensors or isinstance(layer, keras.layers.InputLayer):
-                continue
-            args = [values[id(t)] for t in node.input_tensors]
-            out = layer(args[0] if len(args) == 1 else args)
-            for tensor, value in zip(node.output_tensors, keras.tree.flatten(out)):
-                values[id(tensor)] = value
-            if type(layer).__name__ in MEMORY_BOUND_LAYERS:
-                for t in (args[0], out):
-                    total += int(np.prod(t.shape)) * np.dtype(
-                        keras.backend.standardize_dtype(t.dtype)).itemsize
+    for layer, args, out in layer_calls(model, pixels):
+        if type(layer).__name__ in MEMORY_BOUND_LAYERS:
+            for t in (args[0], out):
+                dtype = keras.backend.standardize_dtype(t.dtype)
+                total += int(np.prod(t.shape)) * ITEM_BYTES[dtype]
     return total
 
 
@@ -172,7 +172,9 @@ def step_profile(precision: str, batch_size: int, how: str = "on") -> dict:
     and backward; the loss network's forward and backward from the output, with the Gram
     matrices; the content targets), the arithmetic of a step, and this CPU's best rate in
     bfloat16 and float32: the faster of a 4096x4096 matrix multiply and a 3x3 convolution of
-    256 to 256 channels on 4 x 128 x 128 (what TensorFlow's kernels reach on it)."""
+    256 to 256 channels on 4 x 128 x 128 (what TensorFlow's kernels reach on it); and for the
+    roofline (``roofline_lines``): the network's forward and backward without its
+    ``MEMORY_BOUND_LAYERS``, those layers' bytes and this CPU's read bandwidth."""
     import tensorflow as tf
 
     from kperceptual import config as config_lib
@@ -213,12 +215,16 @@ def step_profile(precision: str, batch_size: int, how: str = "on") -> dict:
         return objective.content_targets(x)
 
     stripped = without_memory_bound_layers(network)
+    # The weights of every layer it keeps, taken from the network itself: the training
+    # forward's rewritten convolutions read the network's kernels and own no variables.
+    kept = [v for layer in t.network.layers if type(layer).__name__ not in MEMORY_BOUND_LAYERS
+            for v in layer.trainable_weights]
 
     @tf.function
     def stripped_forward_backward(x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.cast(stripped(x, training=True), tf.float32))
-        return tape.gradient(loss, stripped.trainable_variables)  # the convolutions' only
+        return tape.gradient(loss, kept)
 
     def wait(fn, *args):
         return lambda: [v.numpy() for v in tf.nest.flatten(fn(*args))]
@@ -243,13 +249,12 @@ def step_profile(precision: str, batch_size: int, how: str = "on") -> dict:
         rates[dtype] = max(2 * 4096 ** 3 / median_seconds(wait(matmul, a)),
                            2 * 4 * 128 * 128 * 9 * 256 * 256
                            / median_seconds(wait(conv, images, kernel)))
-    # This CPU's memory bandwidth, as a large streaming operation gets it: y = a x + b over
-    # 256 MB of float32 (read once, written once), far beyond the caches; the best of 10 runs,
-    # so the traffic's time below is a bound.
+    # This CPU's memory bandwidth, as one pass reading 256 MiB of float32 gets it (a sum: one
+    # kernel, nothing written, far beyond the caches); the best of 10 runs. Reading is the
+    # fastest traffic, so the traffic's time below is a lower bound.
     big = tf.random.normal((64 * 2 ** 20,))
-    stream = wait(tf.function(lambda v: v * 1.0001 + 0.5), big)
-    stream()
-    bandwidth = max(2 * 4 * 64 * 2 ** 20 / median_seconds(stream, runs=1) for _ in range(10))
+    total = wait(tf.function(tf.reduce_sum), big)
+    bandwidth = max(4 * 64 * 2 ** 20 / median_seconds(total, runs=1) for _ in range(10))
     return {"profile": precision, "batch_size": batch_size, "training_forward": how,
             "stripped_forward_backward": median_seconds(wait(stripped_forward_backward, x)),
             "memory_bound_bytes": memory_bound_bytes(network, one), "bandwidth": bandwidth,
@@ -417,22 +422,23 @@ def roofline_lines(r: dict, batch: int, rate: float, step: float | None) -> list
     against the memory bandwidth measured in the same run, and what that leaves a step."""
     full, stripped = r["forward_backward"], r["stripped_forward_backward"]
     conv_flops = 6 * batch * r["network_macs"]
-    # Forward: each tensor read or written once; backward: the output's gradient and the saved
-    # input read, the input's gradient written, at least twice the forward's traffic.
-    traffic = 3 * batch * r["memory_bound_bytes"]
+    # Forward: each input read and output written once; backward: the output's gradient and
+    # the saved input read, the input's gradient written (1.5x the forward's): 2.5x in all.
+    traffic = 2.5 * batch * r["memory_bound_bytes"]
     least = traffic / r["bandwidth"]
     layers = full - stripped
     lines = ["Roofline of the transformation network (forward + backward, the part of the step "
              "furthest from the best rate): the same network with its normalisation layers and "
              "ReLUs made identities (`benchmarks/train_speed.py`, `without_memory_bound_layers`) "
              f"against the whole; those layers' least traffic ({traffic / 1e9:.2f} GB a step: "
-             "each tensor they read or write once forward, twice backward) at this CPU's memory "
-             f"bandwidth, {r['bandwidth'] / 1e9:.1f} GB/s (y = ax + b streamed over 256 MB of "
-             "float32, the best of 10 runs).", "",
+             "each reads its input and writes its output once forward, and reads the output's "
+             "gradient and its input and writes the input's gradient once backward) at this "
+             f"CPU's memory bandwidth, {r['bandwidth'] / 1e9:.1f} GB/s (one pass reading 256 MiB "
+             "of float32, the best of 10 runs).", "",
              "| part | seconds | GFLOP/s | of the best rate |", "|---|---|---|---|",
              f"| whole transformation network, forward + backward | {full:.3f} | "
              f"{conv_flops / full / 1e9:.0f} | {100 * conv_flops / full / rate:.0f}% |",
-             f"| its convolutions, padding and upsampling alone | {stripped:.3f} | "
+             f"| the same without its normalisation layers and ReLUs | {stripped:.3f} | "
              f"{conv_flops / stripped / 1e9:.0f} | {100 * conv_flops / stripped / rate:.0f}% |",
              f"| its normalisation layers and ReLUs (the difference) | {layers:.3f} | | |",
              f"| the same layers' least traffic at the measured bandwidth | {least:.3f} | | |",
