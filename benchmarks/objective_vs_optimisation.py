@@ -154,6 +154,12 @@ def worth(history, target: float):
     return None
 
 
+def worth_label(history, target: float) -> str:
+    """``worth`` as a table cell: the iteration, or "> N" when N iterations never reach it."""
+    at = worth(history, target)
+    return str(int(at)) if at is not None else f"> {len(history) - 1}"
+
+
 def style_jobs(model):
     """[(style label, model fixed to that style, style image path)] to score."""
     names = inference.model_style_names(model)
@@ -230,11 +236,10 @@ def main(argv):
             history, snapshots, stopped = gatys_run(content, style, objective_config,
                                                     objective, (50, FLAGS.iterations))
             totals = {c: history[c]["total"] for c in checkpoints if c < len(history)}
-            at = worth(history, network)
             rows.append(
                 f"| {style_name or model.name} | {label} | {network:.2f} | "
                 + " | ".join(f"{totals[c]:.2f}" if c in totals else "-" for c in checkpoints)
-                + f" | {at if at is not None else f'> {len(history) - 1}'} | "
+                + f" | {worth_label(history, network)} | "
                 f"{100 * blob:.3f}%{' (over)' if blob > metrics.PIN_MAX_FRACTION else ''} | "
                 f"{flicker[0]:.2f} ({flicker[1]:.2f}) |")
             print(rows[-1], stopped, flush=True)

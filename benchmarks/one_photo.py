@@ -68,6 +68,9 @@ def main(argv):
     import keras
     import tensorflow as tf  # TensorFlow only: the training loop below
 
+    if FLAGS.score_every < 1:
+        sys.exit(f"one_photo: --score_every={FLAGS.score_every}: must be at least 1")
+    ovo.check_held_out(FLAGS.content, FLAGS.train_data)  # "not trained on" means it
     network, label, style_path = network_and_style(FLAGS.model, FLAGS.styles)
     objective_config = cli.config_from_flags(config_lib.ObjectiveConfig)
     config_lib.validate_objective(objective_config)
@@ -107,10 +110,9 @@ def main(argv):
             terms = scores()
             total = terms[0]["total"]
             best = total if best is None else min(best, total)
-            at = ovo.worth(history, total)
             rows.append(f"| {done} | {time.perf_counter() - started:.0f} | {total:.2f} | "
                         f"{terms[0]['style']:.2f} | "
-                        f"{int(at) if at is not None else f'> {len(history) - 1}'} | "
+                        f"{ovo.worth_label(history, total)} | "
                         + " | ".join(f"{t['total']:.2f}" for t in terms[1:]) + " |")
             print(rows[-1], flush=True)
         if done < FLAGS.steps:
