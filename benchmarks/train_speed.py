@@ -8,7 +8,9 @@ pipelines' images per second (tf.data and keras.utils.PyDataset).
 
 Each backend runs in its own process (Keras fixes its backend when first imported), on random
 pixels held in memory, so only the step is timed. Writes its table into docs/benchmarks.md
-(section "Training speed"), with the machine it ran on. Runs without TensorFlow too (a GPU
+(``--section``, default "Training speed"), with the machine it ran on; on TensorFlow also the
+step's profile and a roofline of the transformation network (``--profile_section``, default
+"Training step profile"). Runs without TensorFlow too (a GPU
 machine with JAX only: ``KERAS_BACKEND=jax python benchmarks/train_speed.py --backends=jax``);
 the tf.data rate is then left out. Run it on an otherwise idle machine.
 """
@@ -49,7 +51,8 @@ flags.DEFINE_string("train_data", os.path.join(report.SHARED_DATA, "train"),
                     "Folder of real photos for the pipeline rates.")
 flags.DEFINE_integer("timeout", 3600, "Seconds allowed for each backend's process.")
 flags.DEFINE_bool("profile", True, "TensorFlow: also time the step's parts and this CPU's "
-                  "matrix-multiply rate (section \"Training step profile\").")
+                  "best rate, with a roofline of the transformation network "
+                  "(--profile_section).")
 flags.DEFINE_bool("child", False, "Internal: time the settings on this process's backend.")
 FLAGS = flags.FLAGS
 
