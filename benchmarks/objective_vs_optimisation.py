@@ -96,14 +96,15 @@ def _digest(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def check_held_out(contents, train_data: str) -> None:
+def check_held_out(contents, train_data: str, prog: str = "objective_vs_optimisation") -> None:
+    """Exits with one line (``prog: ...``) if a content image is one of the training photos."""
     if not os.path.isdir(train_data):
-        sys.exit(f"objective_vs_optimisation: {train_data}: no such folder; the benchmark "
+        sys.exit(f"{prog}: {train_data}: no such folder; the benchmark "
                  "checks that no content image is a training photo (pass --train_data)")
     seen = {_digest(p) for p in images.list_images(train_data)}
     for path in contents:
         if not path.startswith(images.SKIMAGE_PREFIX) and _digest(path) in seen:
-            sys.exit(f"objective_vs_optimisation: {path}: is one of the training photos in "
+            sys.exit(f"{prog}: {path}: is one of the training photos in "
                      f"{train_data}; choose held-out images")
 
 

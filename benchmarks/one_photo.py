@@ -70,7 +70,7 @@ def main(argv):
 
     if FLAGS.score_every < 1:
         sys.exit(f"one_photo: --score_every={FLAGS.score_every}: must be at least 1")
-    ovo.check_held_out(FLAGS.content, FLAGS.train_data)  # "not trained on" means it
+    ovo.check_held_out(FLAGS.content, FLAGS.train_data, "one_photo")  # "not trained on" means it
     network, label, style_path = network_and_style(FLAGS.model, FLAGS.styles)
     objective_config = cli.config_from_flags(config_lib.ObjectiveConfig)
     config_lib.validate_objective(objective_config)
