@@ -161,6 +161,24 @@ def worth_label(history, target: float) -> str:
     return str(int(at)) if at is not None else f"> {len(history) - 1}"
 
 
+def objective_and_loss_network():
+    """(the objective's config from the objective flags, validated; its VGG16 loss network)."""
+    objective_config = cli.config_from_flags(config_lib.ObjectiveConfig)
+    config_lib.validate_objective(objective_config)
+    return objective_config, loss_network.LossNetwork(objective_config.loss_layers(),
+                                                      weights=objective_config.vgg_weights)
+
+
+def read_style(path: str):
+    """The style image as training saw it: ``--style_size`` on the long side."""
+    return images.resize_long_side(images.read_image(path), FLAGS.style_size)
+
+
+def photo_label(path: str) -> str:
+    """``tubingen`` for ``.../tubingen.jpg``, ``astronaut`` for ``skimage:astronaut``."""
+    return os.path.splitext(os.path.basename(path.split(":", 1)[-1]))[0]
+
+
 def style_jobs(model):
     """[(style label, model fixed to that style, style image path)] to score."""
     names = inference.model_style_names(model)
@@ -207,18 +225,14 @@ def main(argv):
         sys.exit(f"objective_vs_optimisation: {', '.join(missing) or '--content'}: no such "
                  "file; put ../shared/data beside the repository or pass --content/--style")
     check_held_out(FLAGS.content, FLAGS.train_data)
-    objective_config = cli.config_from_flags(config_lib.ObjectiveConfig)
-    config_lib.validate_objective(objective_config)
-    loss_net = loss_network.LossNetwork(objective_config.loss_layers(),
-                                        weights=objective_config.vgg_weights)
+    objective_config, loss_net = objective_and_loss_network()
     checkpoints = [c for c in CHECKPOINTS if c <= FLAGS.iterations]
     photos = {}
     for path in FLAGS.content:
-        label = os.path.splitext(os.path.basename(path.split(":", 1)[-1]))[0]
-        photos[label] = (path, images.read_image(path))
+        photos[photo_label(path)] = (path, images.read_image(path))
     rows, series, strips, ratios, summary, term_rows = [], {}, [], {}, [], []
     for style_name, styled, style_path in jobs:
-        style = images.resize_long_side(images.read_image(style_path), FLAGS.style_size)
+        style = read_style(style_path)
         ratios[style_name] = []
         # As users get it: with the network's border margin (networks.border_margin).
         stylizer = inference.Stylizer(styled, margin=FLAGS.margin)

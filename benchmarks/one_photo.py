@@ -2,8 +2,9 @@
 score it on that photo: a bound on what the network's function class and its training reach,
 apart from generalising over photos.
 
-    python benchmarks/one_photo.py --model=starry_night --steps=600
-    python benchmarks/one_photo.py --model=zoo --styles=candy --content=skimage:coffee
+    python benchmarks/one_photo.py --model=starry_night --steps=600 --iterations=100
+    python benchmarks/one_photo.py --model=zoo --styles=candy --content=skimage:coffee \
+        --iterations=100
 
 Starts from ``--model`` (a shipped name, a SavedModel folder with its Keras network, or a
 ``.keras`` file; a multi-style network fixed to the one style in ``--styles``), then trains
@@ -33,14 +34,11 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import report  # noqa: E402
-from kperceptual import cli  # noqa: E402
-from kperceptual import config as config_lib  # noqa: E402
 from kperceptual import networks  # noqa: E402
 from kperceptual.gatys import optimizer as gatys  # noqa: E402
 from kperceptual.imaging import images  # noqa: E402
 from kperceptual.inference import loading as models  # noqa: E402
 from kperceptual.inference import stylizer as inference  # noqa: E402
-from kperceptual.losses import loss_network  # noqa: E402
 
 flags.DEFINE_integer("steps", 600, "Adam steps on the one photo.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate.")
@@ -72,16 +70,12 @@ def main(argv):
         sys.exit(f"one_photo: --score_every={FLAGS.score_every}: must be at least 1")
     ovo.check_held_out(FLAGS.content, FLAGS.train_data, "one_photo")  # "not trained on" means it
     network, label, style_path = network_and_style(FLAGS.model, FLAGS.styles)
-    objective_config = cli.config_from_flags(config_lib.ObjectiveConfig)
-    config_lib.validate_objective(objective_config)
-    loss_net = loss_network.LossNetwork(objective_config.loss_layers(),
-                                        weights=objective_config.vgg_weights)
-    style = images.resize_long_side(images.read_image(style_path), FLAGS.style_size)
+    objective_config, loss_net = ovo.objective_and_loss_network()
+    style = ovo.read_style(style_path)
     photos = []  # (label, content crop, its PixelObjective)
     for path in FLAGS.content:
         content = images.resize_and_center_crop(images.read_image(path), FLAGS.image_size)
-        name = os.path.splitext(os.path.basename(path.split(":", 1)[-1]))[0]
-        photos.append((name, content,
+        photos.append((ovo.photo_label(path), content,
                        gatys.PixelObjective(content, style, objective_config, loss_net)))
     trained_name, trained, objective = photos[0]
     # The same run (and cache entry) as objective_vs_optimisation.py makes for this photo.
@@ -112,8 +106,8 @@ def main(argv):
             best = total if best is None else min(best, total)
             rows.append(f"| {done} | {time.perf_counter() - started:.0f} | {total:.2f} | "
                         f"{terms[0]['style']:.2f} | "
-                        f"{ovo.worth_label(history, total)} | "
-                        + " | ".join(f"{t['total']:.2f}" for t in terms[1:]) + " |")
+                        f"{ovo.worth_label(history, total)} |"
+                        + "".join(f" {t['total']:.2f} |" for t in terms[1:]))
             print(rows[-1], flush=True)
         if done < FLAGS.steps:
             step()
@@ -128,7 +122,7 @@ def main(argv):
         "in \"Objective: feed-forward vs optimisation\".",
         "",
         f"| steps | seconds | objective on {trained_name} | its style term | worth (L-BFGS "
-        "iterations) | " + " | ".join(f"{n} (not trained on)" for n, _, _ in photos[1:]) + " |",
+        "iterations) |" + "".join(f" {n} (not trained on) |" for n, _, _ in photos[1:]),
         "|---|---|---|---|---|" + "---|" * (len(photos) - 1),
         *rows,
         "",
