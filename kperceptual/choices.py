@@ -61,7 +61,7 @@ def check_layers(layers) -> None:
                          f"{', '.join(VGG16_LAYERS)}")
 
 
-GATYS_OPTIMIZERS = ("lbfgs", "adam")
+GATYS_OPTIMIZERS = ("lbfgs", "lbfgs_clipped", "adam")
 GATYS_INITS = ("noise", "content")
 
 

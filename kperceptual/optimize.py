@@ -6,7 +6,8 @@ Examples:
         --iterations=300 --image_size=1024 --init=content --preserve_color --save_every=50
 
 Minimises the same content + style + TV objective as training (same flags, same defaults) over
-the output's pixels, with bounded L-BFGS (``--optimizer=lbfgs``, pixels kept in [0, 255]) or Adam.
+the output's pixels, with bounded L-BFGS (``--optimizer=lbfgs``, pixels kept in [0, 255]), the
+paper's clipped L-BFGS (``--optimizer=lbfgs_clipped``) or Adam.
 Slow (seconds per iteration on a CPU) but needs no trained network. Every flag and both images
 are checked before work starts; a bad one gets one line naming it and exit status 2. This is a
 thin layer over ``kperceptual.gatys.stylize``.
@@ -34,7 +35,9 @@ flags.DEFINE_integer("image_size", _D["image_size"].default,
 flags.DEFINE_integer("style_size", _D["style_size"].default,
                      "Resize the style image so its longer side is this; 0: the content's.")
 flags.DEFINE_string("optimizer", _D["optimizer"].default,
-                    "lbfgs (L-BFGS-B, pixels bounded to [0, 255]; the paper) or adam.")
+                    "lbfgs (L-BFGS-B, pixels bounded to [0, 255], with a line search), "
+                    "lbfgs_clipped (the paper's baseline: L-BFGS with unit steps, the image "
+                    "clipped to [0, 255] after each) or adam.")
 flags.DEFINE_integer("iterations", _D["iterations"].default, "Optimiser iterations (paper: "
                                                              "100 to 500).")
 flags.DEFINE_string("init", _D["init"].default,

@@ -146,3 +146,48 @@ def test_lbfgs_without_noise_needs_no_restart():
     _, history, _, stopped = gatys.minimize_lbfgs(NoisyObjective(noise=0.0), np.zeros((4, 4, 3)),
                                                   iterations=30)
     assert len(history) == 31 and "restart" not in stopped
+
+
+class Quadratic:
+    """An ill-conditioned quadratic whose minimum lies partly outside [0, 255]."""
+
+    def __init__(self):
+        self.shape = (4, 4, 3)
+        self.scale = np.logspace(0, 3, 48).reshape(self.shape)
+        self.target = np.linspace(-60.0, 300.0, 48).reshape(self.shape)
+        self.evaluations = 0
+
+    def __call__(self, image):
+        x = np.asarray(image, np.float64).reshape(self.shape)
+        value = float(np.sum(self.scale * (x - self.target) ** 2))
+        return {"content": value, "style": 0.0, "tv": 0.0, "total": value}
+
+    def value_and_grad(self, image):
+        self.evaluations += 1
+        x = np.asarray(image, np.float64).reshape(self.shape)
+        return self(image), (2.0 * self.scale * (x - self.target)).astype(np.float32)
+
+
+def test_clipped_lbfgs_is_one_evaluation_an_iteration_and_stays_in_range():
+    objective = Quadratic()
+    image, history, evaluations, stopped = gatys.minimize_lbfgs_clipped(
+        objective, np.full((4, 4, 3), 128.0), iterations=60)
+    assert [row["iteration"] for row in history] == list(range(61)) and stopped == "done"
+    assert evaluations == objective.evaluations == 61
+    assert 0.0 <= image.min() and image.max() <= 255.0
+    # It gets to the clipped minimum, far below where it started.
+    best = objective(np.clip(objective.target, 0.0, 255.0))["total"]
+    assert history[-1]["total"] < best + 1e-3 * (history[0]["total"] - best)
+
+
+def test_clipped_lbfgs_lowers_the_real_objective_slower_than_lbfgs_b(photos, loss_net):
+    # The paper's baseline against the benchmarks' (real VGG16, 48 px): both lower the
+    # objective, the line-searched L-BFGS-B at least as far in the same iterations.
+    content = images.resize_and_center_crop(photos["chelsea"], 48)
+    style = images.resize_and_center_crop(photos["coffee"], 48)
+    objective = gatys.PixelObjective(content, style, loss_net=loss_net)
+    start = gatys.initial_image(content, "noise", seed=0)
+    _, clipped, _, _ = gatys.minimize_lbfgs_clipped(objective, start, 15)
+    _, bounded, _, _ = gatys.minimize_lbfgs(objective, start, 15)
+    assert clipped[-1]["total"] < 0.5 * clipped[0]["total"]
+    assert bounded[-1]["total"] <= clipped[-1]["total"] * 1.05
