@@ -65,6 +65,7 @@ from kperceptual.evaluation import metrics
 from kperceptual.inference import loading as models
 
 CHECKPOINTS = (25, 50, 100, 200, 500)
+PAPER_MEMORY = 100  # the paper's baseline keeps Torch optim.lbfgs's default number of pairs
 FLICKER_STEP = (1, 2)  # the virtual camera's move a frame, (dy, dx) pixels
 FLICKER_BORDER = 16  # edge pixels left out of the warping error (padding differs there)
 DOCS = os.path.join(report.REPO, "docs")
@@ -85,7 +86,7 @@ flags.DEFINE_float("flicker_noise", 2.0, "Sensor noise of the pan's frames (leve
 flags.DEFINE_bool("write", True, "Write the section, plot and strip into docs/ (else print only).")
 flags.DEFINE_string("gatys_cache", os.path.join(report.REPO, "runs", "gatys_cache"),
                     "Folder keeping each Gatys run (it does not depend on the network), keyed by "
-                    "content, style, sizes, objective and iterations; empty: none.")
+                    "content, style, sizes, objective, iterations and optimiser; empty: none.")
 flags.DEFINE_integer("style_size", 256, "The style image's long side in training.")
 flags.DEFINE_string("train_data", os.path.join(report.SHARED_DATA, "train"),
                     "The model's training photos; no content image may be among them.")
@@ -126,7 +127,7 @@ def gatys_run(content, style, objective_config, objective, keep_iterations,
     for part in (content.tobytes(), content.shape, style.tobytes(), style.shape,
                  sorted(objective_config.objective_kwargs().items()),
                  objective_config.vgg_weights, FLAGS.iterations, sorted(keep_iterations),
-                 *([optimizer] if optimizer != "lbfgs" else [])):  # earlier runs' keys hold
+                 *([optimizer, PAPER_MEMORY] if optimizer != "lbfgs" else [])):  # old keys hold
         key.update(part if isinstance(part, bytes) else repr(part).encode())
     path = os.path.join(FLAGS.gatys_cache, key.hexdigest()[:24]) if FLAGS.gatys_cache else ""
     if path and os.path.isfile(path + ".json") and os.path.isfile(path + ".npz"):
@@ -141,9 +142,10 @@ def gatys_run(content, style, objective_config, objective, keep_iterations,
         if iteration in keep_iterations:
             snapshots[iteration] = images.to_uint8(image)
 
-    minimize = {"lbfgs": gatys.minimize_lbfgs, "lbfgs_clipped": gatys.minimize_lbfgs_clipped}
-    _, history, _, stopped = minimize[optimizer](
-        objective, gatys.initial_image(content, "noise", seed=0), FLAGS.iterations, callback=keep)
+    memory = PAPER_MEMORY if optimizer == "lbfgs_clipped" else 20
+    _, history, _, stopped = gatys.MINIMIZERS[optimizer](
+        objective, gatys.initial_image(content, "noise", seed=0), FLAGS.iterations, memory,
+        callback=keep)
     history = [{k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v)
                 for k, v in row.items()} for row in history]
     if path:
@@ -183,11 +185,6 @@ def objective_and_loss_network():
 def read_style(path: str):
     """The style image as training saw it: ``--style_size`` on the long side."""
     return images.resize_long_side(images.read_image(path), FLAGS.style_size)
-
-
-def photo_label(path: str) -> str:
-    """``tubingen`` for ``.../tubingen.jpg``, ``astronaut`` for ``skimage:astronaut``."""
-    return os.path.splitext(os.path.basename(path.split(":", 1)[-1]))[0]
 
 
 def style_jobs(model):
@@ -240,7 +237,7 @@ def main(argv):
     checkpoints = [c for c in CHECKPOINTS if c <= FLAGS.iterations]
     photos = {}
     for path in FLAGS.content:
-        photos[photo_label(path)] = (path, images.read_image(path))
+        photos[images.image_stem(path)] = (path, images.read_image(path))
     rows, series, strips, ratios, summary, term_rows = [], {}, [], {}, [], []
     paper_ratios = {}  # style: [the paper's baseline after 100 iterations / network]
     for style_name, styled, style_path in jobs:
@@ -263,17 +260,17 @@ def main(argv):
             history, snapshots, stopped = gatys_run(content, style, objective_config,
                                                     objective, (50, FLAGS.iterations))
             totals = {c: history[c]["total"] for c in checkpoints if c < len(history)}
-            paper_worth = "-"
+            paper_worth = ""  # a cell only with --paper_baseline
             if FLAGS.paper_baseline:
                 clipped, _, _ = gatys_run(content, style, objective_config, objective, (),
                                           "lbfgs_clipped")
-                paper_worth = worth_label(clipped, network)
+                paper_worth = f" {worth_label(clipped, network)} |"
                 paper_ratios[style_name].append(
-                    clipped[min(100, len(clipped) - 1)]["total"] / network)
+                    clipped[100]["total"] / network if len(clipped) > 100 else np.nan)
             rows.append(
                 f"| {style_name or model.name} | {label} | {network:.2f} | "
                 + " | ".join(f"{totals[c]:.2f}" if c in totals else "-" for c in checkpoints)
-                + f" | {worth_label(history, network)} | {paper_worth} | "
+                + f" | {worth_label(history, network)} |{paper_worth} "
                 f"{100 * blob:.3f}%{' (over)' if blob > metrics.PIN_MAX_FRACTION else ''} | "
                 f"{flicker[0]:.2f} ({flicker[1]:.2f}) |")
             print(rows[-1], stopped, flush=True)
@@ -300,9 +297,9 @@ def main(argv):
             + " | ".join(f"{r:.2f}" for r in mean_ratio)
             + f" | {'yes' if bar is not None and bar >= 1 else 'no'} | {100 * worst_blob:.3f}% "
             f"({'pass' if worst_blob <= metrics.PIN_MAX_FRACTION else 'FAIL'}) | "
-            f"{np.mean([f[0] for f in flickers]):.2f} | "
-            + (f"{np.mean(paper_ratios[style_name]):.2f} |" if paper_ratios[style_name]
-               else "- |"))
+            f"{np.mean([f[0] for f in flickers]):.2f} |"
+            + (f" {np.nanmean(paper_ratios[style_name]):.2f} |" if FLAGS.paper_baseline
+               else ""))
     print("\n".join(summary), flush=True)
     print("\n".join(term_rows), flush=True)
     if not FLAGS.write:
@@ -326,11 +323,12 @@ def main(argv):
         f"(border margin {stylizer.margin} px, as `stylize` applies it), "
         f"and of the Gatys optimiser (L-BFGS-B from white noise, float32) after N iterations, "
         f"on {FLAGS.image_size}x{FLAGS.image_size} centre crops of held-out photos. Lower is "
-        "better. \"Worth\" is the first iteration at which Gatys reaches the network's value; "
-        "\"worth, the paper's baseline\": the same for the baseline as the paper describes it "
-        "(L-BFGS with unit steps and no line search, as Torch's optim.lbfgs, the image clipped "
-        "to [0, 255] after each iteration; `gatys.minimize_lbfgs_clipped`), which the paper's "
-        "\"50 to 100 iterations\" counts. The bar is L-BFGS-B's. "
+        "better. \"Worth\" is the first iteration at which Gatys reaches the network's value"
+        + ("; \"worth, the paper's baseline\": the same for the baseline as the paper "
+           "describes it (L-BFGS with unit steps and no line search, as Torch's optim.lbfgs, the "
+           "image clipped to [0, 255] after each iteration; `gatys.minimize_lbfgs_clipped`), "
+           "which the paper's \"50 to 100 iterations\" counts. The bar is L-BFGS-B's. "
+           if FLAGS.paper_baseline else ". ") +
         "Blobs: the largest region of pure black or white where the photo is not near it, as a "
         f"share of the image (bar {100 * metrics.PIN_MAX_FRACTION:g}%). Flicker: mean warping error "
         f"(levels) between consecutive outputs on a {FLAGS.flicker_frames}-frame camera pan "
@@ -338,18 +336,21 @@ def main(argv):
         f"sensor noise {FLAGS.flicker_noise:g} levels); in brackets the input clip's own.",
         "",
         "| style | content | network | " + " | ".join(f"Gatys {c}" for c in checkpoints)
-        + " | worth | worth, the paper's baseline | blobs | flicker (input) |",
-        "|---|---|---|" + "---|" * len(checkpoints) + "---|---|---|---|",
+        + " | worth |" + (" worth, the paper's baseline |" if FLAGS.paper_baseline else "")
+        + " blobs | flicker (input) |",
+        "|---|---|---|" + "---|" * (len(checkpoints) + 3 + FLAGS.paper_baseline),
         *rows,
         "",
         "Per style: the mean of Gatys / network over the images after N iterations (above 1: "
         "the network's objective is lower), whether it meets the bar (at or below Gatys 100), "
-        "its worst blob, its mean flicker, and the mean of the paper's baseline after 100 "
-        "iterations / network.",
+        "its worst blob and its mean flicker"
+        + (", and the mean of the paper's baseline after 100 iterations / network."
+           if FLAGS.paper_baseline else "."),
         "",
         "| style | " + " | ".join(f"{c} iterations" for c in checkpoints)
-        + " | bar (Gatys 100) | worst blob | flicker | the paper's baseline, 100 iterations |",
-        "|---|" + "---|" * len(checkpoints) + "---|---|---|---|",
+        + " | bar (Gatys 100) | worst blob | flicker |"
+        + (" the paper's baseline, 100 iterations |" if FLAGS.paper_baseline else ""),
+        "|---|" + "---|" * (len(checkpoints) + 3 + FLAGS.paper_baseline),
         *summary,
         "",
         f"Where the gap is: each weighted term of the objective, the network's / Gatys's after "

@@ -88,7 +88,7 @@ def main(argv):
     photos = []  # (label, content crop, its PixelObjective)
     for path in FLAGS.content:
         content = images.resize_and_center_crop(images.read_image(path), FLAGS.image_size)
-        photos.append((ovo.photo_label(path), content,
+        photos.append((images.image_stem(path), content,
                        gatys.PixelObjective(content, style, objective_config, loss_net)))
     trained, held_out = photos[:FLAGS.trained], photos[FLAGS.trained:]
     # The same runs (and cache entries) as objective_vs_optimisation.py makes for these photos.
@@ -132,11 +132,13 @@ def main(argv):
         if done < FLAGS.steps:
             step(tf.constant(done * batch, tf.int32))
     names = ", ".join(n for n, _, _ in trained)
-    gatys_at = {c: np.mean([h[min(c, len(h) - 1)]["total"] for h in histories]) for c in (50, 100)}
+    gatys_at = {c: np.nanmean([h[c]["total"] if len(h) > c else np.nan for h in histories])
+                for c in (50, 100)}  # NaN: a run that stopped before
     body = "\n".join([
-        f"The `{FLAGS.model}` network ({label}) trained with Adam ({FLAGS.learning_rate:g}, "
-        f"{batch} of them a step) on {len(trained)} photo{'s' if len(trained) > 1 else ''}, "
-        f"{names} ({FLAGS.image_size}x{FLAGS.image_size} centre crops, no border margin), "
+        f"The `{FLAGS.model}` network ({label}) trained with Adam ({FLAGS.learning_rate:g}) on "
+        + (f"{len(trained)} photos, {batch} of them a step in turn, " if len(trained) > 1
+           else "one photo, ")
+        + f"{names} ({FLAGS.image_size}x{FLAGS.image_size} centre crops, no border margin), "
         "scored on them and on other photos it never saw; Gatys's L-BFGS from noise on the "
         f"same photos: {gatys_at[50]:.2f} after 50 iterations, {gatys_at[100]:.2f} after 100 "
         "(means). Lower is better; \"worth\" (each trained photo's) as in \"Objective: "

@@ -16,7 +16,6 @@ Set5's ``LR_x4`` inputs (MATLAB bicubic), x8 runs on Set5 ``HR`` degraded as in 
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
@@ -76,7 +75,7 @@ def score_checkpoint(config, path: str, pairs) -> dict:
 
 
 def watch(run_dir: str) -> None:
-    from kperceptual.training import checkpoints, trainer
+    from kperceptual.training import checkpoints
 
     config = run_config(run_dir)
     pairs = pairs_for(config)

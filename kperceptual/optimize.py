@@ -37,7 +37,8 @@ flags.DEFINE_integer("style_size", _D["style_size"].default,
 flags.DEFINE_string("optimizer", _D["optimizer"].default,
                     "lbfgs (L-BFGS-B, pixels bounded to [0, 255], with a line search), "
                     "lbfgs_clipped (the paper's baseline: L-BFGS with unit steps, the image "
-                    "clipped to [0, 255] after each) or adam.")
+                    "clipped to [0, 255] after each; Torch's 100 pairs with --lbfgs_memory=100) "
+                    "or adam.")
 flags.DEFINE_integer("iterations", _D["iterations"].default, "Optimiser iterations (paper: "
                                                              "100 to 500).")
 flags.DEFINE_string("init", _D["init"].default,

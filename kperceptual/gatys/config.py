@@ -73,9 +73,10 @@ def check_gatys_memory(height: int, width: int, optimizer: str = "lbfgs",
     """Raises ``ConfigError`` if optimising a ``height`` x ``width`` image would need more
     memory than this machine has."""
     values = height * width * 3
-    # L-BFGS-B keeps 2 x lbfgs_memory vectors of float64 and a few more; VGG16's activations
-    # for the gradient come to roughly 1 KB per pixel value. A rough bound: a 512x384 run
-    # peaked at 1.8 GB resident here, this estimate says 0.9 GB plus the framework's own.
+    # Either L-BFGS keeps 2 x lbfgs_memory vectors of float64 and a few more; VGG16's
+    # activations for the gradient come to roughly 1 KB per pixel value. A rough bound: a
+    # 512x384 run peaked at 1.8 GB resident here, this estimate says 0.9 GB plus the
+    # framework's own.
     lbfgs = values * 8 * (2 * lbfgs_memory + 8) if optimizer.startswith("lbfgs") else 0
     needed = lbfgs + values * 1100
     available = _physical_memory()

@@ -3,10 +3,10 @@ paper measures its networks against: minimise the perceptual objective over an i
 
 The objective is ``objectives.PerceptualObjective``, built by ``objectives.objective_from_config`` exactly
 as training builds it, so "the objective value" means the same thing for a network's output and
-for an optimised image. Two optimisers:
+for an optimised image. Three optimisers (``MINIMIZERS``):
 
-* ``lbfgs``: L-BFGS-B (scipy) with every pixel bounded to [0, 255] and a line search: the
-  strongest of the three per iteration, and what the benchmarks' bar is measured against.
+* ``lbfgs``: L-BFGS-B (scipy) with every pixel bounded to [0, 255] and a line search; what the
+  benchmarks' bar is measured against.
 * ``lbfgs_clipped``: the paper's baseline as it describes it, L-BFGS projected by clipping the
   image to [0, 255] after each iteration, with the update rule of Torch's ``optim.lbfgs`` that
   the paper's code used (unit steps, no line search: one evaluation per iteration).
@@ -172,7 +172,7 @@ def minimize_lbfgs_clipped(objective: PixelObjective, init, iterations: int, mem
                            callback=None):
     """Runs ``iterations`` L-BFGS iterations, clipping the image to [0, 255] after each: the
     paper's "projected L-BFGS", with the rule of Torch's ``optim.lbfgs`` (no line search; a
-    first step of ``min(1, 1 / |g|_1)`` along the gradient, then unit steps along the two-loop
+    first step of ``min(1, 1 / |g|_1)`` along ``-g``, then unit steps along the two-loop
     direction scaled by ``s.y / y.y``; ``memory`` pairs, Torch's default 100; a pair is kept
     when ``y.s > 1e-10``). Each pair is made from the step taken after clipping, ``s`` the
     change of the image and ``y`` of the gradient (pairs of the unclipped step, as Torch would
@@ -180,6 +180,8 @@ def minimize_lbfgs_clipped(objective: PixelObjective, init, iterations: int, mem
 
     Same callback and return value as ``minimize_lbfgs``.
     """
+    if memory < 1:
+        raise ValueError(f"memory={memory}: L-BFGS needs at least 1 pair")
     history = _History(callback)
     x = np.clip(np.asarray(init, np.float64), 0.0, 255.0).ravel()
     terms, gradient = objective.value_and_grad(x)
@@ -205,7 +207,9 @@ def minimize_lbfgs_clipped(objective: PixelObjective, init, iterations: int, mem
             for (s_i, y_i, rho), alpha in zip(pairs, reversed(alphas)):
                 direction = direction + s_i * (alpha - rho * float(y_i @ direction))
             step = 1.0
-        if float(g @ direction) > -1e-9:  # not a descent direction: nothing left to gain
+        # Not a descent direction: nothing left to gain (optim.lbfgs's test with its default
+        # tolX; neural-style passes tolX=-1, which only matters once the gradient vanishes).
+        if float(g @ direction) > -1e-9:
             return (x.reshape(objective.shape).astype(np.float32), history.rows, iteration,
                     f"no descent direction at iteration {iteration}")
         g_old, x_old = g, x
@@ -237,6 +241,10 @@ def minimize_adam(objective: PixelObjective, init, iterations: int, learning_rat
     image = keras.ops.convert_to_numpy(pixels.value).astype(np.float32)
     return image, history.rows, iterations + 1, "done"
 
+
+MINIMIZERS = {"lbfgs": minimize_lbfgs, "lbfgs_clipped": minimize_lbfgs_clipped,
+              "adam": minimize_adam}  # each (objective, init, iterations, setting, callback)
+assert tuple(MINIMIZERS) == choices.GATYS_OPTIMIZERS
 
 _D = {name: f.default for name, f in GatysConfig.__dataclass_fields__.items()}
 
@@ -299,17 +307,9 @@ def stylize(content, style, *, iterations: int = _D["iterations"],
 
         def callback(iteration, terms, image):
             user_callback(iteration, terms, color.preserve_color(content, image))
-    if optimizer == "lbfgs":
-        image, history, evaluations, stopped = minimize_lbfgs(
-            pixel_objective, start, iterations, lbfgs_memory, callback)
-    elif optimizer == "lbfgs_clipped":
-        image, history, evaluations, stopped = minimize_lbfgs_clipped(
-            pixel_objective, start, iterations, lbfgs_memory, callback)
-    elif optimizer == "adam":
-        image, history, evaluations, stopped = minimize_adam(
-            pixel_objective, start, iterations, learning_rate, callback)
-    else:
-        raise AssertionError(optimizer)  # checked above
+    setting = learning_rate if optimizer == "adam" else lbfgs_memory
+    image, history, evaluations, stopped = MINIMIZERS[optimizer](
+        pixel_objective, start, iterations, setting, callback)
     if preserve_color:
         image = color.preserve_color(content, image)
     return GatysResult(images.to_uint8(image), history, evaluations, stopped,

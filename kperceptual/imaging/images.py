@@ -115,6 +115,13 @@ def skimage_photo(name: str) -> np.ndarray:
     return array[..., :3].astype(np.uint8)
 
 
+def image_stem(path: str) -> str:
+    """A name for an image path: ``tubingen`` for ``.../tubingen.jpg``, ``astronaut`` for
+    ``skimage:astronaut``."""
+    return (path[len(SKIMAGE_PREFIX):] if path.startswith(SKIMAGE_PREFIX)
+            else os.path.splitext(os.path.basename(path))[0])
+
+
 def read_image(path: str) -> np.ndarray:
     """Reads an image file (or ``skimage:NAME``) as RGB uint8 (H, W, 3)."""
     return read_image_and_alpha(path)[0]

@@ -17,11 +17,6 @@ from kperceptual.losses.config import validate_objective
 from kperceptual.training.config import TrainingConfig
 
 
-def _style_stem(path: str) -> str:
-    return (path.split(":", 1)[-1] if path.startswith(images.SKIMAGE_PREFIX)
-            else os.path.splitext(os.path.basename(path))[0])
-
-
 # The flags only style training reads; the other tasks refuse them.
 STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers",
                      "style_reduction", "head", "filters", "stability_weight", "stability_shift",
@@ -70,7 +65,7 @@ class StyleTrainingConfig(TrainingConfig):
 
     def new_style_names(self) -> tuple[str, ...]:
         """The names (file stems) of ``style_image``'s styles."""
-        return tuple(_style_stem(p) for p in self.style_images())
+        return tuple(images.image_stem(p) for p in self.style_images())
 
     def style_names(self) -> tuple[str, ...]:
         """Every style of the network: the inherited ones, then ``style_image``'s."""

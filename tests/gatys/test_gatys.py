@@ -30,7 +30,7 @@ def run(pair, loss_net, **kwargs):
     return result, seen
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+@pytest.mark.parametrize("optimizer", ["lbfgs", "lbfgs_clipped", "adam"])
 def test_iterations_lower_the_objective_and_keep_pixels_in_range(pair, loss_net, optimizer):
     result, seen = run(pair, loss_net, optimizer=optimizer, iterations=8)
     totals = [row["total"] for row in result.history]
@@ -180,9 +180,10 @@ def test_clipped_lbfgs_is_one_evaluation_an_iteration_and_stays_in_range():
     assert history[-1]["total"] < best + 1e-3 * (history[0]["total"] - best)
 
 
-def test_clipped_lbfgs_lowers_the_real_objective_slower_than_lbfgs_b(photos, loss_net):
-    # The paper's baseline against the benchmarks' (real VGG16, 48 px): both lower the
-    # objective, the line-searched L-BFGS-B at least as far in the same iterations.
+def test_clipped_lbfgs_lowers_the_real_objective_about_as_far_as_lbfgs_b(photos, loss_net):
+    # The paper's baseline against the benchmarks' (real VGG16, 48 px, the same noise): both
+    # lower the objective, about as far in the same iterations (docs/gatys.md: 8.67 against
+    # 8.74 after 100 at 256 px).
     content = images.resize_and_center_crop(photos["chelsea"], 48)
     style = images.resize_and_center_crop(photos["coffee"], 48)
     objective = gatys.PixelObjective(content, style, loss_net=loss_net)
@@ -190,4 +191,14 @@ def test_clipped_lbfgs_lowers_the_real_objective_slower_than_lbfgs_b(photos, los
     _, clipped, _, _ = gatys.minimize_lbfgs_clipped(objective, start, 15)
     _, bounded, _, _ = gatys.minimize_lbfgs(objective, start, 15)
     assert clipped[-1]["total"] < 0.5 * clipped[0]["total"]
-    assert bounded[-1]["total"] <= clipped[-1]["total"] * 1.05
+    assert 0.8 < clipped[-1]["total"] / bounded[-1]["total"] < 1.25
+
+
+def test_clipped_lbfgs_with_a_short_memory_still_converges_and_refuses_none():
+    objective = Quadratic()
+    _, history, _, _ = gatys.minimize_lbfgs_clipped(objective, np.full((4, 4, 3), 128.0), 60,
+                                                    memory=2)
+    best = objective(np.clip(objective.target, 0.0, 255.0))["total"]
+    assert history[-1]["total"] < best + 1e-2 * (history[0]["total"] - best)
+    with pytest.raises(ValueError, match="memory=0"):
+        gatys.minimize_lbfgs_clipped(objective, np.full((4, 4, 3), 128.0), 5, memory=0)
