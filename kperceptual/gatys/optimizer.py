@@ -8,8 +8,9 @@ for an optimised image. Three optimisers (``MINIMIZERS``):
 * ``lbfgs``: L-BFGS-B (scipy) with every pixel bounded to [0, 255] and a line search; what the
   benchmarks' bar is measured against.
 * ``lbfgs_clipped``: the paper's baseline as it describes it, L-BFGS projected by clipping the
-  image to [0, 255] after each iteration, with the update rule of Torch's ``optim.lbfgs`` that
-  the paper's code used (unit steps, no line search: one evaluation per iteration).
+  image to [0, 255] after each iteration, with the update rule of Torch's ``optim.lbfgs`` (the
+  paper's code was Torch, and jcjohnson's neural-style calls it without a line search): unit
+  steps, one evaluation per iteration.
 * ``adam``: Adam (``keras.optimizers.Adam``) on the pixels, projected back to [0, 255] after each
   step.
 
