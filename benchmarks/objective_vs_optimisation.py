@@ -15,8 +15,9 @@ steps and no line search, clipped to [0, 255] after each iteration, ``--optimize
 of ``kperceptual.optimize``), and the network's worth is also given in those iterations, the
 ones the paper's "50 to 100" counts (measured 2026-12-07: within an iteration or two of
 L-BFGS-B's, docs/zoo.md; the bar stays on L-BFGS-B). Gatys runs in float32 here (its best,
-not its fastest) and every value is measured by the same float32 objective. A multi-style network is scored for each of its styles (``--styles``), each against
-its own style image, ``--styles_dir/<name>.jpg``.
+not its fastest) and every value is measured by the same float32 objective. A multi-style
+network is scored for each of its styles (``--styles``), each against its own style image,
+``--styles_dir/<name>.jpg``.
 
 Beside the objective, for each network output:
 
@@ -104,8 +105,15 @@ def _digest(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def check_held_out(contents, train_data: str, prog: str = "objective_vs_optimisation") -> None:
-    """Exits with one line (``prog: ...``) if a content image is one of the training photos."""
+def check_inputs(contents, styles, train_data: str,
+                 prog: str = "objective_vs_optimisation") -> None:
+    """Exits with one line (``prog: ...``) if a content or style image is missing, or a
+    content image is one of the training photos."""
+    missing = [p for p in list(contents) + list(styles)
+               if not p.startswith(images.SKIMAGE_PREFIX) and not os.path.isfile(p)]
+    if missing or not contents:
+        sys.exit(f"{prog}: {', '.join(missing) or '--content'}: no such file; put "
+                 "../shared/data beside the repository or pass --content/--style")
     if not os.path.isdir(train_data):
         sys.exit(f"{prog}: {train_data}: no such folder; the benchmark "
                  "checks that no content image is a training photo (pass --train_data)")
@@ -142,10 +150,10 @@ def gatys_run(content, style, objective_config, objective, keep_iterations,
         if iteration in keep_iterations:
             snapshots[iteration] = images.to_uint8(image)
 
-    memory = PAPER_MEMORY if optimizer == "lbfgs_clipped" else 20
+    settings = {"memory": PAPER_MEMORY} if optimizer == "lbfgs_clipped" else {}
     _, history, _, stopped = gatys.MINIMIZERS[optimizer](
-        objective, gatys.initial_image(content, "noise", seed=0), FLAGS.iterations, memory,
-        callback=keep)
+        objective, gatys.initial_image(content, "noise", seed=0), FLAGS.iterations,
+        callback=keep, **settings)
     history = [{k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v)
                 for k, v in row.items()} for row in history]
     if path:
@@ -227,12 +235,7 @@ def main(argv):
     del argv
     model = models.load_model(FLAGS.model)
     jobs = style_jobs(model)
-    missing = [p for p in FLAGS.content + [path for _, _, path in jobs]
-               if not p.startswith(images.SKIMAGE_PREFIX) and not os.path.isfile(p)]
-    if missing or not FLAGS.content:
-        sys.exit(f"objective_vs_optimisation: {', '.join(missing) or '--content'}: no such "
-                 "file; put ../shared/data beside the repository or pass --content/--style")
-    check_held_out(FLAGS.content, FLAGS.train_data)
+    check_inputs(FLAGS.content, [path for _, _, path in jobs], FLAGS.train_data)
     objective_config, loss_net = objective_and_loss_network()
     checkpoints = [c for c in CHECKPOINTS if c <= FLAGS.iterations]
     photos = {}

@@ -81,8 +81,9 @@ def main(argv):
                  f"photos ({len(FLAGS.content)})")
     if FLAGS.batch_size < 1:
         sys.exit(f"one_photo: --batch_size={FLAGS.batch_size}: must be at least 1")
-    ovo.check_held_out(FLAGS.content, FLAGS.train_data, "one_photo")  # "not trained on" means it
     network, label, style_path = network_and_style(FLAGS.model, FLAGS.styles)
+    # "Not trained on" means it: no photo may be one of the model's training photos.
+    ovo.check_inputs(FLAGS.content, [style_path], FLAGS.train_data, "one_photo")
     objective_config, loss_net = ovo.objective_and_loss_network()
     style = ovo.read_style(style_path)
     photos = []  # (label, content crop, its PixelObjective)
@@ -96,7 +97,8 @@ def main(argv):
                  for _, c, o in trained]
     objective = trained[0][2].objective  # one style: the same objective for every photo
     pixels = tf.constant(np.stack([c for _, c, _ in trained]).astype(np.float32))
-    targets = objective.content_targets(pixels)
+    targets = {k: tf.concat([o.content_targets[k] for _, _, o in trained], 0)
+               for k in trained[0][2].content_targets}  # each photo's, computed once
     batch = min(FLAGS.batch_size, len(trained))
     optimizer = keras.optimizers.Adam(FLAGS.learning_rate)
     variables = network.trainable_variables
