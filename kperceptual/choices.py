@@ -62,7 +62,7 @@ def check_layers(layers) -> None:
 
 
 GATYS_OPTIMIZERS = ("lbfgs", "lbfgs_clipped", "adam")
-GATYS_INITS = ("noise", "content")
+GATYS_INITS = ("noise", "content", "image")
 
 
 def min_image_side(layers) -> int:

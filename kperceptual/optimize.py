@@ -5,6 +5,12 @@ Examples:
     python -m kperceptual.optimize --content=photo.jpg --style=wave.jpg --output=out.png \
         --iterations=300 --image_size=1024 --init=content --preserve_color --save_every=50
 
+    # Refine a style network's output: its objective falls to Gatys's after 100 iterations from
+    # noise in about a third of them (docs/gatys.md).
+    python -m kperceptual.stylize --model=starry_night --max_size=512 photo.jpg
+    python -m kperceptual.optimize --content=photo.jpg --style=starry_night.jpg --output=out.png \
+        --style_size=256 --init=image --init_image=stylised/photo_starry_night.png --iterations=35
+
 Minimises the same content + style + TV objective as training (same flags, same defaults) over
 the output's pixels, with bounded L-BFGS (``--optimizer=lbfgs``, pixels kept in [0, 255]), the
 paper's clipped L-BFGS (``--optimizer=lbfgs_clipped``) or Adam.
@@ -42,7 +48,12 @@ flags.DEFINE_string("optimizer", _D["optimizer"].default,
 flags.DEFINE_integer("iterations", _D["iterations"].default, "Optimiser iterations (paper: "
                                                              "100 to 500).")
 flags.DEFINE_string("init", _D["init"].default,
-                    "Start from noise (white noise, the paper) or content (the content image).")
+                    "Start from noise (white noise, the paper), content (the content image) or "
+                    "image (--init_image).")
+flags.DEFINE_string("init_image", _D["init_image"].default,
+                    "With --init=image: the image to start from, e.g. a style network's output "
+                    "of the same content, so the iterations refine it (resized to the "
+                    "content's size if its aspect ratio is within 2%).")
 flags.DEFINE_integer("seed", _D["seed"].default, "Seed of the white noise.")
 flags.DEFINE_float("learning_rate", _D["learning_rate"].default,
                    "Adam's learning rate, in pixel values (--optimizer=adam only).")
@@ -55,8 +66,9 @@ flags.DEFINE_integer("save_every", 0, "If > 0, also write the image every N iter
                                       "OUTPUT_STEM_<iteration>.EXT.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
 flags.DEFINE_string("precision", _D["precision"].default,
-                    "auto (mixed_bfloat16 on hardware with native bf16, else float32), float32 "
-                    "or mixed_bfloat16: the loss network's compute dtype.")
+                    "auto (mixed_bfloat16 on hardware with native bf16, else float32; float32 "
+                    "with --init=image, where bfloat16 is too coarse for L-BFGS), float32 or "
+                    "mixed_bfloat16: the loss network's compute dtype.")
 cli.define_objective_flags()
 flags.adopt_module_key_flags(cli)  # so --help lists them
 FLAGS = flags.FLAGS
@@ -88,12 +100,13 @@ def main(argv):
             images.write_image(snapshots[iteration], image, overwrite=config.overwrite)
 
     print(f"{config.optimizer}: {config.iterations} iterations on {content.shape[1]}x"
-          f"{content.shape[0]} pixels from {config.init}")
+          f"{content.shape[0]} pixels from {config.init_image or config.init}")
     try:
         result = gatys.stylize(
             content, style, image_size=config.image_size, style_size=config.style_size,
             iterations=config.iterations, optimizer=config.optimizer,
-            init=config.init, seed=config.seed, learning_rate=config.learning_rate,
+            init=config.init, init_image=config.init_image or None, seed=config.seed,
+            learning_rate=config.learning_rate,
             lbfgs_memory=config.lbfgs_memory, preserve_color=config.preserve_color,
             precision=config.precision, objective=config, callback=report)
         images.write_image(config.output, result.image, overwrite=config.overwrite)

@@ -26,6 +26,7 @@ class GatysConfig(ObjectiveConfig):
     optimizer: str = "lbfgs"
     iterations: int = 500
     init: str = "noise"
+    init_image: str = ""  # the image --init=image starts from (e.g. a style network's output)
     seed: int = 0
     learning_rate: float = 10.0  # Adam's step, in pixel values
     lbfgs_memory: int = 20  # pairs of vectors L-BFGS keeps for its Hessian estimate
@@ -129,10 +130,32 @@ def validate_gatys(config: GatysConfig):
                                        f"{config.iterations}, so nothing would be saved")
     check_choice(config, "optimizer", choices.GATYS_OPTIMIZERS)
     check_choice(config, "init", choices.GATYS_INITS)
+    if config.init == "image" and not config.init_image:
+        raise FlagError("init_image", "required with --init=image: the image to start from")
+    if config.init_image and config.init != "image":
+        raise FlagError("init_image", f"given, but --init={config.init}; pass --init=image to "
+                                      "start from it")
     check_choice(config, "precision", choices.GATYS_PRECISIONS)
     validate_objective(config)
     inputs = {"content": config.content, "style": config.style}
+    if config.init_image:
+        inputs["init_image"] = config.init_image
     _check_writable_file("output", config.output, config.overwrite, inputs)
     for path in config.snapshot_paths().values():
         _check_writable_file("save_every", path, config.overwrite, inputs)
-    return config.sized_images()
+    content, style = config.sized_images()
+    if config.init_image:
+        fit_init_image(read_flag_image(config, "init_image"), content, f"{config.init_image}: ")
+    return content, style
+
+
+def fit_init_image(image, content, label: str = ""):
+    """The image ``--init=image`` starts from, resized to ``content``'s size; raises
+    ``FlagError`` if its aspect ratio is more than 2% from the content's (``label`` prefixes
+    the message, e.g. the file)."""
+    fitted = images.fit_to_shape(image, *content.shape[:2])
+    if fitted is None:
+        raise FlagError("init_image", f"{label}{image.shape[1]}x{image.shape[0]} pixels does "
+                                      f"not have the content's shape ({content.shape[1]}x"
+                                      f"{content.shape[0]} after resizing)")
+    return fitted

@@ -38,7 +38,8 @@ from kperceptual.imaging import images
 from kperceptual.losses import objective as objectives
 from kperceptual import choices
 from kperceptual.errors import FlagError as ConfigError
-from kperceptual.gatys.config import GatysConfig, check_gatys_memory, check_gatys_sizes
+from kperceptual.gatys.config import (GatysConfig, check_gatys_memory, check_gatys_sizes,
+                                      fit_init_image)
 from kperceptual.losses.config import ObjectiveConfig, validate_objective
 from kperceptual.networks.precision import dtype_policy, resolve_precision
 
@@ -95,13 +96,20 @@ def _floats(values) -> dict:
     return {name: float(keras.ops.convert_to_numpy(values[name])[0]) for name in TERMS}
 
 
-def initial_image(content, init: str = "noise", seed: int = 0) -> np.ndarray:
-    """The starting point: white noise, uniform in [0, 255] (the paper), or the content image."""
+def initial_image(content, init: str = "noise", seed: int = 0, image=None) -> np.ndarray:
+    """The starting point: white noise, uniform in [0, 255] (the paper), the content image, or
+    ``image`` (``init="image"``: e.g. a style network's output, to refine it), which must
+    have the content's shape."""
     content = np.asarray(content)
     if init == "noise":
         return np.random.default_rng(seed).uniform(0.0, 255.0, content.shape).astype(np.float32)
     if init == "content":
         return content.astype(np.float32)
+    if init == "image":
+        if image is None or np.shape(image) != content.shape:
+            raise ValueError(f"init='image' needs an image of the content's shape "
+                             f"{content.shape}, got {None if image is None else np.shape(image)}")
+        return np.clip(np.asarray(image, np.float32), 0.0, 255.0)
     raise ValueError(f"unknown init {init!r}; expected one of {', '.join(choices.GATYS_INITS)}")
 
 
@@ -255,8 +263,8 @@ def stylize(content, style, *, iterations: int = _D["iterations"],
             image_size: int = 0, style_size: int = _D["style_size"],
             learning_rate: float = _D["learning_rate"], lbfgs_memory: int = _D["lbfgs_memory"],
             preserve_color: bool = _D["preserve_color"], precision: str = _D["precision"],
-            objective: ObjectiveConfig | None = None, loss_net=None, callback=None,
-            **objective_settings) -> GatysResult:
+            init_image=None, objective: ObjectiveConfig | None = None, loss_net=None,
+            callback=None, **objective_settings) -> GatysResult:
     """Stylises ``content`` with ``style`` by optimisation (Gatys et al.).
 
     Args:
@@ -265,7 +273,10 @@ def stylize(content, style, *, iterations: int = _D["iterations"],
         iterations: optimiser iterations (the paper: 100 to 500).
         optimizer: ``"lbfgs"`` (bounded L-BFGS-B), ``"lbfgs_clipped"`` (the paper's
             projected L-BFGS) or ``"adam"``.
-        init: ``"noise"`` (white noise, the paper) or ``"content"``.
+        init: ``"noise"`` (white noise, the paper), ``"content"`` or ``"image"``: start from
+            ``init_image`` (an RGB image or its path), e.g. a style network's output, so the
+            iterations refine it. It is resized to the content's size if its aspect ratio is
+            within 2% of the content's; otherwise a ``ValueError``.
         image_size, style_size: resize the longer sides to these (0: content as given; style to
             the content's longer side). Unlike ``optimize`` (512), the content is taken at the
             size given unless ``image_size`` says otherwise; the other defaults are
@@ -276,8 +287,9 @@ def stylize(content, style, *, iterations: int = _D["iterations"],
         objective: the objective's settings; or give them as keywords
             (``style_weight=1e4``, ``style_layers=(...)``), the defaults of training otherwise.
         precision: ``"auto"`` (``mixed_bfloat16`` where the hardware computes it natively, as
-            for training), ``"float32"`` or ``"mixed_bfloat16"``: the loss network's compute
-            dtype. Pixels, gradients and the objective's sums stay float32.
+            for training, but ``float32`` with ``init="image"``), ``"float32"`` or
+            ``"mixed_bfloat16"``: the loss network's compute dtype. Pixels, gradients and the
+            objective's sums stay float32.
         callback: ``callback(iteration, terms, image)`` after each iteration, e.g. progress.
 
     Returns a ``GatysResult`` (uint8 image, loss history per iteration).
@@ -300,9 +312,23 @@ def stylize(content, style, *, iterations: int = _D["iterations"],
         content_in, style_in = color.grey(content), color.match_luminance(style, content)
     else:
         content_in, style_in = content, style
-    with dtype_policy(resolve_precision(precision)):
+    # Near a good image (a network's output) the bfloat16 objective is too coarse for L-BFGS:
+    # from starry_night's output it made no progress in 34 iterations (docs/gatys.md).
+    compute = ("float32" if precision == "auto" and init == "image"
+               else resolve_precision(precision))
+    with dtype_policy(compute):
         pixel_objective = PixelObjective(content_in, style_in, objective, loss_net)
-    start = initial_image(content_in, init, seed)
+    if init == "image":
+        start_image = (images.read_image(init_image) if isinstance(init_image, str)
+                       else images.to_uint8(np.asarray(init_image)) if init_image is not None
+                       else None)
+        if start_image is None:
+            raise ValueError("init='image' needs init_image")
+        fitted = fit_init_image(start_image, content)
+        start_image = color.grey(fitted) if preserve_color else fitted
+    else:
+        start_image = None
+    start = initial_image(content_in, init, seed, start_image)
     if preserve_color and callback is not None:
         user_callback = callback
 

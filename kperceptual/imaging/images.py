@@ -256,6 +256,17 @@ def size_content_and_style(content: np.ndarray, style: np.ndarray, image_size: i
     return content, resize_long_side(style, style_size or max(content.shape[:2]))
 
 
+def fit_to_shape(image: np.ndarray, height: int, width: int, tolerance: float = 0.02):
+    """``image`` resized to ``height`` x ``width`` if its aspect ratio is within ``tolerance``
+    (relative) of that shape's, else None: a resize that would distort the picture."""
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    if abs((w / h) / (width / height) - 1.0) > tolerance:
+        return None
+    return resize(image, height, width)
+
+
 def read_flag_image(config, field: str, path: str | None = None) -> np.ndarray:
     """The image a flag names (``config.<field>``, or ``path`` given for it); raises
     ``FlagError`` naming the flag, the file and what is wrong with it."""

@@ -57,6 +57,13 @@ GOOD = ["--content=content.png", "--style=style.jpg", "--output=out.png"]
     (["--output=content.png", "--overwrite"], "--output: content.png: is the --content"),
     (["--optimizer=sgd"], "--optimizer: unknown value 'sgd'"),
     (["--init=zeros"], "--init: unknown value 'zeros'"),
+    (["--init=image"], "--init_image: required with --init=image"),
+    (["--init_image=style.jpg"], "--init_image: given, but --init=noise; pass --init=image"),
+    (["--init=image", "--init_image=missing.png"], "--init_image: missing.png: no such file"),
+    (["--init=image", "--init_image=tiny.png"], "--init_image: tiny.png: 4x4 pixels does not "
+                                                "have the content's shape (512x346 after"),
+    (["--init=image", "--init_image=taken.png", "--output=taken.png", "--overwrite"],
+     "--output: taken.png: is the --init_image"),
     (["--iterations=0"], "--iterations: must be positive"),
     (["--style_weight=-1"], "--style_weight: must be a finite number >= 0"),
     (["--precision=float8"], "--precision: unknown value 'float8'"),
@@ -117,3 +124,12 @@ def test_a_run_writes_output_and_snapshots_and_never_overwrites(files):
     replaced = run_optimize(args + ["--overwrite", "--init=content", "--optimizer=adam"], files)
     assert replaced.returncode == 0, replaced.stderr
     assert (files / "out.png").exists()
+
+    # Refining an image: the run starts from it (at the content's size) and leaves it as it was.
+    start = (files / "out.png").read_bytes()
+    refined = run_optimize([a.replace("out.png", "refined.png") for a in args]
+                           + ["--init=image", "--init_image=out.png"], files)
+    assert refined.returncode == 0, refined.stderr
+    assert "pixels from out.png" in refined.stdout
+    assert (files / "out.png").read_bytes() == start
+    assert images.read_image(str(files / "refined.png")).shape == content.shape
