@@ -14,9 +14,9 @@ networks worth about 50 to 100 iterations; the bar for a shipped style is 100. W
 steps and no line search, clipped to [0, 255] after each iteration, ``--optimizer=lbfgs_clipped``
 of ``kperceptual.optimize``), and the network's worth is also given in those iterations, the
 ones the paper's "50 to 100" counts (measured 2026-12-07: within an iteration or two of
-L-BFGS-B's, docs/zoo.md; the bar stays on L-BFGS-B). With ``--refine=N``, L-BFGS-B also
-runs for up to N iterations from the network's output (``optimize --init=image``), and the
-table gives how many it takes to reach Gatys's objective after 100 iterations from noise. Gatys runs in float32 here (its best,
+L-BFGS-B's, docs/zoo.md; the bar stays on L-BFGS-B). With ``--refine=N``, L-BFGS-B
+also runs for up to N iterations from the network's output (``optimize --init=image``), and
+the table gives how many it takes to reach Gatys's objective after 100 iterations from noise. Gatys runs in float32 here (its best,
 not its fastest) and every value is measured by the same float32 objective. A multi-style
 network is scored for each of its styles (``--styles``), each against its own style image,
 ``--styles_dir/<name>.jpg``.
@@ -97,7 +97,7 @@ flags.DEFINE_integer("image_size", 256, "Content images are centre-cropped to th
 flags.DEFINE_integer("iterations", max(CHECKPOINTS), "L-BFGS iterations per image.")
 flags.DEFINE_integer("refine", 0, "If > 0: also run L-BFGS-B for this many iterations from the "
                      "network's output (optimize --init=image) and give the iterations it "
-                     "takes to reach Gatys's objective after 100 from noise.")
+                     "takes to reach Gatys's objective after 100 from noise.", lower_bound=0)
 flags.DEFINE_bool("paper_baseline", False, "Also run the paper's own baseline, L-BFGS clipped to "
                   "[0, 255] after each unit step (gatys.minimize_lbfgs_clipped), and give what "
                   "the network is worth in its iterations.")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
+
 from kperceptual import choices
 from kperceptual.errors import FlagError, check_choice, check_positive
 from kperceptual.imaging import images
@@ -130,11 +132,7 @@ def validate_gatys(config: GatysConfig):
                                        f"{config.iterations}, so nothing would be saved")
     check_choice(config, "optimizer", choices.GATYS_OPTIMIZERS)
     check_choice(config, "init", choices.GATYS_INITS)
-    if config.init == "image" and not config.init_image:
-        raise FlagError("init_image", "required with --init=image: the image to start from")
-    if config.init_image and config.init != "image":
-        raise FlagError("init_image", f"given, but --init={config.init}; pass --init=image to "
-                                      "start from it")
+    check_init(config.init, config.init_image)
     check_choice(config, "precision", choices.GATYS_PRECISIONS)
     validate_objective(config)
     inputs = {"content": config.content, "style": config.style}
@@ -149,13 +147,32 @@ def validate_gatys(config: GatysConfig):
     return content, style
 
 
+def check_init(init: str, init_image) -> None:
+    """Raises ``FlagError`` unless an image to start from is given exactly when ``init`` is
+    ``"image"``."""
+    given = init_image is not None and not (isinstance(init_image, str) and not init_image)
+    if init == "image" and not given:
+        raise FlagError("init_image", "required with --init=image: the image to start from")
+    if given and init != "image":
+        raise FlagError("init_image", f"given, but --init={init}; pass --init=image to start "
+                                      "from it")
+
+
 def fit_init_image(image, content, label: str = ""):
-    """The image ``--init=image`` starts from, resized to ``content``'s size; raises
-    ``FlagError`` if its aspect ratio is more than 2% from the content's (``label`` prefixes
-    the message, e.g. the file)."""
+    """The image ``--init=image`` starts from as RGB (grey repeated, alpha dropped), resized to
+    ``content``'s size; raises ``FlagError`` if its aspect ratio is more than 2% from the
+    content's (``label`` prefixes the message, e.g. the file)."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4) or min(image.shape[:2]) < 1:
+        raise FlagError("init_image", f"{label}an array of shape {image.shape}; expected an "
+                                      "RGB image (H, W, 3)")
+    image = images.to_uint8(image[..., :3])
     fitted = images.fit_to_shape(image, *content.shape[:2])
     if fitted is None:
-        raise FlagError("init_image", f"{label}{image.shape[1]}x{image.shape[0]} pixels does "
-                                      f"not have the content's shape ({content.shape[1]}x"
-                                      f"{content.shape[0]} after resizing)")
+        raise FlagError("init_image", f"{label}its aspect ratio ({image.shape[1]}x"
+                                      f"{image.shape[0]} pixels) is more than 2% from the "
+                                      f"content's ({content.shape[1]}x{content.shape[0]} "
+                                      "after resizing)")
     return fitted

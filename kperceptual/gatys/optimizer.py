@@ -39,7 +39,7 @@ from kperceptual.losses import objective as objectives
 from kperceptual import choices
 from kperceptual.errors import FlagError as ConfigError
 from kperceptual.gatys.config import (GatysConfig, check_gatys_memory, check_gatys_sizes,
-                                      fit_init_image)
+                                      check_init, fit_init_image)
 from kperceptual.losses.config import ObjectiveConfig, validate_objective
 from kperceptual.networks.precision import dtype_policy, resolve_precision
 
@@ -276,7 +276,7 @@ def stylize(content, style, *, iterations: int = _D["iterations"],
         init: ``"noise"`` (white noise, the paper), ``"content"`` or ``"image"``: start from
             ``init_image`` (an RGB image or its path), e.g. a style network's output, so the
             iterations refine it. It is resized to the content's size if its aspect ratio is
-            within 2% of the content's; otherwise a ``ValueError``.
+            within 2% of the content's; otherwise a ``FlagError`` (a ``ValueError``).
         image_size, style_size: resize the longer sides to these (0: content as given; style to
             the content's longer side). Unlike ``optimize`` (512), the content is taken at the
             size given unless ``image_size`` says otherwise; the other defaults are
@@ -301,6 +301,7 @@ def stylize(content, style, *, iterations: int = _D["iterations"],
     content, style = (images.read_image(x) if isinstance(x, str) else np.asarray(x)
                       for x in (content, style))
     validate_objective(objective)
+    check_init(init, init_image)
     if optimizer not in choices.GATYS_OPTIMIZERS:
         raise ConfigError("optimizer", f"unknown value {optimizer!r}; expected one of "
                                        f"{', '.join(choices.GATYS_OPTIMIZERS)}")
@@ -318,16 +319,11 @@ def stylize(content, style, *, iterations: int = _D["iterations"],
                else resolve_precision(precision))
     with dtype_policy(compute):
         pixel_objective = PixelObjective(content_in, style_in, objective, loss_net)
+    start_image = None
     if init == "image":
-        start_image = (images.read_image(init_image) if isinstance(init_image, str)
-                       else images.to_uint8(np.asarray(init_image)) if init_image is not None
-                       else None)
-        if start_image is None:
-            raise ValueError("init='image' needs init_image")
-        fitted = fit_init_image(start_image, content)
+        fitted = fit_init_image(images.read_image(init_image) if isinstance(init_image, str)
+                                else init_image, content)
         start_image = color.grey(fitted) if preserve_color else fitted
-    else:
-        start_image = None
     start = initial_image(content_in, init, seed, start_image)
     if preserve_color and callback is not None:
         user_callback = callback

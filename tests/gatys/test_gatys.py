@@ -73,11 +73,21 @@ def test_image_initialisation_refines_the_image_it_is_given(pair, loss_net):
     from_noise, _ = run(pair, loss_net, iterations=3)
     assert refined.objective < 0.5 * from_noise.objective
 
-    with pytest.raises(ValueError, match="needs init_image"):
-        gatys.stylize(*pair, loss_net=loss_net, init="image", iterations=1)
-    with pytest.raises(ValueError, match="--init_image: 48x48 pixels does not have the content's"):
-        gatys.stylize(*pair, loss_net=loss_net, init="image", iterations=1,
-                      init_image=np.zeros((48, 48, 3), np.uint8))
+    # An RGBA array is taken as its RGB; with colour preservation the start is made grey.
+    rgba = np.dstack([first.image, np.full(first.image.shape[:2], 255, np.uint8)])
+    kept, _ = run(pair, loss_net, init="image", init_image=rgba, iterations=2,
+                  preserve_color=True)
+    assert kept.history[0]["total"] < 0.5 * from_noise.history[0]["total"]
+
+    for kwargs, message in [
+            (dict(init="image"), "--init_image: required with --init=image"),
+            (dict(init_image=first.image), "--init_image: given, but --init=noise"),
+            (dict(init="image", init_image=np.zeros((48, 48, 3), np.uint8)),
+             r"--init_image: its aspect ratio \(48x48 pixels\) is more than 2% from"),
+            (dict(init="image", init_image=np.zeros((32, 48, 2), np.uint8)),
+             r"--init_image: an array of shape \(32, 48, 2\)")]:
+        with pytest.raises(ValueError, match=message):
+            gatys.stylize(*pair, loss_net=loss_net, iterations=1, **kwargs)
 
 
 def test_auto_precision_refines_in_float32(pair, loss_net, monkeypatch):
@@ -98,7 +108,9 @@ def test_auto_precision_refines_in_float32(pair, loss_net, monkeypatch):
     gatys.stylize(*pair, loss_net=loss_net, init="image", init_image=pair[0], iterations=1,
                   precision="auto")
     gatys.stylize(*pair, loss_net=loss_net, iterations=1, precision="auto")
-    assert seen == ["float32", "mixed_bfloat16"]
+    gatys.stylize(*pair, loss_net=loss_net, init="image", init_image=pair[0], iterations=1,
+                  precision="mixed_bfloat16")  # asked for by name: honoured
+    assert seen == ["float32", "mixed_bfloat16", "mixed_bfloat16"]
 
 
 def test_gradient_matches_finite_differences(pair, loss_net):
