@@ -117,7 +117,7 @@ def main(argv):
     print()  # ends the progress bar's line, also when L-BFGS stopped early
     last = result.history[-1]
     print(f"wrote {config.output}: objective {last['total']:.4g} after {last['iteration']} "
-          f"iterations ({result.evaluations} evaluations, {last['seconds']:.1f} s; style image "
+          f"iterations (from {result.history[0]['total']:.4g}; {result.evaluations} evaluations, {last['seconds']:.1f} s; style image "
           f"{result.style_shape[1]}x{result.style_shape[0]}); {result.stopped.lower()}")
 
 
