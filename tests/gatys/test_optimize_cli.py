@@ -57,14 +57,7 @@ GOOD = ["--content=content.png", "--style=style.jpg", "--output=out.png"]
     (["--output=content.png", "--overwrite"], "--output: content.png: is the --content"),
     (["--optimizer=sgd"], "--optimizer: unknown value 'sgd'"),
     (["--init=zeros"], "--init: unknown value 'zeros'"),
-    (["--init=image"], "--init_image: required with --init=image"),
-    (["--init_image=style.jpg"], "--init_image: given, but --init=noise; pass --init=image"),
     (["--init=image", "--init_image=missing.png"], "--init_image: missing.png: no such file"),
-    (["--init=image", "--init_image=tiny.png"], "--init_image: tiny.png: its aspect ratio (4x4 "
-                                                "pixels) is more than 2% from the content's "
-                                                "(512x346 after resizing)"),
-    (["--init=image", "--init_image=taken.png", "--output=taken.png", "--overwrite"],
-     "--output: taken.png: is the --init_image"),
     (["--iterations=0"], "--iterations: must be positive"),
     (["--style_weight=-1"], "--style_weight: must be a finite number >= 0"),
     (["--precision=float8"], "--precision: unknown value 'float8'"),
@@ -87,6 +80,30 @@ def test_bad_inputs_exit_2_with_one_line(files, args, message):
     assert (files / "taken.png").read_bytes() == b"keep me"
     assert not (files / "out.png").exists()
     assert images.read_image(str(files / "out_0002.png")).shape[1] == 40
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(init="image"), "--init_image: required with --init=image"),
+    (dict(init_image="style.jpg"), "--init_image: given, but --init=noise; pass --init=image"),
+    (dict(init="image", init_image="notes.txt"), "--init_image: notes.txt: not a readable image"),
+    (dict(init="image", init_image="tiny.png"),
+     "--init_image: tiny.png: its aspect ratio (4x4 pixels) is more than 2% from the content's "
+     "(512x346 after resizing)"),
+    (dict(init="image", init_image="taken.png", output="taken.png", overwrite=True),
+     "--output: taken.png: is the --init_image"),
+])
+def test_init_image_is_checked_before_any_work(files, monkeypatch, settings, message):
+    # The checks optimize runs before the framework starts (its exit with one line is the
+    # --init_image: missing.png case above).
+    from kperceptual import config as config_lib
+
+    monkeypatch.chdir(files)
+    config = config_lib.GatysConfig(**{"content": "content.png", "style": "style.jpg",
+                                       "output": "out.png", **settings})
+    with pytest.raises(config_lib.ConfigError) as raised:
+        config_lib.validate_gatys(config)
+    assert message in str(raised.value)
+    assert (files / "taken.png").read_bytes() == b"keep me"
 
 
 def test_missing_required_flag(files):
