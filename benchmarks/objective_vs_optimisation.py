@@ -16,8 +16,9 @@ of ``kperceptual.optimize``), and the network's worth is also given in those ite
 ones the paper's "50 to 100" counts (measured 2026-12-07: within an iteration or two of
 L-BFGS-B's, docs/zoo.md; the bar stays on L-BFGS-B). With ``--refine=N``, L-BFGS-B
 also runs for up to N iterations from the network's output (``optimize --init=image``), and
-the table gives how many it takes to reach Gatys's objective after 100 iterations from noise. Gatys runs in float32 here (its best,
-not its fastest) and every value is measured by the same float32 objective. A multi-style
+the table gives how many it takes to reach Gatys's objective after 100 iterations from noise.
+Gatys runs in float32 here (its best, not its fastest) and every value is measured by the same
+float32 objective. A multi-style
 network is scored for each of its styles (``--styles``), each against its own style image,
 ``--styles_dir/<name>.jpg``.
 

@@ -82,7 +82,7 @@ def main(argv):
             cli.fail(PROGRAM, f"--{name}: required")
     config = cli.config_from_flags(config_lib.GatysConfig)
     try:
-        content, style = config_lib.validate_gatys(config)
+        content, style, start = config_lib.validate_gatys(config)
     except config_lib.ConfigError as e:
         cli.fail(PROGRAM, str(e))
     snapshots = config.snapshot_paths()
@@ -105,7 +105,7 @@ def main(argv):
         result = gatys.stylize(
             content, style, image_size=config.image_size, style_size=config.style_size,
             iterations=config.iterations, optimizer=config.optimizer,
-            init=config.init, init_image=config.init_image or None, seed=config.seed,
+            init=config.init, init_image=start, seed=config.seed,
             learning_rate=config.learning_rate,
             lbfgs_memory=config.lbfgs_memory, preserve_color=config.preserve_color,
             precision=config.precision, objective=config, callback=report)
@@ -117,8 +117,9 @@ def main(argv):
     print()  # ends the progress bar's line, also when L-BFGS stopped early
     last = result.history[-1]
     print(f"wrote {config.output}: objective {last['total']:.4g} after {last['iteration']} "
-          f"iterations (from {result.history[0]['total']:.4g}; {result.evaluations} evaluations, {last['seconds']:.1f} s; style image "
-          f"{result.style_shape[1]}x{result.style_shape[0]}); {result.stopped.lower()}")
+          f"iterations (from {result.history[0]['total']:.4g}; {result.evaluations} "
+          f"evaluations, {last['seconds']:.1f} s; style image {result.style_shape[1]}x"
+          f"{result.style_shape[0]}); {result.stopped.lower()}")
 
 
 if __name__ == "__main__":

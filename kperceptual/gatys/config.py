@@ -122,7 +122,8 @@ def _check_writable_file(field: str, path: str, overwrite: bool, inputs: dict) -
 
 
 def validate_gatys(config: GatysConfig):
-    """Raises ``ConfigError`` for the first wrong value; returns the sized (content, style)."""
+    """Raises ``ConfigError`` for the first wrong value; returns the sized (content, style,
+    start): ``start`` is the ``--init_image`` fitted to the content's size, or None."""
     for field in ("image_size", "style_size", "save_every", "seed"):
         if getattr(config, field) < 0:
             raise FlagError(field, f"must not be negative, got {getattr(config, field)}")
@@ -142,15 +143,15 @@ def validate_gatys(config: GatysConfig):
     for path in config.snapshot_paths().values():
         _check_writable_file("save_every", path, config.overwrite, inputs)
     content, style = config.sized_images()
-    if config.init_image:
-        fit_init_image(read_flag_image(config, "init_image"), content, f"{config.init_image}: ")
-    return content, style
+    start = (fit_init_image(read_flag_image(config, "init_image"), content,
+                            f"{config.init_image}: ") if config.init_image else None)
+    return content, style, start
 
 
 def check_init(init: str, init_image) -> None:
     """Raises ``FlagError`` unless an image to start from is given exactly when ``init`` is
     ``"image"``."""
-    given = init_image is not None and not (isinstance(init_image, str) and not init_image)
+    given = init_image is not None and not (isinstance(init_image, str) and init_image == "")
     if init == "image" and not given:
         raise FlagError("init_image", "required with --init=image: the image to start from")
     if given and init != "image":
