@@ -230,3 +230,23 @@ def stop_served_workers(backend=None, env=None):
             process.kill()
             process.wait()
         stderr.close()
+
+
+CLI_CASES = os.path.join(REPO, "tests", "cli_cases.py")
+
+
+def run_cli_cases(verb, cases, cwd, timeout=600):
+    """Runs ``python -m kperceptual.<verb>``'s main on each argument list of ``cases`` in one
+    process (tests/cli_cases.py); returns one ``subprocess.CompletedProcess``-like result
+    (``returncode``, ``stderr``) per case."""
+    import json
+    import subprocess
+    import sys
+    import types
+
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, CLI_CASES, verb, json.dumps(cases)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    replies = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    assert done.returncode == 0 and replies, done.stderr[-3000:]
+    return [types.SimpleNamespace(**r) for r in json.loads(replies[-1])]

@@ -18,7 +18,7 @@ from kperceptual.imaging import images
 from kperceptual.inference import stylizer as inference
 from kperceptual.inference import tiling
 from kperceptual.serving.litert import TFLiteModel
-from helpers import STYLES, randomise_styles, small
+from helpers import STYLES, randomise_styles, run_cli_cases, small
 
 
 @pytest.fixture(scope="module")
@@ -156,26 +156,36 @@ def test_stylize_cli_style_names_mixes_and_all(multi, photos, tmp_path):
     assert (tmp_path / "out" / "cat_zoo_wave0.3-udnie0.7.png").is_file()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("args,message", [
+STYLE_ERRORS = [
     (["--style=mosaic"], "kperceptual.stylize: --style: unknown style 'mosaic'; this network "
                          "has: starry_night, wave, udnie"),
     ([], "kperceptual.stylize: --style: {model} has 3 styles; choose one"),
     (["--style=wave", "--model={single}"], "kperceptual.stylize: --style: {single} has one "
                                            "style; --style is for multi-style networks"),
-])
-def test_stylize_cli_style_errors_are_one_line(multi, tiny_style_model, tmp_path, args,
-                                               message, photos):
+]
+
+
+@pytest.mark.slow
+def test_stylize_cli_style_errors_are_one_line(multi, tiny_style_model, tmp_path, photos):
+    """Every case in one process (helpers.run_cli_cases), the first also through ``python -m
+    kperceptual.stylize``."""
     _, path = multi
     images.write_image(str(tmp_path / "cat.png"), images.resize_long_side(photos["chelsea"], 32))
-    args = [a.format(single=tiny_style_model) for a in args]
-    if not any(a.startswith("--model") for a in args):
-        args.append(f"--model={path}")
-    result = run_module("kperceptual.stylize", args + ["cat.png"], tmp_path)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.startswith("kperceptual.")]
-    assert len(lines) == 1 and lines[0].startswith(
-        message.format(model=path, single=tiny_style_model)), result.stderr
+    cases = []
+    for args, _ in STYLE_ERRORS:
+        args = [a.format(single=tiny_style_model) for a in args]
+        if not any(a.startswith("--model") for a in args):
+            args.append(f"--model={path}")
+        cases.append(args + ["cat.png"])
+    results = run_cli_cases("stylize", cases, tmp_path)
+    results[0] = run_module("kperceptual.stylize", cases[0], tmp_path)
+    wrong = []
+    for args, (_, message), result in zip(cases, STYLE_ERRORS, results):
+        lines = [line for line in result.stderr.splitlines() if line.startswith("kperceptual.")]
+        if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith(
+                message.format(model=path, single=tiny_style_model)):
+            wrong.append(f"{args}: exit {result.returncode}: {result.stderr[-800:]}")
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO, with_border_margin
+from helpers import REPO, run_cli_cases, with_border_margin
 from kperceptual.imaging import images
 
 
@@ -85,23 +85,32 @@ def test_saved_model_graph_and_its_keras_asset_match_the_network(tmp_path, photo
     assert without.network is None and without.fn.loaded
 
 
+BAD_FLAGS = [(["--strength=1.5", "x.jpg"], "--strength"),
+             (["--memory_budget=lots", "x.jpg"], "--memory_budget"),
+             (["--tile=-3", "x.jpg"], "--tile"),
+             (["--tile=8", "x.jpg"], "--tile: 8 must be larger"),
+             (["--batch_size=0", "x.jpg"], "--batch_size"),
+             (["--no_such_flag=1", "x.jpg"], "--no_such_flag"),
+             ([], "no inputs"),
+             (["--model=no_such_model", "x.jpg"], "--model")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("args,flag", [(["--strength=1.5", "x.jpg"], "--strength"),
-                                       (["--memory_budget=lots", "x.jpg"], "--memory_budget"),
-                                       (["--tile=-3", "x.jpg"], "--tile"),
-                                       (["--tile=8", "x.jpg"], "--tile: 8 must be larger"),
-                                       (["--batch_size=0", "x.jpg"], "--batch_size"),
-                                       (["--no_such_flag=1", "x.jpg"], "--no_such_flag"),
-                                       ([], "no inputs"),
-                                       (["--model=no_such_model", "x.jpg"], "--model")])
-def test_bad_flags_are_one_line_and_exit_2(tmp_path, keras_model, args, flag):
-    model = [] if any(a.startswith("--model") for a in args) else [f"--model={keras_model}"]
-    result = run_stylize(model + args, tmp_path)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.strip().splitlines()
-             if line.startswith("kperceptual.stylize:")]
-    assert len(lines) == 1 and lines[0].startswith(f"kperceptual.stylize: {flag}"), \
-        result.stderr[-800:]
+def test_bad_flags_are_one_line_and_exit_2(tmp_path, keras_model):
+    """Every case in one process (helpers.run_cli_cases: the CLI's own parser and main), the
+    first also through ``python -m kperceptual.stylize``."""
+    cases = [([] if any(a.startswith("--model") for a in args) else [f"--model={keras_model}"])
+             + args for args, _ in BAD_FLAGS]
+    results = run_cli_cases("stylize", cases, tmp_path)
+    results[0] = run_stylize(cases[0], tmp_path)
+    wrong = []
+    for args, (_, flag), result in zip(cases, BAD_FLAGS, results):
+        lines = [line for line in result.stderr.strip().splitlines()
+                 if line.startswith("kperceptual.stylize:")]
+        if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith(
+                f"kperceptual.stylize: {flag}"):
+            wrong.append(f"{args}: exit {result.returncode}: {result.stderr[-800:]}")
+    assert not wrong, "\n".join(wrong)
 
 
 def _bomb_png(path):

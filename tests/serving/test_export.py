@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import REPO, psnr, with_border_margin
+from helpers import REPO, psnr, run_cli_cases, with_border_margin
 from kperceptual.serving import layout
 from kperceptual.serving import tf_saved_model
 from kperceptual.serving import tf_tflite
@@ -300,7 +300,9 @@ def test_cli_writes_onnx_that_onnxruntime_runs_at_any_size(model, tmp_path, phot
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
-@pytest.mark.parametrize("args, message", [
+# Each bad input and the one line it gets (M: a .keras file, OLD: a SavedModel without its
+# network asset).
+BAD_INPUTS = [
     (["--model=no_such_model"], "--model: no_such_model: not a .keras or .tflite file"),
     (["--model=M", "--format=tflite", "--quantize=int4"], "--quantize: 'int4' is not one of"),
     (["--model=M", "--format=tflite", "--input_size=4"], "--input_size: must be 0 (any size) or"),
@@ -325,9 +327,13 @@ def test_cli_writes_onnx_that_onnxruntime_runs_at_any_size(model, tmp_path, phot
     (["--model=M", "--name=.hidden"], "--name: '.hidden' is not a safe model name"),
     (["--model=my style.keras"], "--name: the model's own name 'my style' is not a safe model "
      "name (letters, digits, _ . - only, not starting with .); pass --name"),
-])
+]
+
+
 @pytest.mark.slow
-def test_cli_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
+def test_cli_bad_input_is_one_line_and_exit_2(tiny, tmp_path):
+    """Every case in one process (helpers.run_cli_cases: the CLI's own parser and main), the
+    first also through ``python -m kperceptual.export``."""
     shutil.copytree(os.path.dirname(tiny[2]), tmp_path / "savedmodels" / "tiny")
     old = tmp_path / "old"  # a SavedModel exported before the network asset existed
     shutil.copytree(tiny[2], old)
@@ -341,12 +347,17 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     foreign.f = tf.function(lambda x: {"y": x}, input_signature=[tf.TensorSpec((None,))])
     tf.saved_model.save(foreign, str(tmp_path / "foreign"),
                         signatures={"serving_default": foreign.f})
-    args = [a.replace("=M", f"={tiny[1]}").replace("=OLD", f"={old}") for a in args]
-    message = message.replace("OLD", str(old))
-    result = run_export(args, tmp_path)
-    assert result.returncode == 2, result.stderr[-1500:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"kperceptual.export: {message}"), last
+    cases = [[a.replace("=M", f"={tiny[1]}").replace("=OLD", f"={old}") for a in args]
+             for args, _ in BAD_INPUTS]
+    results = run_cli_cases("export", cases, tmp_path)
+    results[0] = run_export(cases[0], tmp_path)
+    wrong = []
+    for args, (_, message), result in zip(cases, BAD_INPUTS, results):
+        message = message.replace("OLD", str(old))
+        last = (result.stderr.strip().splitlines() or [""])[-1]
+        if result.returncode != 2 or not last.startswith(f"kperceptual.export: {message}"):
+            wrong.append(f"{args}: exit {result.returncode}: {result.stderr[-1500:]}")
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.slow
