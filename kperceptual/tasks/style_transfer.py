@@ -20,7 +20,7 @@ from kperceptual.training.config import TrainingConfig
 # The flags only style training reads; the other tasks refuse them.
 STYLE_ONLY_FIELDS = ("style_image", "style_size", "style_weight", "style_layers",
                      "style_reduction", "head", "filters", "stability_weight", "stability_shift",
-                     "stability_noise")
+                     "stability_noise", "tune_styles")
 # The paper's filters (supplementary Table 1): the three downsampling convolutions'.
 PAPER_FILTERS = (32, 64, 128)
 
@@ -34,6 +34,11 @@ class StyleTrainingConfig(TrainingConfig):
     ``inherited_styles`` (not a flag; ``trainer.resolve_init_from`` sets it): the styles of an
     ``init_from`` multi-style network this one adds its styles to; the network has those first,
     then ``style_image``'s, and only the new styles' parameters train.
+
+    ``tune_styles`` (``--tune_styles``): with an ``init_from`` multi-style network and
+    ``style_image`` some of its styles, only those styles' scales and shifts train; the network
+    keeps all of its styles (``network_styles``, set by ``trainer.resolve_init_from``, in its
+    order) and every other weight bit-identical.
     """
 
     TASK_FIELDS = STYLE_ONLY_FIELDS  # the flags only this task reads
@@ -48,9 +53,12 @@ class StyleTrainingConfig(TrainingConfig):
     stability_shift: int = dataclasses.field(default=8, kw_only=True)
     stability_noise: float = dataclasses.field(default=2.0, kw_only=True)
     inherited_styles: tuple = dataclasses.field(default=(), kw_only=True)
+    tune_styles: bool = dataclasses.field(default=False, kw_only=True)
+    network_styles: tuple = dataclasses.field(default=(), kw_only=True)
 
     def __post_init__(self):
         self.inherited_styles = tuple(self.inherited_styles)
+        self.network_styles = tuple(self.network_styles)
         try:  # flags give strings; check_task names a value that is not a number
             self.filters = tuple(int(f) for f in self.filters)
         except (TypeError, ValueError):
@@ -68,14 +76,18 @@ class StyleTrainingConfig(TrainingConfig):
         return tuple(images.image_stem(p) for p in self.style_images())
 
     def style_names(self) -> tuple[str, ...]:
-        """Every style of the network: the inherited ones, then ``style_image``'s."""
-        return self.inherited_styles + self.new_style_names()
+        """Every style of the network: the inherited ones, then ``style_image``'s (a network
+        tuning some of its styles: all of its own, in its order)."""
+        return self.network_styles or self.inherited_styles + self.new_style_names()
 
     def default_name(self) -> str:
-        """The style image's file stem; a folder's name, or the stems joined by '-'."""
+        """The style image's file stem; a folder's name, or the stems joined by '-'; with
+        ``tune_styles``, that and ``_tuned`` (not the one-style network of that name)."""
         if "," not in self.style_image and os.path.isdir(self.style_image):
-            return os.path.basename(os.path.normpath(self.style_image)) or "styles"
-        return "-".join(filter(None, self.new_style_names())) or "style"
+            name = os.path.basename(os.path.normpath(self.style_image)) or "styles"
+        else:
+            name = "-".join(filter(None, self.new_style_names())) or "style"
+        return f"{name}_tuned" if self.tune_styles else name
 
     def network_config(self) -> dict:
         config = {**super().network_config(), "head": self.head, "filters": list(self.filters)}
@@ -93,6 +105,9 @@ class StyleTrainingConfig(TrainingConfig):
             raise FlagError("filters", "must be three positive whole numbers, e.g. 32,64,128 "
                                        f"(the paper's), got {','.join(map(str, self.filters))}")
         _check_stability(self)
+        if self.tune_styles and not self.init_from:
+            raise FlagError("tune_styles", "needs --init_from: the multi-style network whose "
+                                           "styles --style_image names")
         validate_objective(self)
 
     def make_network(self, **kwargs):
@@ -102,7 +117,9 @@ class StyleTrainingConfig(TrainingConfig):
 
     def trained_styles(self) -> tuple[int, ...]:
         """All of a new network's styles; only the new ones of a network that adds styles to an
-        ``init_from`` multi-style network."""
+        ``init_from`` multi-style network; only ``style_image``'s of one tuning its styles."""
+        if self.network_styles:
+            return tuple(self.network_styles.index(n) for n in self.new_style_names())
         first = len(self.inherited_styles)
         return tuple(range(first, first + len(self.new_style_names())))
 
@@ -126,8 +143,12 @@ class StyleTrainingConfig(TrainingConfig):
         from kperceptual.losses import objective
 
         style = [s.astype(np.float32) for s in self.load_style_images()]
-        # Targets for every style of the network; inherited ones never train (any will do).
-        style = [style[0]] * len(self.inherited_styles) + style
+        # Targets for every style of the network; styles that never train get any (the first).
+        if self.network_styles:
+            given = dict(zip(self.new_style_names(), style))
+            style = [given.get(n, style[0]) for n in self.network_styles]
+        else:
+            style = [style[0]] * len(self.inherited_styles) + style
         return objective.objective_from_config(self, style if len(style) > 1 else style[0],
                                                loss_net)
 
@@ -138,10 +159,12 @@ class StyleTrainingConfig(TrainingConfig):
 
     def to_dict(self) -> dict:
         d = super().to_dict()
-        if self.inherited_styles:
-            d["inherited_styles"] = list(self.inherited_styles)
-        else:  # as runs recorded their config before styles could be added
-            del d["inherited_styles"]
+        # As runs recorded their config before styles could be added or tuned: these only when set.
+        for key in ("inherited_styles", "network_styles", "tune_styles"):
+            if d[key]:
+                d[key] = list(d[key]) if isinstance(d[key], tuple) else d[key]
+            else:
+                del d[key]
         return d
 
 

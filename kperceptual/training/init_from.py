@@ -47,16 +47,30 @@ def resolve_init_from(config):
     adds its styles to them, training only theirs). Any other ``init_from`` is fine-tuning (the
     same shape, every weight trains) and leaves ``config`` as it is. Raises ``ConfigError``
     where the style images repeat some of the network's styles but not exactly all."""
-    if config.task != "style" or not config.init_from or config.inherited_styles:
+    if (config.task != "style" or not config.init_from or config.inherited_styles
+            or config.network_styles):
         return config
     saved = os.path.join(config.model_dir, "config.json")
     if list_checkpoints(os.path.join(config.model_dir, "checkpoints")) and os.path.isfile(saved):
         with open(saved) as f:  # resuming: the run's own record (init_from is not read again)
-            inherited = tuple(json.load(f).get("inherited_styles", ()))
-        return dataclasses.replace(config, inherited_styles=inherited) if inherited else config
+            saved = json.load(f)
+        recorded = {key: tuple(saved[key]) for key in ("inherited_styles", "network_styles")
+                    if saved.get(key)}
+        return dataclasses.replace(config, **recorded) if recorded else config
     source = load_init_network(config.init_from, config.export_dir)
     theirs = networks.style_names(source) if networks.num_styles(source) > 1 else ()
     ours = config.new_style_names()
+    if config.tune_styles:
+        if not theirs:
+            raise config_lib.ConfigError(
+                "tune_styles", f"{config.init_from} has one style; --tune_styles tunes styles "
+                               "of a multi-style network (use --init_from alone to fine-tune it)")
+        missing = [n for n in ours if n not in theirs]
+        if missing:
+            raise config_lib.ConfigError(
+                "style_image", f"{', '.join(missing)}: not a style of {config.init_from} "
+                               f"({', '.join(theirs)}); --tune_styles trains only styles it has")
+        return dataclasses.replace(config, network_styles=theirs)
     if not theirs or tuple(ours) == theirs:
         return config
     if len(ours) == 1 and ours[0] in theirs:
@@ -65,8 +79,9 @@ def resolve_init_from(config):
     if repeated:
         raise config_lib.ConfigError(
             "style_image", f"{', '.join(repeated)}: already a style of {config.init_from} "
-                           f"({', '.join(theirs)}); give only new styles to add them, or "
-                           "exactly its styles to fine-tune it")
+                           f"({', '.join(theirs)}); give only new styles to add them, "
+                           "exactly its styles to fine-tune it, or --tune_styles to train only "
+                           "the given styles' parameters")
     return dataclasses.replace(config, inherited_styles=theirs)
 
 

@@ -187,7 +187,7 @@ def build_trainer(config, strategy=None, loss_net=None, optimizer=None,
     strategy = strategy or distribute.make_distribution(config.strategy)
     with strategy.scope():
         network = config.make_network()
-        if getattr(config, "inherited_styles", ()):
+        if getattr(config, "inherited_styles", ()) or getattr(config, "network_styles", ()):
             freeze_shared_weights(network)
         trainer = PerceptualTrainer(network, config.make_objective(loss_net),
                                     training_forward=training_forward,
@@ -227,7 +227,8 @@ def _check_same_styles(config, saved: dict) -> None:
     may resume with another style image, as before multi-style networks)."""
     theirs = dataclasses.replace(
         config, style_image=saved.get("style_image", config.style_image),
-        inherited_styles=tuple(saved.get("inherited_styles", ()))).style_names()
+        inherited_styles=tuple(saved.get("inherited_styles", ())),
+        network_styles=tuple(saved.get("network_styles", ()))).style_names()
     ours = config.style_names()
     if (len(theirs) > 1 or len(ours) > 1) and theirs != ours:
         raise config_lib.ConfigError(
@@ -367,6 +368,10 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
                 logging.info("adding styles %s to %s (%s): training only their parameters",
                              ", ".join(config.new_style_names()), config.init_from,
                              ", ".join(inherited))
+            elif getattr(config, "network_styles", ()):
+                logging.info("tuning styles %s of %s (%s): training only their parameters",
+                             ", ".join(config.new_style_names()), config.init_from,
+                             ", ".join(config.network_styles))
             else:
                 logging.info("starting from the weights of %s", config.init_from)
         keep_untrained_values(trainer)

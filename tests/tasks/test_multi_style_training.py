@@ -135,6 +135,59 @@ def test_init_from_with_some_of_its_styles_is_refused(two_style_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_tuning_one_style_trains_only_its_parameters_and_resumes(two_style_run, tmp_path,
+                                                                no_export):
+    result, _ = two_style_run
+    source = keras.saving.load_model(result["keras_path"])
+    config = small_config(tmp_path, style_image="skimage:immunohistochemistry", name="", steps=3,
+                          init_from=result["keras_path"], tune_styles=True, learning_rate=1e-2,
+                          ema=0.9)
+    assert config.name == "immunohistochemistry_tuned"
+    resolved = trainer.resolve_init_from(config)
+    assert resolved.style_names() == ("hubble_deep_field", "immunohistochemistry")
+    assert resolved.trained_styles() == (1,)
+    tuned = trainer.train(config, verbose=0)["network"]
+    assert tuned.style_names == source.style_names
+    ours, theirs = _weights_by_path(tuned), _weights_by_path(source)
+    assert ours.keys() == theirs.keys()
+    for path, value in theirs.items():
+        if value.ndim == 2:  # a conditional instance normalisation's gamma or beta
+            np.testing.assert_array_equal(ours[path][0], value[0], err_msg=path)
+            assert not np.array_equal(ours[path][1], value[1]), path
+        else:  # shared convolutions and biases: bit-identical
+            np.testing.assert_array_equal(ours[path], value, err_msg=path)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 24, 24, 3)).astype(np.float32)
+    first = np.array([[1, 0]], np.float32)
+    np.testing.assert_array_equal(np.asarray(tuned([x, first])), np.asarray(source([x, first])))
+    # Resumed without the flag, the run's record keeps the styles and what trains.
+    again = small_config(tmp_path, style_image="skimage:immunohistochemistry",
+                         name="immunohistochemistry_tuned", steps=4,
+                         init_from=result["keras_path"], learning_rate=1e-2, ema=0.9)
+    resumed = trainer.train(again, verbose=0)
+    assert (resumed["steps"], resumed["trained_steps"]) == (4, 1)
+    resumed = _weights_by_path(resumed["network"])
+    for path, value in theirs.items():
+        np.testing.assert_array_equal(resumed[path][0] if value.ndim == 2 else resumed[path],
+                                      value[0] if value.ndim == 2 else value, err_msg=path)
+
+
+def test_tuning_styles_is_refused_in_one_line_where_it_cannot_work(two_style_run, tmp_path,
+                                                                   tiny_style_model):
+    result, _ = two_style_run
+    with pytest.raises(config_lib.ConfigError, match="^--tune_styles: needs --init_from"):
+        config_lib.validate(small_config(tmp_path, tune_styles=True))
+    config = small_config(tmp_path, style_image="skimage:retina", tune_styles=True,
+                          init_from=result["keras_path"])
+    with pytest.raises(config_lib.ConfigError, match=r"^--style_image: retina: not a style of "
+                                                     r".* \(hubble_deep_field, "
+                                                     r"immunohistochemistry\)"):
+        trainer.resolve_init_from(config)
+    config = small_config(tmp_path, tune_styles=True, init_from=tiny_style_model)
+    with pytest.raises(config_lib.ConfigError, match="^--tune_styles: .* has one style"):
+        trainer.resolve_init_from(config)
+
+
+@pytest.mark.slow
 def test_fine_tuning_a_multi_style_network_with_its_own_styles_trains_everything(
         two_style_run, tmp_path, no_export):
     result, _ = two_style_run
