@@ -110,7 +110,8 @@ flags.DEFINE_bool("tune_styles", _D["tune_styles"].default,
                   "Style: with --init_from a multi-style network and --style_image some of its "
                   "styles, train only those styles' scales and shifts; the network keeps all "
                   "of its styles, and every other weight stays bit-identical. The export's "
-                  "default name is the styles' and _tuned.")
+                  "default name is the styles' and _tuned (resume with the same command, or "
+                  "the same --name).")
 flags.DEFINE_string("residual", _SR["residual"].default,
                     "Super-resolution: bicubic (the network corrects the bicubic upsampling of "
                     "its input; untrained, it is bicubic) or none (the paper).")

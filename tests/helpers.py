@@ -238,7 +238,8 @@ CLI_CASES = os.path.join(REPO, "tests", "cli_cases.py")
 def run_cli_cases(verb, cases, cwd, timeout=600):
     """Runs ``python -m kperceptual.<verb>``'s main on each argument list of ``cases`` in one
     process (tests/cli_cases.py); returns one ``subprocess.CompletedProcess``-like result
-    (``returncode``, ``stderr``) per case."""
+    (``returncode``, ``stderr``) per case. The first case also runs as the real command, which
+    must end the same way (exit status and its last ``kperceptual.`` line)."""
     import json
     import subprocess
     import sys
@@ -249,4 +250,14 @@ def run_cli_cases(verb, cases, cwd, timeout=600):
                           env=env, capture_output=True, text=True, timeout=timeout)
     replies = [line for line in done.stdout.splitlines() if line.startswith("[")]
     assert done.returncode == 0 and replies, done.stderr[-3000:]
-    return [types.SimpleNamespace(**r) for r in json.loads(replies[-1])]
+    results = [types.SimpleNamespace(**r) for r in json.loads(replies[-1])]
+    assert len(results) == len(cases)
+    real = subprocess.run([sys.executable, "-m", f"kperceptual.{verb}", *cases[0]], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+    def ending(result):
+        lines = [line for line in result.stderr.splitlines() if line.startswith("kperceptual.")]
+        return result.returncode, lines[-1:]
+
+    assert ending(real) == ending(results[0]), (real.stderr[-1500:], results[0].stderr[-1500:])
+    return results

@@ -56,6 +56,7 @@ def resolve_init_from(config):
             saved = json.load(f)
         recorded = {key: tuple(saved[key]) for key in ("inherited_styles", "network_styles")
                     if saved.get(key)}
+        _check_tuned_styles(config, recorded.get("network_styles"), config.model_dir)
         return dataclasses.replace(config, **recorded) if recorded else config
     source = load_init_network(config.init_from, config.export_dir)
     theirs = networks.style_names(source) if networks.num_styles(source) > 1 else ()
@@ -65,11 +66,14 @@ def resolve_init_from(config):
             raise config_lib.ConfigError(
                 "tune_styles", f"{config.init_from} has one style; --tune_styles tunes styles "
                                "of a multi-style network (use --init_from alone to fine-tune it)")
-        missing = [n for n in ours if n not in theirs]
-        if missing:
-            raise config_lib.ConfigError(
-                "style_image", f"{', '.join(missing)}: not a style of {config.init_from} "
-                               f"({', '.join(theirs)}); --tune_styles trains only styles it has")
+        _check_tuned_styles(config, theirs, config.init_from)
+        source_config = source.get_config()
+        for key, value in config.network_config().items():  # all of it stays as it was
+            if key in source_config and key not in ("num_styles", "style_names") and (
+                    list(source_config[key]) if key == "filters" else source_config[key]) != value:
+                raise config_lib.ConfigError(
+                    key, f"{config.init_from} has {key}={source_config[key]}; --tune_styles "
+                         "keeps the network as it is (give the same value)")
         return dataclasses.replace(config, network_styles=theirs)
     if not theirs or tuple(ours) == theirs:
         return config
@@ -83,6 +87,19 @@ def resolve_init_from(config):
                            "exactly its styles to fine-tune it, or --tune_styles to train only "
                            "the given styles' parameters")
     return dataclasses.replace(config, inherited_styles=theirs)
+
+
+def _check_tuned_styles(config, network_styles, where: str) -> None:
+    """Every style image of a run tuning some styles (``network_styles`` set) names one of
+    them; raises ``ConfigError`` (``style_image``) otherwise."""
+    if not network_styles:
+        return
+    missing = [n for n in config.new_style_names() if n not in network_styles]
+    if missing:
+        raise config_lib.ConfigError(
+            "style_image", f"{', '.join(missing)}: not a style of {where} "
+                           f"({', '.join(network_styles)}); --tune_styles trains only styles "
+                           "the network has")
 
 
 def _copy_layers(network, source, spec: str, norm_rows) -> None:

@@ -299,8 +299,8 @@ def train(config, distribution=None, verbose=1, optimizer=None) -> dict:
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
     distribution = distribution or distribute.make_distribution(config.strategy)
     config = resolve_init_from(config)
-    if config.task == "style" and config.inherited_styles:
-        config_lib.validate(config)  # the names again, with the inherited ones
+    if config.task == "style" and (config.inherited_styles or config.network_styles):
+        config_lib.validate(config)  # the names again, with the network's
     if config.batch_size % distribution.replicas:
         raise config_lib.ConfigError(
             "batch_size", f"{config.batch_size} does not split evenly over "

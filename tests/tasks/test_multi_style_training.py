@@ -171,6 +171,24 @@ def test_tuning_one_style_trains_only_its_parameters_and_resumes(two_style_run, 
                                       value[0] if value.ndim == 2 else value, err_msg=path)
 
 
+def test_tuned_styles_given_out_of_order_train_against_their_own_images(two_style_run,
+                                                                       tmp_path, loss_net):
+    result, _ = two_style_run
+    config = trainer.resolve_init_from(small_config(
+        tmp_path, style_image="skimage:immunohistochemistry,skimage:hubble_deep_field",
+        tune_styles=True, init_from=result["keras_path"]))
+    assert config.style_names() == ("hubble_deep_field", "immunohistochemistry")
+    assert config.trained_styles() == (1, 0)
+    targets = config.make_objective(loss_net).style_targets
+    for i, name in enumerate(config.style_names()):
+        style = images.resize_long_side(images.read_image(f"skimage:{name}"), config.style_size)
+        own = objectives.style_targets_from_image(loss_net, style.astype(np.float32),
+                                                  config.style_layers)
+        for layer, gram in own.items():
+            np.testing.assert_allclose(np.asarray(targets[layer])[i], np.asarray(gram)[0],
+                                       rtol=1e-5, err_msg=f"{name} {layer}")
+
+
 def test_tuning_styles_is_refused_in_one_line_where_it_cannot_work(two_style_run, tmp_path,
                                                                    tiny_style_model):
     result, _ = two_style_run
@@ -184,6 +202,11 @@ def test_tuning_styles_is_refused_in_one_line_where_it_cannot_work(two_style_run
         trainer.resolve_init_from(config)
     config = small_config(tmp_path, tune_styles=True, init_from=tiny_style_model)
     with pytest.raises(config_lib.ConfigError, match="^--tune_styles: .* has one style"):
+        trainer.resolve_init_from(config)
+    config = small_config(tmp_path, style_image="skimage:hubble_deep_field", tune_styles=True,
+                          init_from=result["keras_path"], head="tanh")
+    with pytest.raises(config_lib.ConfigError, match="^--head: .* has head=linear; "
+                                                     "--tune_styles keeps the network"):
         trainer.resolve_init_from(config)
 
 
