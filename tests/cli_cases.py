@@ -7,7 +7,7 @@ Prints one JSON line: a list of {"returncode", "stderr"}, one per case.
 
 CASES_JSON is a JSON list of argument lists (without the program name). An exception main
 lets out is the case's stderr (its traceback) with return code 1, as Python would exit.
-``helpers.run_cli_cases`` runs it, and runs the first case as the real command too (a
+``helpers.assert_one_line_errors`` runs it, and runs the first case as the real command too (a
 ``python -m`` process), which must end the same way.
 """
 

@@ -235,29 +235,34 @@ def stop_served_workers(backend=None, env=None):
 CLI_CASES = os.path.join(REPO, "tests", "cli_cases.py")
 
 
-def run_cli_cases(verb, cases, cwd, timeout=600):
-    """Runs ``python -m kperceptual.<verb>``'s main on each argument list of ``cases`` in one
-    process (tests/cli_cases.py); returns one ``subprocess.CompletedProcess``-like result
-    (``returncode``, ``stderr``) per case. The first case also runs as the real command, which
-    must end the same way (exit status and its last ``kperceptual.`` line)."""
+def _error_lines(verb, stderr):
+    return [line for line in stderr.splitlines() if line.startswith(f"kperceptual.{verb}:")]
+
+
+def assert_one_line_errors(verb, cases, cwd, timeout=600):
+    """Runs ``python -m kperceptual.<verb>``'s main on each ``(args, message)`` of ``cases``
+    in one process (tests/cli_cases.py) and asserts that each exits with status 2 and prints
+    one line ``kperceptual.<verb>: message...``. The first case also runs as the real command,
+    which must end the same way."""
     import json
     import subprocess
     import sys
-    import types
 
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, CLI_CASES, verb, json.dumps(cases)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([sys.executable, CLI_CASES, verb, json.dumps([a for a, _ in cases])],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     replies = [line for line in done.stdout.splitlines() if line.startswith("[")]
     assert done.returncode == 0 and replies, done.stderr[-3000:]
-    results = [types.SimpleNamespace(**r) for r in json.loads(replies[-1])]
+    results = json.loads(replies[-1])
     assert len(results) == len(cases)
-    real = subprocess.run([sys.executable, "-m", f"kperceptual.{verb}", *cases[0]], cwd=cwd,
+    wrong = []
+    for (args, message), result in zip(cases, results):
+        lines = _error_lines(verb, result["stderr"])
+        if result["returncode"] != 2 or len(lines) != 1 or not lines[0].startswith(
+                f"kperceptual.{verb}: {message}"):
+            wrong.append(f"{args}: exit {result['returncode']}: {result['stderr'][-1500:]}")
+    assert not wrong, "\n".join(wrong)
+    real = subprocess.run([sys.executable, "-m", f"kperceptual.{verb}", *cases[0][0]], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
-
-    def ending(result):
-        lines = [line for line in result.stderr.splitlines() if line.startswith("kperceptual.")]
-        return result.returncode, lines[-1:]
-
-    assert ending(real) == ending(results[0]), (real.stderr[-1500:], results[0].stderr[-1500:])
-    return results
+    assert (real.returncode, _error_lines(verb, real.stderr)) == (
+        results[0]["returncode"], _error_lines(verb, results[0]["stderr"])), real.stderr[-1500:]

@@ -69,8 +69,8 @@ def resolve_init_from(config):
         _check_tuned_styles(config, theirs, config.init_from)
         source_config = source.get_config()
         for key, value in config.network_config().items():  # all of it stays as it was
-            if key in source_config and key not in ("num_styles", "style_names") and (
-                    list(source_config[key]) if key == "filters" else source_config[key]) != value:
+            if (key in source_config and key not in ("num_styles", "style_names")
+                    and source_config[key] != value):
                 raise config_lib.ConfigError(
                     key, f"{config.init_from} has {key}={source_config[key]}; --tune_styles "
                          "keeps the network as it is (give the same value)")

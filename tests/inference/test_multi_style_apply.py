@@ -18,7 +18,7 @@ from kperceptual.imaging import images
 from kperceptual.inference import stylizer as inference
 from kperceptual.inference import tiling
 from kperceptual.serving.litert import TFLiteModel
-from helpers import STYLES, randomise_styles, run_cli_cases, small
+from helpers import STYLES, randomise_styles, assert_one_line_errors, small
 
 
 @pytest.fixture(scope="module")
@@ -157,33 +157,27 @@ def test_stylize_cli_style_names_mixes_and_all(multi, photos, tmp_path):
 
 
 STYLE_ERRORS = [
-    (["--style=mosaic"], "kperceptual.stylize: --style: unknown style 'mosaic'; this network "
-                         "has: starry_night, wave, udnie"),
-    ([], "kperceptual.stylize: --style: {model} has 3 styles; choose one"),
-    (["--style=wave", "--model={single}"], "kperceptual.stylize: --style: {single} has one "
-                                           "style; --style is for multi-style networks"),
+    (["--style=mosaic"], "--style: unknown style 'mosaic'; this network has: starry_night, "
+                         "wave, udnie"),
+    ([], "--style: {model} has 3 styles; choose one"),
+    (["--style=wave", "--model={single}"], "--style: {single} has one style; --style is for "
+                                           "multi-style networks"),
 ]
 
 
 @pytest.mark.slow
 def test_stylize_cli_style_errors_are_one_line(multi, tiny_style_model, tmp_path, photos):
-    """Every case in one process (helpers.run_cli_cases), the first also as the real command."""
+    """Every case in one process, the first also as the real command
+    (helpers.assert_one_line_errors)."""
     _, path = multi
     images.write_image(str(tmp_path / "cat.png"), images.resize_long_side(photos["chelsea"], 32))
     cases = []
-    for args, _ in STYLE_ERRORS:
+    for args, message in STYLE_ERRORS:
         args = [a.format(single=tiny_style_model) for a in args]
         if not any(a.startswith("--model") for a in args):
             args.append(f"--model={path}")
-        cases.append(args + ["cat.png"])
-    results = run_cli_cases("stylize", cases, tmp_path)
-    wrong = []
-    for args, (_, message), result in zip(cases, STYLE_ERRORS, results):
-        lines = [line for line in result.stderr.splitlines() if line.startswith("kperceptual.")]
-        if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith(
-                message.format(model=path, single=tiny_style_model)):
-            wrong.append(f"{args}: exit {result.returncode}: {result.stderr[-800:]}")
-    assert not wrong, "\n".join(wrong)
+        cases.append((args + ["cat.png"], message.format(model=path, single=tiny_style_model)))
+    assert_one_line_errors("stylize", cases, tmp_path)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO, run_cli_cases, with_border_margin
+from helpers import REPO, assert_one_line_errors, with_border_margin
 from kperceptual.imaging import images
 
 
@@ -97,19 +97,11 @@ BAD_FLAGS = [(["--strength=1.5", "x.jpg"], "--strength"),
 
 @pytest.mark.slow
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, keras_model):
-    """Every case in one process (helpers.run_cli_cases: the CLI's own parser and main), the
-    first also as the real command."""
-    cases = [([] if any(a.startswith("--model") for a in args) else [f"--model={keras_model}"])
-             + args for args, _ in BAD_FLAGS]
-    results = run_cli_cases("stylize", cases, tmp_path)
-    wrong = []
-    for args, (_, flag), result in zip(cases, BAD_FLAGS, results):
-        lines = [line for line in result.stderr.strip().splitlines()
-                 if line.startswith("kperceptual.stylize:")]
-        if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith(
-                f"kperceptual.stylize: {flag}"):
-            wrong.append(f"{args}: exit {result.returncode}: {result.stderr[-800:]}")
-    assert not wrong, "\n".join(wrong)
+    """Every case in one process, the first also as the real command
+    (helpers.assert_one_line_errors)."""
+    assert_one_line_errors("stylize", [
+        (([] if any(a.startswith("--model") for a in args) else [f"--model={keras_model}"])
+         + args, flag) for args, flag in BAD_FLAGS], tmp_path)
 
 
 def _bomb_png(path):

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import REPO, psnr, run_cli_cases, with_border_margin
+from helpers import REPO, psnr, assert_one_line_errors, with_border_margin
 from kperceptual.serving import layout
 from kperceptual.serving import tf_saved_model
 from kperceptual.serving import tf_tflite
@@ -332,8 +332,8 @@ BAD_INPUTS = [
 
 @pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2(tiny, tmp_path):
-    """Every case in one process (helpers.run_cli_cases: the CLI's own parser and main), the
-    first also as the real command."""
+    """Every case in one process, the first also as the real command
+    (helpers.assert_one_line_errors)."""
     shutil.copytree(os.path.dirname(tiny[2]), tmp_path / "savedmodels" / "tiny")
     old = tmp_path / "old"  # a SavedModel exported before the network asset existed
     shutil.copytree(tiny[2], old)
@@ -347,16 +347,9 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny, tmp_path):
     foreign.f = tf.function(lambda x: {"y": x}, input_signature=[tf.TensorSpec((None,))])
     tf.saved_model.save(foreign, str(tmp_path / "foreign"),
                         signatures={"serving_default": foreign.f})
-    cases = [[a.replace("=M", f"={tiny[1]}").replace("=OLD", f"={old}") for a in args]
-             for args, _ in BAD_INPUTS]
-    results = run_cli_cases("export", cases, tmp_path)
-    wrong = []
-    for args, (_, message), result in zip(cases, BAD_INPUTS, results):
-        message = message.replace("OLD", str(old))
-        last = (result.stderr.strip().splitlines() or [""])[-1]
-        if result.returncode != 2 or not last.startswith(f"kperceptual.export: {message}"):
-            wrong.append(f"{args}: exit {result.returncode}: {result.stderr[-1500:]}")
-    assert not wrong, "\n".join(wrong)
+    assert_one_line_errors("export", [
+        ([a.replace("=M", f"={tiny[1]}").replace("=OLD", f"={old}") for a in args],
+         message.replace("OLD", str(old))) for args, message in BAD_INPUTS], tmp_path)
 
 
 @pytest.mark.slow
