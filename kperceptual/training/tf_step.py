@@ -102,6 +102,21 @@ def _agree_on_overflow(gradients):
             for g in gradients]
 
 
+def symbolic_build(trainer, keras_build, iterator=None, data_batch=None):
+    """What Keras's ``fit`` does first under a strategy: build the trainer from the shapes of a
+    first batch. With several replicas Keras (3.x) gets that batch by one ``strategy.reduce``,
+    which takes a tensor, not the ``{"pixels", "style"}`` dict a multi-style run reads, and
+    fails; only shapes and dtypes matter, so here each tensor is this worker's first replica's."""
+    strategy = getattr(trainer, "_distribute_strategy", None)  # None: Keras builds later
+    if iterator is not None and strategy is not None:
+        for _, _, batches in iterator:
+            data_batch = tf.nest.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0], next(batches))
+            break
+        iterator = None
+    return keras_build(iterator=iterator, data_batch=data_batch)
+
+
 def train_step(trainer, data) -> dict:
     """One optimiser step of ``trainer`` (a ``PerceptualTrainer``) on this replica's batch."""
     inputs, targets = trainer.split_batch(data)

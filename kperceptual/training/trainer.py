@@ -175,6 +175,12 @@ class PerceptualTrainer(keras.Model):
 
             return tf_training.train_step(self, data)
 
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            from kperceptual.training import tf_step as tf_training
+
+            return tf_training.symbolic_build(self, super()._maybe_symbolic_build, iterator,
+                                              data_batch)
+
 
 # -- the job ----------------------------------------------------------------------------------
 def build_trainer(config, strategy=None, loss_net=None, optimizer=None,

@@ -1,5 +1,6 @@
-"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 train together, write through
-the chief only, resume together, and match one-process training on the same global batch."""
+"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 train a two-style network
+together, write through the chief only, resume together, and match one-process training on the
+same global batch."""
 
 import json
 import os
@@ -82,6 +83,9 @@ def test_two_workers_train_like_one_process_and_resume(tmp_path, vgg_weights_pat
     # No sample images (nothing here reads them; the chief would write them every step).
     common = dict(steps=3, batch_size=2, learning_rate=SGD_LEARNING_RATE, sample_every=100,
                   export_dir=str(tmp_path / "export"))
+    # Two styles: each batch is a {"pixels", "style"} dict, from which Keras alone could not
+    # build the trainer on several workers (tf_step.symbolic_build).
+    common["style_image"] = "skimage:hubble_deep_field,skimage:retina"
     config = small_config(tmp_path, strategy="multi_worker", **common)
     config_json = json.dumps({k: v for k, v in config.to_dict().items() if k != "task"})
     results, weights = run_cluster(tmp_path, config_json, "first", "sgd")
