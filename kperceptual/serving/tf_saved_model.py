@@ -126,6 +126,16 @@ def _to_uint8(pixels):
     return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
 
 
+def _track_each_weight_once(archive) -> None:
+    """Keras's archive tracks the Keras variables, and when written the TensorFlow variables
+    under them that its endpoints use: two objects a weight, each saved, so the variables file
+    held every weight twice. The archive's lists are pointed at the TensorFlow variables, saved
+    once (``loaded.variables`` still lists every weight)."""
+    tracked = archive._tf_trackable
+    for name in ("variables", "trainable_variables", "non_trainable_variables"):
+        setattr(tracked, name, [getattr(v, "value", v) for v in getattr(tracked, name)])
+
+
 def export_saved_model(network: keras.Model, export_dir: str, name: str,
                        version: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                        max_batch_pixels: int | None = None) -> str:
@@ -148,6 +158,7 @@ def export_saved_model(network: keras.Model, export_dir: str, name: str,
                          f"{max_batch_pixels} at least as large")
     archive = keras.export.ExportArchive()
     archive.track(network)
+    _track_each_weight_once(archive)
     num_styles = int(getattr(network, "num_styles", 1) or 1)
     style_spec = [tf.TensorSpec((None, num_styles), tf.float32, name="style_weights")] \
         if num_styles > 1 else []

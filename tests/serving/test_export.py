@@ -138,6 +138,16 @@ def test_load_saved_model_names_a_foreign_saved_model(tmp_path):
                                  "exported by kperceptual)")
 
 
+def test_saved_model_holds_each_weight_once(tiny):
+    network, _, version = tiny
+    loaded = tf.saved_model.load(version)
+    assert len(loaded.variables) == len(network.weights)
+    stored = tf.train.load_checkpoint(os.path.join(version, "variables", "variables"))
+    values = sum(int(np.prod(shape)) for name, shape in
+                 stored.get_variable_to_shape_map().items() if shape)
+    assert values == sum(int(np.prod(w.shape)) for w in network.weights)
+
+
 def test_network_asset_loads_as_the_same_network(tiny, photos):
     network, _, version = tiny
     loaded = models.load_model(version)
