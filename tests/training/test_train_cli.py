@@ -1,5 +1,6 @@
 """``python -m kperceptual.train`` as a user runs it: bad flags, a real run, kill -9 and resume."""
 
+import json
 import os
 import signal
 import subprocess
@@ -124,3 +125,37 @@ def test_commands_start_without_tensorflows_noise(tmp_path):
     loud = subprocess.run(args + ["--output=b", "--verbosity=1"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert loud.returncode == 0 and "oneDNN" in loud.stderr
+
+
+def test_every_pipeline_flagfile_reads_and_validates():
+    # pipelines/*.flags say how each shipped model was made, and the README's first command
+    # runs one: each is read by train's own flags parser into a config that validates (the
+    # data they name are in ../shared). A later piece of a run starts from an earlier piece's
+    # output under runs/, which a fresh clone lacks: that one flag is left out for it. One
+    # process, no training.
+    script = """
+import glob, json
+from absl import flags
+from kperceptual import cli, config as config_lib, train
+def check(args):
+    flags.FLAGS.unparse_flags()
+    try:
+        cli.flags_parser(train.PROGRAM)([train.PROGRAM, *args])
+        config_lib.validate(cli.config_from_flags(train.CONFIGS[flags.FLAGS.task]))
+        return "ok"
+    except BaseException as e:
+        return f"{type(e).__name__}: {e}"
+results = {}
+for path in sorted(glob.glob("pipelines/*.flags")):
+    results[path] = check(["--flagfile=" + path])
+    if results[path].startswith("FlagError: --init_from: runs/"):
+        results[path] = "later piece: " + check(["--flagfile=" + path, "--init_from="])
+print(json.dumps(results))
+"""
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "pipelines/quickstart.flags" in results and len(results) >= 10
+    assert {path: r for path, r in results.items() if r not in ("ok", "later piece: ok")} == {}
