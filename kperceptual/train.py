@@ -167,9 +167,9 @@ flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data folder.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; use --flags")
+def config_from_flags():
+    """The training config the parsed flags give, checked as ``main`` checks it before training
+    (a bad flag: ``cli.fail``'s one line and exit status 2)."""
     config_class = CONFIGS[FLAGS.task]
     if FLAGS.task == "style" and not FLAGS.style_image:
         cli.fail(PROGRAM, "--style_image: required (an image file or skimage:NAME)")
@@ -183,6 +183,13 @@ def main(argv):
         config_lib.validate(config)
     except config_lib.ConfigError as e:
         cli.fail(PROGRAM, str(e))
+    return config
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; use --flags")
+    config = config_from_flags()
     from kperceptual.training import trainer  # TensorFlow is imported only once the flags are good
 
     try:

@@ -133,7 +133,11 @@ def _track_each_weight_once(archive) -> None:
     once (``loaded.variables`` still lists every weight)."""
     tracked = archive._tf_trackable
     for name in ("variables", "trainable_variables", "non_trainable_variables"):
-        setattr(tracked, name, [getattr(v, "value", v) for v in getattr(tracked, name)])
+        variables = [v.value if isinstance(v, keras.Variable) else v
+                     for v in getattr(tracked, name)]
+        if not all(isinstance(v, tf.Variable) for v in variables):
+            raise TypeError(f"export: a tracked weight is not a tf.Variable: {variables}")
+        setattr(tracked, name, variables)
 
 
 def export_saved_model(network: keras.Model, export_dir: str, name: str,

@@ -109,9 +109,10 @@ def symbolic_build(trainer, keras_build, iterator=None, data_batch=None):
     fails; only shapes and dtypes matter, so here each tensor is this worker's first replica's."""
     strategy = getattr(trainer, "_distribute_strategy", None)  # None: Keras builds later
     if iterator is not None and strategy is not None:
-        for _, _, batches in iterator:
+        # Keras's epoch iterators give (step, iterator) or (first, last, iterator) by version.
+        for item in iterator.enumerate_epoch():
             data_batch = tf.nest.map_structure(
-                lambda value: strategy.experimental_local_results(value)[0], next(batches))
+                lambda value: strategy.experimental_local_results(value)[0], next(item[-1]))
             break
         iterator = None
     return keras_build(iterator=iterator, data_batch=data_batch)
