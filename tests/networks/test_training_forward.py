@@ -39,6 +39,10 @@ NETWORKS = {
 
 @pytest.mark.parametrize("name", NETWORKS)
 def test_same_outputs_and_gradients_as_the_network(name):
+    # Seeded: float32 rounding in the gradients depends on the start. Unseeded, x8's worst
+    # variable was off by 0.01% to 1.3% of its largest gradient in 12 starts (once over the
+    # bound below: a fresh-clone CI run, 2026-12-07); seeds 0 to 2 give 0.03% to 0.31%.
+    keras.utils.set_random_seed(0)
     network = _perturbed(NETWORKS[name]())
     rng = np.random.default_rng(1)
     # Odd sides: the style networks pad to a multiple of 4 and crop back.
