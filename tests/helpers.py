@@ -266,3 +266,37 @@ def assert_one_line_errors(verb, cases, cwd, timeout=600):
                           env=env, capture_output=True, text=True, timeout=timeout)
     assert (real.returncode, _error_lines(verb, real.stderr)) == (
         results[0]["returncode"], _error_lines(verb, results[0]["stderr"])), real.stderr[-1500:]
+
+
+TIMEOUT = 600  # seconds: a backend worker command
+
+
+def run_worker(backend, *args, env=None):
+    """Runs a tests/backend_worker.py command on ``backend`` with ``env``; returns its JSON
+    line. On JAX and PyTorch, in the session's served worker for that backend and env
+    (``worker_call``: one start-up for all their commands); on TensorFlow in a process
+    of its own (two_replicas splits the CPU before TensorFlow starts)."""
+    if backend in ("jax", "torch"):
+        result = worker_call(backend, *args, timeout=TIMEOUT, env=env)
+        assert result["backend"] == backend
+        return result
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, WORKER, *map(str, args)], capture_output=True, text=True,
+        timeout=TIMEOUT, cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": backend, **(env or {})})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend
+    return result
+
+
+def config_json(tmp_path, **overrides):
+    """``small_config(tmp_path, **overrides)`` as the JSON a backend worker command reads."""
+    import json
+
+    config = small_config(tmp_path, **overrides)
+    return json.dumps({k: v for k, v in config.to_dict().items() if k != "task"})

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import small_config
+from helpers import config_json, run_worker, small_config
 from kperceptual import config as config_lib
 from kperceptual.data import sources as data
 from kperceptual.imaging import images
@@ -222,21 +222,31 @@ def test_fine_tuning_a_multi_style_network_with_its_own_styles_trains_everything
 
 
 @pytest.mark.slow
-def test_a_multi_style_run_on_jax_with_the_py_dataset_loader(tmp_path, vgg_weights_path):
-    # Keras's own train_step on another backend, with the dict batches of MultiStyleImages.
-    import json
-
-    from test_backends import run_worker
-
-    config = small_config(tmp_path, style_image=STYLES, steps=2, loader="py_dataset")
-    values = {k: v for k, v in config.to_dict().items() if k != "task"}
-    # --no_export: only the .keras file is looked at (from JAX, an export is a TensorFlow
-    # process of its own; test_backends checks a JAX run's SavedModel).
-    result = run_worker("jax", "train", json.dumps(values), tmp_path / "weights.npz", "adam",
-                        "--no_export")  # the worker runs this tree, not an installed copy
-    assert result["steps"] == 2
-    network = keras.saving.load_model(result["keras_path"])  # here: TensorFlow
-    assert network.style_names == ("hubble_deep_field", "immunohistochemistry")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_adding_a_style_on_jax_and_torch_keeps_the_shared_weights(backend, two_style_run,
+                                                                   tmp_path):
+    # Keras's own train_step on another backend, with the dict batches of MultiStyleImages
+    # (read by keras.utils.PyDataset) and frozen layers (init_from.freeze_shared_weights: only
+    # layer.trainable): the TensorFlow-trained network gets a third style there, and its
+    # convolutions and first two styles' rows come back bit-identical. --no_export: only the
+    # .keras file is looked at (test_backends checks a JAX run's SavedModel).
+    result, _ = two_style_run
+    source = _weights_by_path(keras.saving.load_model(result["keras_path"]))
+    config = config_json(tmp_path, style_image="skimage:retina", name="three", steps=2,
+                         init_from=result["keras_path"], learning_rate=1e-2, ema=0.9,
+                         loader="py_dataset")
+    added = run_worker(backend, "train", config, tmp_path / "weights.npz", "adam", "--no_export")
+    assert added["steps"] == 2
+    network = keras.saving.load_model(added["keras_path"])  # here: TensorFlow
+    assert network.style_names == ("hubble_deep_field", "immunohistochemistry", "retina")
+    ours = _weights_by_path(network)
+    assert ours.keys() == source.keys()
+    for path, value in source.items():
+        if value.ndim == 2:  # a conditional instance normalisation's gamma or beta
+            np.testing.assert_array_equal(ours[path][:2], value, err_msg=path)
+            assert not np.array_equal(ours[path][2], value.mean(axis=0)), path
+        else:
+            np.testing.assert_array_equal(ours[path], value, err_msg=path)
 
 
 def test_train_cli_bad_style_list_is_one_line(tmp_path):

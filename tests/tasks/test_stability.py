@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import small_config
+from helpers import config_json, run_worker, small_config
 from kperceptual import config as config_lib
 from kperceptual.imaging import images
 from kperceptual.losses import perceptual as losses
@@ -91,8 +91,6 @@ def test_the_term_is_checked_and_recorded_with_the_objective(tmp_path):
 def test_the_term_trains_on_jax(tmp_path, photos, vgg_weights_path):
     # Keras's own train_step runs the same compute_loss there (random offsets and noise from
     # the trainer's seed generator inside the jitted step).
-    from test_backends import config_json, run_worker
-
     batch = np.stack([images.resize_and_center_crop(photos[k], 64)
                       for k in ("astronaut", "chelsea")])
     np.save(tmp_path / "batch.npy", batch)

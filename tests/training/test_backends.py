@@ -13,40 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import (BLOCK_TENSORFLOW, REPO, SGD_LEARNING_RATE, SUM_ORDER_TOLERANCE, WORKER,
-                     psnr, random_pixels, small_config, stop_served_workers,
-                     with_border_margin, worker_call)
+from helpers import (BLOCK_TENSORFLOW, REPO, SGD_LEARNING_RATE, SUM_ORDER_TOLERANCE, TIMEOUT,
+                     config_json, psnr, random_pixels, run_worker, small_config,
+                     stop_served_workers, with_border_margin)
 from kperceptual import config as config_lib
 from kperceptual.imaging import images
 from kperceptual.training import checkpoints
 from kperceptual.training import trainer
-
-TIMEOUT = 600
-
-
-def run_worker(backend, *args, env=None):
-    """Runs a tests/backend_worker.py command on ``backend`` with ``env``; returns its JSON
-    line. On JAX and PyTorch, in the session's served worker for that backend and env
-    (``helpers.worker_call``: one start-up for all their commands); on TensorFlow in a process
-    of its own (two_replicas splits the CPU before TensorFlow starts)."""
-    if backend in ("jax", "torch"):
-        result = worker_call(backend, *args, timeout=TIMEOUT, env=env)
-        assert result["backend"] == backend
-        return result
-    done = subprocess.run(
-        [sys.executable, WORKER, *map(str, args)], capture_output=True, text=True,
-        timeout=TIMEOUT, cwd=REPO,
-        env={**os.environ, "KERAS_BACKEND": backend, **(env or {})})
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["backend"] == backend
-    return result
-
-
-def config_json(tmp_path, **overrides):
-    config = small_config(tmp_path, **overrides)
-    return json.dumps({k: v for k, v in config.to_dict().items() if k != "task"})
-
 
 @pytest.fixture
 def batch_file(tmp_path, photos):
