@@ -365,22 +365,24 @@ def _train(config, distribution, source, loader, precision, verbose, optimizer) 
             if isinstance(trainer.optimizer.learning_rate, keras.Variable):
                 trainer.optimizer.learning_rate.assign(config.learning_rate)  # the flag wins
             logging.info("resuming from %s at step %d", resumed, start)
-        elif config.init_from:
-            inherited = getattr(config, "inherited_styles", ())
-            one_style = config.new_style_names() if config.task == "style" else ()
-            init_network_from(trainer.network, config.init_from, inherited, config.export_dir,
-                              style=one_style[0] if len(one_style) == 1 else None)
-            if inherited:
-                logging.info("adding styles %s to %s (%s): training only their parameters",
-                             ", ".join(config.new_style_names()), config.init_from,
-                             ", ".join(inherited))
-            elif getattr(config, "network_styles", ()):
-                logging.info("tuning styles %s of %s (%s): training only their parameters",
-                             ", ".join(config.new_style_names()), config.init_from,
-                             ", ".join(config.network_styles))
-            else:
-                logging.info("starting from the weights of %s", config.init_from)
-        keep_untrained_values(trainer)
+    if config.init_from and not resumed:
+        # Outside the scope: the model it loads is read once, not made into distributed
+        # variables (one copy per replica) of its own.
+        inherited = getattr(config, "inherited_styles", ())
+        one_style = config.new_style_names() if config.task == "style" else ()
+        init_network_from(trainer.network, config.init_from, inherited, config.export_dir,
+                          style=one_style[0] if len(one_style) == 1 else None)
+        if inherited:
+            logging.info("adding styles %s to %s (%s): training only their parameters",
+                         ", ".join(config.new_style_names()), config.init_from,
+                         ", ".join(inherited))
+        elif getattr(config, "network_styles", ()):
+            logging.info("tuning styles %s of %s (%s): training only their parameters",
+                         ", ".join(config.new_style_names()), config.init_from,
+                         ", ".join(config.network_styles))
+        else:
+            logging.info("starting from the weights of %s", config.init_from)
+    keep_untrained_values(trainer)
     monitor = TrainingMonitor(checkpoint_dir, config.checkpoint_every,
                               os.path.join(config.model_dir, "logs"), config.log_every,
                               config.sample_every, config.sample_inputs() if chief else [],
