@@ -41,7 +41,7 @@ setup(
         "hub": ["huggingface_hub>=0.20", "kagglehub>=0.3"],
         # export --format=onnx (tf2onnx, as Keras's own ONNX export on TensorFlow) and running it.
         "onnx": ONNX,
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "jax>=0.4.30", "torch>=2.3",
+        "test": ["pytest>=8.0", "pytest-xdist>=3.8", "jax>=0.4.30", "torch>=2.3",
                  "playwright>=1.40", *ONNX],
     },
 )

@@ -2,6 +2,7 @@
 real photos (scikit-image's bundled ones), generated fixtures only."""
 
 import os
+import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The user's models (what train and export write by default) go to a folder of this test session,
@@ -104,10 +105,9 @@ def pytest_sessionfinish(session):
     stop_served_workers()
 
 
-
 # The test files that took longest in a quiet run of the whole suite (2026-12-07, 2-core AMD
-# EPYC, seconds of all their tests: 230 down to 28), longest first. Any other file follows
-# them, in collection order.
+# EPYC, seconds of all their tests: 230 down to 28), longest first, as paths under tests/. Any
+# other file follows them, in collection order.
 LONGEST_FILES = (
     "training/test_backends.py", "test_hostile.py", "training/test_trainer.py",
     "inference/test_stylize_cli.py", "training/test_train_cli.py", "serving/test_export.py",
@@ -118,11 +118,14 @@ LONGEST_FILES = (
 
 def pytest_collection_modifyitems(config, items):
     """The longest test files first (``LONGEST_FILES``), each file's tests in their own order.
-    Under ``--dist=loadscope`` (CI, the README) pytest-xdist hands out whole files in
-    collection order, so the long ones start first and the last to finish are short ones; and
-    a whole file in one process builds each module-scoped fixture (a trained run, converted
-    models) once rather than in every worker."""
+    Under ``--dist=loadscope --no-loadscope-reorder`` (pytest.ini) pytest-xdist hands out
+    whole files in collection order, so the long ones start first and the last to finish are
+    short ones; and a whole file in one process builds each module-scoped fixture (a trained
+    run, converted models) once rather than in every worker."""
     here = os.path.dirname(os.path.abspath(__file__))
-    rank = {os.path.join(here, name): i for i, name in enumerate(LONGEST_FILES)}
-    order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (rank.get(str(item.fspath), len(rank)), order[id(item)]))
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+
+    def file_rank(item):
+        return rank.get(pathlib.Path(item.path).relative_to(here).as_posix(), len(rank))
+
+    items.sort(key=file_rank)  # stable: each file's tests keep their order

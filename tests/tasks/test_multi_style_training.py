@@ -125,6 +125,38 @@ def test_adding_a_style_trains_only_its_parameters(two_style_run, tmp_path, ema,
                                   np.asarray(source([x, old])))
 
 
+@pytest.mark.slow
+def test_adding_a_style_on_two_replicas_keeps_the_shared_weights(two_style_run, tmp_path,
+                                                                  no_export, monkeypatch):
+    # The network it starts from is read outside the strategy's scope and copied into
+    # mirrored variables (a copy per replica): every copy must hold it, and train only the
+    # new style's rows.
+    import tensorflow as tf
+
+    from kperceptual.training import distribute
+
+    result, _ = two_style_run
+    source = _weights_by_path(keras.saving.load_model(result["keras_path"]))
+    two = distribute.Distribution(
+        "mirrored", strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), replicas=2)
+    built, build = [], trainer.build_trainer
+    monkeypatch.setattr(trainer, "build_trainer",
+                        lambda *args, **kwargs: built.append(build(*args, **kwargs)) or built[-1])
+    config = small_config(tmp_path, style_image="skimage:retina", name="three", steps=1,
+                          init_from=result["keras_path"], learning_rate=1e-2, ema=0.0)
+    trainer.train(config, two, verbose=0)
+    for variable in built[0].network.weights:
+        copies = [keras.ops.convert_to_numpy(v) for v in
+                  two.strategy.experimental_local_results(variable.value)]
+        assert len(copies) == 2 and np.array_equal(copies[0], copies[1]), variable.path
+        value = source[variable.path]
+        if value.ndim == 2:
+            np.testing.assert_array_equal(copies[1][:2], value, err_msg=variable.path)
+            assert not np.array_equal(copies[1][2], value.mean(axis=0)), variable.path
+        else:
+            np.testing.assert_array_equal(copies[1], value, err_msg=variable.path)
+
+
 def test_init_from_with_some_of_its_styles_is_refused(two_style_run, tmp_path):
     result, _ = two_style_run
     config = small_config(tmp_path, style_image="skimage:hubble_deep_field,skimage:retina",
@@ -223,28 +255,32 @@ def test_fine_tuning_a_multi_style_network_with_its_own_styles_trains_everything
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_adding_a_style_on_jax_and_torch_keeps_the_shared_weights(backend, two_style_run,
-                                                                   tmp_path):
+def test_adding_styles_on_jax_and_torch_keeps_the_shared_weights(backend, two_style_run,
+                                                                  tmp_path):
     # Keras's own train_step on another backend, with the dict batches of MultiStyleImages
-    # (read by keras.utils.PyDataset) and frozen layers (init_from.freeze_shared_weights: only
-    # layer.trainable): the TensorFlow-trained network gets a third style there, and its
-    # convolutions and first two styles' rows come back bit-identical. --no_export: only the
-    # .keras file is looked at (test_backends checks a JAX run's SavedModel).
+    # (read by keras.utils.PyDataset; each batch holds both new styles) and frozen layers
+    # (init_from.freeze_shared_weights: only layer.trainable): the TensorFlow-trained network
+    # gets a third and a fourth style there, and its convolutions and first two styles' rows
+    # come back bit-identical. No moving average, which would put the old rows back whatever
+    # the step did (checkpoints.ema_weights). --no_export: only the .keras file is looked at
+    # (test_backends checks a JAX run's SavedModel).
     result, _ = two_style_run
     source = _weights_by_path(keras.saving.load_model(result["keras_path"]))
-    config = config_json(tmp_path, style_image="skimage:retina", name="three", steps=2,
-                         init_from=result["keras_path"], learning_rate=1e-2, ema=0.9,
+    config = config_json(tmp_path, style_image="skimage:retina,skimage:coffee", name="four",
+                         steps=2, init_from=result["keras_path"], learning_rate=1e-2, ema=0.0,
                          loader="py_dataset")
     added = run_worker(backend, "train", config, tmp_path / "weights.npz", "adam", "--no_export")
     assert added["steps"] == 2
     network = keras.saving.load_model(added["keras_path"])  # here: TensorFlow
-    assert network.style_names == ("hubble_deep_field", "immunohistochemistry", "retina")
+    assert network.style_names == ("hubble_deep_field", "immunohistochemistry", "retina",
+                                   "coffee")
     ours = _weights_by_path(network)
     assert ours.keys() == source.keys()
     for path, value in source.items():
         if value.ndim == 2:  # a conditional instance normalisation's gamma or beta
             np.testing.assert_array_equal(ours[path][:2], value, err_msg=path)
-            assert not np.array_equal(ours[path][2], value.mean(axis=0)), path
+            for new in (2, 3):  # both trained from the old rows' mean
+                assert not np.array_equal(ours[path][new], value.mean(axis=0)), (path, new)
         else:
             np.testing.assert_array_equal(ours[path], value, err_msg=path)
 
