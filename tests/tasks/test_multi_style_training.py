@@ -83,6 +83,22 @@ def _weights_by_path(network):
     return {w.path: keras.ops.convert_to_numpy(w) for w in network.weights}
 
 
+def _assert_styles_added(ours, source, new_styles=1):
+    """``ours`` (weights by path) is ``source``'s with ``new_styles`` styles added: every
+    shared convolution and bias bit-identical, each conditional instance normalisation's old
+    rows too, and every new row trained away from the old rows' mean it starts at."""
+    assert ours.keys() == source.keys()
+    for path, value in source.items():
+        if value.ndim == 2:  # a conditional instance normalisation's gamma or beta
+            old = len(value)
+            np.testing.assert_array_equal(ours[path][:old], value, err_msg=path)
+            assert len(ours[path]) == old + new_styles, path
+            for new in range(old, old + new_styles):
+                assert not np.array_equal(ours[path][new], value.mean(axis=0)), (path, new)
+        else:
+            np.testing.assert_array_equal(ours[path], value, err_msg=path)
+
+
 @pytest.fixture(scope="module")
 def two_style_run(tmp_path_factory, vgg_weights_path):
     tmp_path = tmp_path_factory.mktemp("two_styles")
@@ -111,14 +127,7 @@ def test_adding_a_style_trains_only_its_parameters(two_style_run, tmp_path, ema,
                           init_from=result["keras_path"], learning_rate=1e-2, ema=ema)
     added = trainer.train(config, verbose=0)["network"]
     assert added.style_names == ("hubble_deep_field", "immunohistochemistry", "retina")
-    ours, theirs = _weights_by_path(added), _weights_by_path(source)
-    assert ours.keys() == theirs.keys()
-    for path, value in theirs.items():
-        if value.ndim == 2:  # a conditional instance normalisation's gamma or beta
-            np.testing.assert_array_equal(ours[path][:2], value, err_msg=path)
-            assert not np.array_equal(ours[path][2], value.mean(axis=0)), path
-        else:  # shared convolutions and biases: bit-identical
-            np.testing.assert_array_equal(ours[path], value, err_msg=path)
+    _assert_styles_added(_weights_by_path(added), _weights_by_path(source))
     x = np.random.default_rng(0).uniform(0, 255, (2, 24, 24, 3)).astype(np.float32)
     old = np.eye(2, dtype=np.float32)
     np.testing.assert_array_equal(np.asarray(added([x, np.pad(old, ((0, 0), (0, 1)))])),
@@ -145,16 +154,10 @@ def test_adding_a_style_on_two_replicas_keeps_the_shared_weights(two_style_run, 
     config = small_config(tmp_path, style_image="skimage:retina", name="three", steps=1,
                           init_from=result["keras_path"], learning_rate=1e-2, ema=0.0)
     trainer.train(config, two, verbose=0)
-    for variable in built[0].network.weights:
-        copies = [keras.ops.convert_to_numpy(v) for v in
-                  two.strategy.experimental_local_results(variable.value)]
-        assert len(copies) == 2 and np.array_equal(copies[0], copies[1]), variable.path
-        value = source[variable.path]
-        if value.ndim == 2:
-            np.testing.assert_array_equal(copies[1][:2], value, err_msg=variable.path)
-            assert not np.array_equal(copies[1][2], value.mean(axis=0)), variable.path
-        else:
-            np.testing.assert_array_equal(copies[1], value, err_msg=variable.path)
+    for replica in range(2):
+        _assert_styles_added({v.path: keras.ops.convert_to_numpy(
+            two.strategy.experimental_local_results(v.value)[replica])
+            for v in built[0].network.weights}, source)
 
 
 def test_init_from_with_some_of_its_styles_is_refused(two_style_run, tmp_path):
@@ -274,15 +277,7 @@ def test_adding_styles_on_jax_and_torch_keeps_the_shared_weights(backend, two_st
     network = keras.saving.load_model(added["keras_path"])  # here: TensorFlow
     assert network.style_names == ("hubble_deep_field", "immunohistochemistry", "retina",
                                    "coffee")
-    ours = _weights_by_path(network)
-    assert ours.keys() == source.keys()
-    for path, value in source.items():
-        if value.ndim == 2:  # a conditional instance normalisation's gamma or beta
-            np.testing.assert_array_equal(ours[path][:2], value, err_msg=path)
-            for new in (2, 3):  # both trained from the old rows' mean
-                assert not np.array_equal(ours[path][new], value.mean(axis=0)), (path, new)
-        else:
-            np.testing.assert_array_equal(ours[path], value, err_msg=path)
+    _assert_styles_added(_weights_by_path(network), source, new_styles=2)
 
 
 def test_train_cli_bad_style_list_is_one_line(tmp_path):
