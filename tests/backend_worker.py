@@ -18,6 +18,9 @@ this process's own backend (TensorFlow) may import it and call ``save`` and ``lo
     python tests/backend_worker.py two_replicas CONFIG_JSON BATCH_NPY STEPS
         as steps, under a tensorflow MirroredStrategy over two logical CPUs (a process of its
         own: strategies in one process share collective keys).
+    python tests/backend_worker.py train_two_replicas CONFIG_JSON WEIGHTS_NPZ
+        trainer.train under a tensorflow MirroredStrategy over two logical CPUs (no export);
+        saves each replica's copy of every network weight, as "REPLICA|PATH".
     python tests/backend_worker.py save FOLDER INPUT_NPY
         writes FOLDER/<backend>_{style,sr}.keras (seeded random networks) and their outputs.
     python tests/backend_worker.py load FOLDER INPUT_NPY
@@ -89,13 +92,33 @@ def initial(config_json, weights_path):
     return {}
 
 
-def two_replicas(config_json, batch_path, count):
+def _two_cpu_strategy():
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    return steps(config_json, batch_path, count,
-                 strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def two_replicas(config_json, batch_path, count):
+    return steps(config_json, batch_path, count, strategy=_two_cpu_strategy())
+
+
+def train_two_replicas(config_json, weights_path):
+    from kperceptual.training import distribute
+
+    strategy = _two_cpu_strategy()
+    built, build = [], trainer.build_trainer
+    trainer.build_trainer = lambda *args, **kwargs: built.append(build(*args, **kwargs)) or \
+        built[-1]
+    trainer.export_saved_model = lambda *args, **kwargs: None  # (a process of its own)
+    result = trainer.train(_config(config_json), distribute.Distribution(
+        "mirrored", strategy=strategy, replicas=2), verbose=0)
+    np.savez(weights_path, **{
+        f"{replica}|{v.path}": keras.ops.convert_to_numpy(
+            strategy.experimental_local_results(v.value)[replica])
+        for v in built[0].network.weights for replica in range(2)})
+    return {"steps": result["steps"], "replicas": strategy.num_replicas_in_sync}
 
 
 def steps(config_json, batch_path, count, strategy=None):
