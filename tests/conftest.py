@@ -2,7 +2,6 @@
 real photos (scikit-image's bundled ones), generated fixtures only."""
 
 import os
-import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The user's models (what train and export write by default) go to a folder of this test session,
@@ -125,7 +124,7 @@ def pytest_collection_modifyitems(config, items):
     here = os.path.dirname(os.path.abspath(__file__))
     rank = {name: i for i, name in enumerate(LONGEST_FILES)}
 
-    def file_rank(item):
-        return rank.get(pathlib.Path(item.path).relative_to(here).as_posix(), len(rank))
+    def file_rank(item):  # (a file outside tests/ gets a "../" name: it goes after them)
+        return rank.get(os.path.relpath(item.path, here).replace(os.sep, "/"), len(rank))
 
     items.sort(key=file_rank)  # stable: each file's tests keep their order
