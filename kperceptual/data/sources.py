@@ -229,10 +229,15 @@ class MultiStyleImages(TrainingImages):
     style gets the same share and a resumed run the same assignment). Batches are dicts
     ``{"pixels": (B, size, size, 3) uint8, "style": (B,) uint8}``."""
 
-    def __init__(self, source: str, image_size: int, styles, tfds_data_dir: str | None = None):
+    def __init__(self, source: str, image_size: int, styles, tfds_data_dir: str | None = None,
+                 names=None):
         self.styles = tuple(int(s) for s in styles)
         if not self.styles or not all(0 <= s <= 255 for s in self.styles):
             raise DataError(f"style indices must be in 0..255, got {self.styles}")
+        # What the log names each trained style by (default: its index).
+        self.names = tuple(names) if names is not None else tuple(map(str, self.styles))
+        if len(self.names) != len(self.styles):
+            raise DataError(f"{len(self.names)} style names for {len(self.styles)} styles")
         super().__init__(source, image_size, tfds_data_dir)
 
     def output_shapes(self):
@@ -247,7 +252,8 @@ class MultiStyleImages(TrainingImages):
         return {PIXELS_KEY: pixels, STYLE_KEY: style}
 
     def describe(self) -> str:
-        return f"{super().describe()}, styles {', '.join(map(str, self.styles))} in turn"
+        return f"{super().describe()}, {'style' if len(self.names) == 1 else 'styles'} " + (
+            f"{', '.join(self.names)}" + (" in turn" if len(self.names) > 1 else ""))
 
 
 class ImageBatches(keras.utils.PyDataset):

@@ -127,8 +127,9 @@ class StyleTrainingConfig(TrainingConfig):
         from kperceptual.data import sources
 
         if len(self.style_names()) > 1:
-            return sources.MultiStyleImages(self.train_data, self.image_size,
-                                            self.trained_styles(), self.tfds_data_dir)
+            trained, names = self.trained_styles(), self.style_names()
+            return sources.MultiStyleImages(self.train_data, self.image_size, trained,
+                                            self.tfds_data_dir, [names[i] for i in trained])
         return sources.TrainingImages(self.train_data, self.image_size, self.tfds_data_dir)
 
     def load_style_images(self) -> list:

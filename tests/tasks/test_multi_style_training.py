@@ -48,7 +48,12 @@ def test_bad_style_lists_get_one_line_naming_the_flag(tmp_path, style_image, nor
 
 
 def test_examples_take_styles_in_turn_in_both_loaders():
-    source = data.MultiStyleImages("skimage", 32, styles=(3, 5))
+    source = data.MultiStyleImages("skimage", 32, styles=(3, 5), names=("wave", "udnie"))
+    assert source.describe().endswith(", styles wave, udnie in turn")
+    one = data.MultiStyleImages("skimage", 32, styles=(10,), names=("hubble_deep_field",))
+    assert one.describe().endswith(", style hubble_deep_field")  # its index is no name
+    with pytest.raises(data.DataError, match="1 style names for 2 styles"):
+        data.MultiStyleImages("skimage", 32, styles=(3, 5), names=("wave",))
     py = source.py_dataset(batch_size=3, num_batches=2)
     first, second = py[0], py[1]
     assert set(first) == {"pixels", "style"} and first["pixels"].shape == (3, 32, 32, 3)
