@@ -24,7 +24,9 @@ An image becomes ``OUTPUT/<stem>_<model>.png`` (RGBA where the input has alpha),
 once (a reader and a writer thread beside the network), with a progress bar on stderr (frames,
 frames per second, time left; plain lines every 10 s where stderr is not a terminal;
 ``--noprogress``: none). Files found in a folder or by a glob keep their sub-folder below it
-under ``OUTPUT``.
+under ``OUTPUT``. ``--output`` may instead name the file for a single input (an image extension
+such as ``out.jpg``, or ``.mp4`` for a video; not with ``--style=all``); a name with such an
+extension that is an existing folder stays a folder.
 
 Nothing existing is replaced without ``--overwrite``, and an input never is; two inputs with the
 same output in one run: the second is refused. A file reached twice (a folder and a file in it,
@@ -64,7 +66,8 @@ PROGRAM = "kperceptual.stylize"
 flags.DEFINE_string("model", None, "A name in --models_dir, a SavedModel folder, a .keras or a "
                                    ".tflite file.")
 flags.DEFINE_string("models_dir", user_models_dir(), "Where model names are looked up.")
-flags.DEFINE_string("output", "stylised", "Output folder.")
+flags.DEFINE_string("output", "stylised", "Output folder; or, for a single input, the output "
+                    "file (an image extension such as out.jpg, or .mp4 for a video).")
 flags.DEFINE_integer("max_size", 0, "If > 0, resize inputs so their longer side is at most this.")
 flags.DEFINE_integer("tile", 0, "Window side in pixels for tiled runs; 0: automatic (tiles only "
                                 "when the whole image would exceed --memory_budget).")
@@ -108,6 +111,27 @@ def _check_flags(inputs):
 
 
 ALL_STYLES = "all"
+FILE_EXTENSIONS = images.IMAGE_EXTENSIONS + (".mp4",)
+
+
+def _output_file(inputs, errors) -> str | None:
+    """``--output`` when it names a file (an image extension, or .mp4; not an existing folder):
+    valid for one input of the same kind; None when it names a folder."""
+    output = FLAGS.output
+    if os.path.isdir(output) or not output.lower().endswith(FILE_EXTENSIONS):
+        return None
+    given = len(inputs) + len(errors)
+    if given != 1:
+        cli.fail(PROGRAM, f"--output: {output} names one file, but {given} inputs were given; "
+                          "name a folder for several")
+    if FLAGS.style == ALL_STYLES:
+        cli.fail(PROGRAM, f"--output: {output} names one file, but --style=all writes one per "
+                          "style; name a folder")
+    if inputs and video.is_video(inputs[0][0]) != video.is_video(output):
+        kind = "a video, whose output ends in .mp4" if video.is_video(inputs[0][0]) else \
+            f"an image, whose output needs an image extension ({' '.join(images.IMAGE_EXTENSIONS)})"
+        cli.fail(PROGRAM, f"--output: {output}: {inputs[0][0]} is {kind}")
+    return output
 
 
 def _stylizer() -> inference.Stylizer:
@@ -172,6 +196,7 @@ def _stylize_one(stylizer, path: str, target: str):
 def main(argv):
     inputs, errors = expand_inputs(argv[1:], FLAGS.output)
     _check_flags(inputs or errors)
+    output_file = _output_file(inputs, errors)
     stylizer = _stylizer()
     for line in errors:
         print(f"{PROGRAM}: {line}", file=sys.stderr)
@@ -187,7 +212,7 @@ def main(argv):
                 print(f"{PROGRAM}: {e}", file=sys.stderr)
                 failed += 1
             continue
-        target = output_path(FLAGS.output, relative, stylizer.model.name)
+        target = output_file or output_path(FLAGS.output, relative, stylizer.model.name)
         key = os.path.realpath(target)
         try:
             if key in sources:

@@ -92,7 +92,11 @@ BAD_FLAGS = [(["--strength=1.5", "x.jpg"], "--strength"),
              (["--batch_size=0", "x.jpg"], "--batch_size"),
              (["--no_such_flag=1", "x.jpg"], "--no_such_flag"),
              ([], "no inputs"),
-             (["--model=no_such_model", "x.jpg"], "--model")]
+             (["--model=no_such_model", "x.jpg"], "--model"),
+             (["--output=o.png", "x.jpg", "y.jpg"], "--output: o.png names one file, but 2"),
+             (["--output=o.jpg", "--style=all", "x.jpg"], "--output: o.jpg names one file"),
+             (["--output=o.mp4", os.path.join(REPO, "docs", "images", "udnie_solo.jpg")],
+              "--output: o.mp4: ")]
 
 
 @pytest.mark.slow
@@ -178,6 +182,21 @@ def test_colour_modes_exif_and_alpha(tmp_path, photos, keras_model):
         assert written.mode == "RGBA" and written.size == (64, 43)
         alpha = np.asarray(written)[..., 3]
     assert alpha[:, :4].max() < 30 and alpha[:, -4:].min() > 225
+
+
+def test_output_may_name_the_file_for_one_input(tmp_path, photos, keras_model):
+    source = tmp_path / "p.png"
+    images.write_image(str(source), images.resize_long_side(photos["coffee"], 40))
+    target = tmp_path / "out" / "styled.jpg"
+    result = run_stylize([f"--model={keras_model}", f"--output={target}", str(source)], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(target) as written:  # a file, in the format its extension names
+        assert (written.format, written.size) == ("JPEG", Image.open(source).size)
+    assert not (tmp_path / "stylised").exists()
+    before = target.read_bytes()
+    again = run_stylize([f"--model={keras_model}", f"--output={target}", str(source)], tmp_path)
+    assert again.returncode == 1 and "already exists (pass --overwrite)" in again.stderr
+    assert target.read_bytes() == before
 
 
 def test_never_overwrites_an_input(tmp_path, photos, keras_model):
