@@ -25,8 +25,9 @@ once (a reader and a writer thread beside the network), with a progress bar on s
 frames per second, time left; plain lines every 10 s where stderr is not a terminal;
 ``--noprogress``: none). Files found in a folder or by a glob keep their sub-folder below it
 under ``OUTPUT``. ``--output`` may instead name the file for a single input (an image extension
-such as ``out.jpg``, or ``.mp4`` for a video; not with ``--style=all``); a name with such an
-extension that is an existing folder stays a folder.
+such as ``out.jpg``, where a format without alpha drops the input's, or ``.mp4`` for a video;
+not with ``--style=all``); a name with such an extension that is an existing folder stays a
+folder.
 
 Nothing existing is replaced without ``--overwrite``, and an input never is; two inputs with the
 same output in one run: the second is refused. A file reached twice (a folder and a file in it,
@@ -111,19 +112,22 @@ def _check_flags(inputs):
 
 
 ALL_STYLES = "all"
-FILE_EXTENSIONS = images.IMAGE_EXTENSIONS + (".mp4",)
+FILE_EXTENSIONS = images.IMAGE_EXTENSIONS + video.VIDEO_EXTENSIONS
 
 
 def _output_file(inputs, errors) -> str | None:
-    """``--output`` when it names a file (an image extension, or .mp4; not an existing folder):
-    valid for one input of the same kind; None when it names a folder."""
+    """``--output`` when it names a file (an image or video extension; not an existing
+    folder): valid for one input of the same kind (videos are written as .mp4); None when it
+    names a folder."""
     output = FLAGS.output
     if os.path.isdir(output) or not output.lower().endswith(FILE_EXTENSIONS):
         return None
+    if video.is_video(output) and not output.lower().endswith(".mp4"):
+        cli.fail(PROGRAM, f"--output: {output}: videos are written as .mp4")
     given = len(inputs) + len(errors)
     if given != 1:
-        cli.fail(PROGRAM, f"--output: {output} names one file, but {given} inputs were given; "
-                          "name a folder for several")
+        cli.fail(PROGRAM, f"--output: {output} names one file, but the inputs hold {given} "
+                          "(folders and globs count their files); name a folder for several")
     if FLAGS.style == ALL_STYLES:
         cli.fail(PROGRAM, f"--output: {output} names one file, but --style=all writes one per "
                           "style; name a folder")
@@ -190,6 +194,9 @@ def _stylize_one(stylizer, path: str, target: str):
         output = stylizer.image(rgb if alpha is None else np.dstack([rgb, alpha]))
     except (inference.MemoryBudgetError, inference.InputError) as e:
         raise images.ImageError(f"{path}: {e}") from None
+    if alpha is not None and target.lower().endswith(images.NO_ALPHA_EXTENSIONS):
+        print(f"{PROGRAM}: --output: {target} holds no alpha; {path}'s is dropped",
+              file=sys.stderr)
     images.write_image(target, output, overwrite=FLAGS.overwrite)
 
 

@@ -229,17 +229,26 @@ def to_uint8(pixels) -> np.ndarray:
     return np.clip(np.round(np.asarray(pixels, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
+# Formats that hold no alpha: an RGBA image is written as its RGB there.
+NO_ALPHA_EXTENSIONS = (".jpg", ".jpeg", ".bmp")
+JPEG_QUALITY = 95  # Pillow's default, 75, blurs the fine strokes a style network paints
+
+
 def write_image(path: str, image, overwrite: bool = False) -> str:
-    """Writes an RGB or RGBA image (uint8, or float in [0, 255]); never replaces a file unless
-    asked."""
+    """Writes an RGB or RGBA image (uint8, or float in [0, 255]) in the format its extension
+    names (RGBA as RGB where the format has no alpha; JPEG at quality ``JPEG_QUALITY``); never
+    replaces a file unless asked."""
     if os.path.exists(path) and not overwrite:
         raise ImageError(f"{path}: already exists (pass overwrite to replace it)")
     image = np.asarray(image)
     if image.dtype != np.uint8:
         image = to_uint8(image)
+    if image.ndim == 3 and image.shape[-1] == 4 and path.lower().endswith(NO_ALPHA_EXTENSIONS):
+        image = image[..., :3]
+    options = {"quality": JPEG_QUALITY} if path.lower().endswith((".jpg", ".jpeg")) else {}
     try:
         with files.atomic_path(path, overwrite=overwrite) as tmp:
-            Image.fromarray(image).save(tmp)
+            Image.fromarray(image).save(tmp, **options)
     except FileExistsError as e:
         raise ImageError(f"{path}: already exists (pass overwrite to replace it)") from e
     except (OSError, ValueError) as e:

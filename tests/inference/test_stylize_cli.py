@@ -93,7 +93,9 @@ BAD_FLAGS = [(["--strength=1.5", "x.jpg"], "--strength"),
              (["--no_such_flag=1", "x.jpg"], "--no_such_flag"),
              ([], "no inputs"),
              (["--model=no_such_model", "x.jpg"], "--model"),
-             (["--output=o.png", "x.jpg", "y.jpg"], "--output: o.png names one file, but 2"),
+             (["--output=o.png", "x.jpg", "y.jpg"], "--output: o.png names one file, but the "
+              "inputs hold 2"),
+             (["--output=o.mov", "x.mov"], "--output: o.mov: videos are written as .mp4"),
              (["--output=o.jpg", "--style=all", "x.jpg"], "--output: o.jpg names one file"),
              (["--output=o.mp4", os.path.join(REPO, "docs", "images", "udnie_solo.jpg")],
               "--output: o.mp4: ")]
@@ -197,6 +199,14 @@ def test_output_may_name_the_file_for_one_input(tmp_path, photos, keras_model):
     again = run_stylize([f"--model={keras_model}", f"--output={target}", str(source)], tmp_path)
     assert again.returncode == 1 and "already exists (pass --overwrite)" in again.stderr
     assert target.read_bytes() == before
+    rgba = tmp_path / "rgba.png"  # JPEG holds no alpha: written as RGB, with a warning line
+    rgb = images.read_image(str(source))
+    images.write_image(str(rgba), np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)]))
+    third = run_stylize([f"--model={keras_model}", f"--output={tmp_path / 'rgba.jpg'}",
+                         str(rgba)], tmp_path)
+    assert third.returncode == 0 and "holds no alpha" in third.stderr, third.stderr[-2000:]
+    with Image.open(tmp_path / "rgba.jpg") as written:
+        assert written.mode == "RGB"
 
 
 def test_never_overwrites_an_input(tmp_path, photos, keras_model):
