@@ -186,6 +186,7 @@ def test_colour_modes_exif_and_alpha(tmp_path, photos, keras_model):
     assert alpha[:, :4].max() < 30 and alpha[:, -4:].min() > 225
 
 
+@pytest.mark.slow
 def test_output_may_name_the_file_for_one_input(tmp_path, photos, keras_model):
     source = tmp_path / "p.png"
     images.write_image(str(source), images.resize_long_side(photos["coffee"], 40))
