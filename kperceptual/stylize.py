@@ -132,8 +132,9 @@ def _output_file(inputs, errors) -> str | None:
         cli.fail(PROGRAM, f"--output: {output} names one file, but --style=all writes one per "
                           "style; name a folder")
     if inputs and video.is_video(inputs[0][0]) != video.is_video(output):
-        kind = "a video, whose output ends in .mp4" if video.is_video(inputs[0][0]) else \
-            f"an image, whose output needs an image extension ({' '.join(images.IMAGE_EXTENSIONS)})"
+        kind = ("a video, whose output ends in .mp4" if video.is_video(inputs[0][0]) else
+                "an image, whose output needs an image extension "
+                f"({' '.join(images.IMAGE_EXTENSIONS)})")
         cli.fail(PROGRAM, f"--output: {output}: {inputs[0][0]} is {kind}")
     return output
 

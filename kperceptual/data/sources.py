@@ -252,8 +252,9 @@ class MultiStyleImages(TrainingImages):
         return {PIXELS_KEY: pixels, STYLE_KEY: style}
 
     def describe(self) -> str:
-        return f"{super().describe()}, {'style' if len(self.names) == 1 else 'styles'} " + (
-            f"{', '.join(self.names)}" + (" in turn" if len(self.names) > 1 else ""))
+        if len(self.names) == 1:
+            return f"{super().describe()}, style {self.names[0]}"
+        return f"{super().describe()}, styles {', '.join(self.names)} in turn"
 
 
 class ImageBatches(keras.utils.PyDataset):
